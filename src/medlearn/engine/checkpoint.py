@@ -1,0 +1,159 @@
+"""Safe checkpoint I/O and loud partial loading.
+
+- Reading: always ``torch.load(..., weights_only=True)``: a checkpoint from a colleague or the web
+  cannot execute code. medlearn checkpoints hold only tensors and plain Python values.
+- Writing: atomic (temp file in the same folder, ``fsync``, ``os.replace``), so a run killed while
+  saving never leaves a truncated ``last.ckpt`` behind.
+- :func:`load_pretrained` moves weights between models (a C2L encoder into a classifier backbone),
+  mapping key prefixes and failing loudly when something that should load does not.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from medlearn.io.errors import DataError
+
+__all__ = ["AtomicCheckpointIO", "atomic_save", "safe_load", "load_pretrained", "LoadReport", "CheckpointError"]
+
+
+class CheckpointError(DataError):
+    """A checkpoint that cannot be used (unreadable, or keys that do not fit the model)."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename over it (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: missing, truncated or not a medlearn/PyTorch checkpoint, or one that needs
+            arbitrary code to unpickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError)
+        raise CheckpointError(path, f"cannot load as a weights-only checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(path, f"expected a dict checkpoint, got {type(obj).__name__}")
+    return dict(obj)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint plugin: atomic writes, weights-only reads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return safe_load(path, map_location=map_location if map_location is not None else "cpu")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did."""
+
+    loaded: list[str] = field(default_factory=list)
+    skipped_source: list[str] = field(default_factory=list)
+    not_covered: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"loaded {len(self.loaded)} tensors; {len(self.skipped_source)} source keys outside the map; "
+                f"{len(self.not_covered)} model keys outside the map keep their init")
+
+
+def _state_dict_of(checkpoint: str | Path | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    if isinstance(checkpoint, (str, Path)):
+        ckpt = safe_load(checkpoint)
+        where = str(checkpoint)
+    else:
+        ckpt = dict(checkpoint)
+        where = "<state dict>"
+    sd = ckpt.get("state_dict", ckpt)
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(where, "no state_dict of tensors found in the checkpoint")
+    return dict(sd), where
+
+
+def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, Any],
+                    key_map: Mapping[str, str], ignore: tuple[str, ...] = ()) -> LoadReport:
+    """Copy weights from ``checkpoint`` into ``model`` under a prefix map; refuse silent partial loads.
+
+    Every source key that starts with a prefix in ``key_map`` is renamed (``src_prefix`` ->
+    ``dst_prefix``). Then, for every destination prefix, the model's keys under it must be exactly
+    the renamed keys, with equal shapes. Model keys outside every destination prefix keep their
+    initialisation (e.g. a new classification head) and are listed in the report.
+
+    Args:
+        model: the model to fill (modified in place).
+        checkpoint: a path (Lightning checkpoint or plain state dict) or a loaded dict.
+        key_map: ``{source_prefix: destination_prefix}``, e.g.
+            ``{"student.backbone.": "backbone."}``.
+        ignore: destination key suffixes allowed to be missing or extra (e.g. ``("num_batches_tracked",)``).
+
+    Returns:
+        A :class:`LoadReport`.
+
+    Raises:
+        CheckpointError: no key matched a source prefix; a model key under a destination prefix has
+            no source; a source key has no place in the model; shapes differ.
+    """
+    sd, where = _state_dict_of(checkpoint)
+    mapped: dict[str, torch.Tensor] = {}
+    report = LoadReport()
+    for k, v in sd.items():
+        for src, dst in key_map.items():
+            if k.startswith(src):
+                mapped[dst + k[len(src):]] = v
+                break
+        else:
+            report.skipped_source.append(k)
+    if not mapped:
+        raise CheckpointError(where, f"no key starts with any of {list(key_map)}; the checkpoint has e.g. "
+                                     f"{list(sd)[:5]}")
+    target = model.state_dict()
+    dst_prefixes = tuple(key_map.values())
+    problems: list[str] = []
+    for k in target:
+        if k.startswith(dst_prefixes) and k not in mapped and not k.endswith(ignore):
+            problems.append(f"model key {k!r} has no source in the checkpoint")
+    for k, v in mapped.items():
+        if k not in target:
+            if not k.endswith(ignore):
+                problems.append(f"checkpoint key maps to {k!r}, which the model does not have")
+        elif target[k].shape != v.shape:
+            problems.append(f"{k!r}: checkpoint shape {tuple(v.shape)} != model shape {tuple(target[k].shape)}")
+    if problems:
+        raise CheckpointError(where, "pretrained weights do not fit the model", problems)
+    to_load = {k: v for k, v in mapped.items() if k in target}
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    report.not_covered = sorted(k for k in target if not k.startswith(dst_prefixes))
+    return report

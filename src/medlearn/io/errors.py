@@ -1,0 +1,39 @@
+"""The one error type for bad input in medlearn.
+
+Every reader, dataset layout parser and validator raises :class:`DataError` for input that cannot be
+used: a corrupt or truncated file, a wrong shape, NaN pixels, a missing column, a label out of range.
+The message always names the file and the reason, so a user sees *what* to fix and *where* instead of
+a stack trace from deep inside a transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Input data that medlearn cannot use.
+
+    Args:
+        path: the file (or dataset root) at fault.
+        reason: what is wrong, in words a user can act on.
+        problems: optional list of individual problems (e.g. every bad row of a table), each listed
+            in the message, not only the first.
+
+    Examples:
+        >>> raise DataError("scan.dcm", "file is truncated")  # doctest: +SKIP
+        medlearn.io.errors.DataError: scan.dcm: file is truncated
+    """
+
+    def __init__(self, path: str | Path, reason: str, problems: Iterable[str] | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.problems = list(problems or [])
+        msg = f"{self.path}: {reason}"
+        if self.problems:
+            shown = self.problems[:50]
+            msg += "\n" + "\n".join(f"  - {p}" for p in shown)
+            if len(self.problems) > len(shown):
+                msg += f"\n  ... and {len(self.problems) - len(shown)} more"
+        super().__init__(msg)

@@ -1,0 +1,5 @@
+"""Method implementations; importing this package registers every method."""
+
+from __future__ import annotations
+
+from medlearn.methods import c2l  # noqa: F401

@@ -1,0 +1,201 @@
+"""C2L demo and CPU-scale reproduction.
+
+Both write synthetic radiographs in the ChestX-ray14 layout with ``medlearn synth chestxray``'s
+generator, read them back through the real ChestX-ray14 reader, and run the configs shipped in
+``configs/c2l/`` (the same files a user runs with ``medlearn fit``).
+
+- demo: pretrain C2L on the unlabeled pool, then fine-tune with 50 labels from the C2L checkpoint
+  and from scratch (same labels, same seed); report mean test AUC of both.
+- reproduce: scratch vs two-view momentum contrast (no mixup) vs full C2L, fine-tuned at 50 and
+  200 labels with 3 seeds (paired: one label subset and fine-tuning seed per seed, shared by the
+  three arms), plus a linear probe for the pretrained arms; the table goes to ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlearn.engine.config import load_config
+from medlearn.engine.run import fit_from_config
+from medlearn.engine.trainer import set_cpu_threads
+from medlearn.registry import DemoResult, config_dir
+from medlearn.synth.chestxray import write_chestxray14
+
+__all__ = ["demo", "reproduce", "write_contract_data", "DEMO_CLASSES"]
+
+DEMO_CLASSES = ["Cardiomegaly", "Effusion", "Nodule", "Consolidation"]
+
+
+def _data(out: Path, n_images: int, size: int, seed: int) -> Path:
+    root = out / "data" / "chestxray-synth"
+    if not (root / "Data_Entry_2017.csv").is_file():
+        write_chestxray14(root, n_images=n_images, size=size, seed=seed, overwrite=True)
+    return root
+
+
+def write_contract_data(folder: Path) -> Path:
+    """A tiny ChestX-ray14-layout set for the contract tests."""
+    root = Path(folder) / "cxr"
+    write_chestxray14(root, n_images=48, size=32, seed=1, overwrite=True)
+    return root
+
+
+def _pretrain_cfg(root: Path, **over: Any) -> dict[str, Any]:
+    return load_config(config_dir("c2l") / "demo.yaml", {"data.init_args.root": str(root), **over})
+
+
+def _finetune_cfg(root: Path, pretrained: Path | None, n_labels: int, seed: int, **over: Any) -> dict[str, Any]:
+    return load_config(config_dir("c2l") / "demo_finetune.yaml", {
+        "data.init_args.root": str(root), "data.init_args.num_train": n_labels, "data.init_args.label_seed": seed,
+        "seed_everything": seed, "model.init_args.pretrained": str(pretrained) if pretrained else None, **over})
+
+
+def demo(out_dir: str | Path = "runs/demo/c2l", n_images: int = 1600, pretrain_epochs: int | None = None,
+         n_labels: int = 50, threads: int | None = None) -> DemoResult:
+    """Pretrain C2L on synthetic radiographs, then fine-tune with few labels vs from scratch.
+
+    Args:
+        out_dir: where the data and the three run folders go.
+        n_images: synthetic images written (about 75% train_val, 25% test).
+        pretrain_epochs: override of the demo config's epochs.
+        n_labels: labelled training images for fine-tuning.
+        threads: torch threads (default: ``MEDLEARN_THREADS`` or 1).
+    """
+    set_cpu_threads(threads)
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    root = _data(out, n_images, 64, seed=0)
+    over = {"trainer.max_epochs": pretrain_epochs} if pretrain_epochs else {}
+    pre = fit_from_config(_pretrain_cfg(root, **over), out / "pretrain", test=False, prefix="[c2l pretrain] ")
+    arms = {}
+    for name, ckpt in (("c2l", pre.last_ckpt), ("scratch", None)):
+        r = fit_from_config(_finetune_cfg(root, ckpt, n_labels, seed=0), out / f"finetune-{name}",
+                            prefix=f"[finetune {name}] ")
+        arms[name] = r.test.get("test/auc_mean", math.nan)
+    _demo_report(out, arms, n_labels)
+    headline = f"mean test AUC @{n_labels} labels: C2L {arms['c2l']:.3f} vs scratch {arms['scratch']:.3f}"
+    return DemoResult("c2l", headline, arms["c2l"] > arms["scratch"], time.perf_counter() - t0, out,
+                      {"auc_c2l": arms["c2l"], "auc_scratch": arms["scratch"]})
+
+
+def _demo_report(out: Path, arms: dict[str, float], n_labels: int) -> None:
+    import matplotlib.pyplot as plt
+
+    from medlearn.engine.report import Section, save_figure, write_report
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(list(arms), list(arms.values()), color=["#228833", "#bb5566"])
+    ax.set_ylim(0.5, 1.0)
+    ax.set_ylabel("mean test ROC-AUC")
+    ax.set_title(f"fine-tuned with {n_labels} labels")
+    png = save_figure(fig, out / "figures" / "c2l_vs_scratch.png")
+    sections = [Section("C2L vs scratch", "Same labelled subset, same fine-tuning recipe and seed.", [png],
+                        table=(["init", "mean test AUC"], [[k, v] for k, v in arms.items()]))]
+    for sub in ("pretrain", "finetune-c2l", "finetune-scratch"):
+        sections.append(Section(sub, f"see {sub}/report.html"))
+    write_report(out, "medlearn demo: C2L", sections)
+
+
+# ---------------------------------------------------------------------------------------------
+def reproduce(out_dir: str | Path = "runs/reproduce/c2l", seeds: tuple[int, ...] = (0, 1, 2),
+              label_sizes: tuple[int, ...] = (50, 200), n_images: int = 3000, pretrain_epochs: int = 20,
+              finetune_epochs: int = 40, results_md: str | Path | None = "docs/results.md",
+              threads: int | None = None) -> str:
+    """The spec's CPU-scale experiment; returns the markdown table (also written to ``results_md``).
+
+    One pretraining per arm (pretraining seed 0) on the unlabeled train_val pool; for each seed,
+    every arm is fine-tuned on the same labelled subset with the same fine-tuning seed.
+    """
+    set_cpu_threads(threads)
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    root = _data(out, n_images, 64, seed=0)
+    ckpts: dict[str, Path | None] = {"scratch": None}
+    pre_seconds = {}
+    for arm, mix in (("two-view", False), ("c2l", True)):
+        r = fit_from_config(_pretrain_cfg(root, **{"model.init_args.mixup": mix, "trainer.max_epochs": pretrain_epochs}),
+                            out / f"pretrain-{arm}", test=False, prefix=f"[pretrain {arm}] ")
+        ckpts[arm] = r.last_ckpt
+        pre_seconds[arm] = r.seconds
+    rows: list[dict[str, Any]] = []
+    for n in label_sizes:
+        for seed in seeds:
+            for arm, ck in ckpts.items():
+                modes = [("finetune", False)] + ([("linear", True)] if ck is not None else [])
+                for mode, frozen in modes:
+                    over = {"trainer.max_epochs": finetune_epochs, "model.init_args.freeze_backbone": frozen}
+                    if frozen:
+                        over["model.init_args.lr"] = 0.01
+                    r = fit_from_config(_finetune_cfg(root, ck, n, seed, **over),
+                                        out / f"{mode}-{arm}-n{n}-s{seed}", prefix=f"[{mode} {arm} n={n} s={seed}] ")
+                    rows.append({"labels": n, "seed": seed, "arm": arm, "mode": mode,
+                                 "auc": r.test.get("test/auc_mean", math.nan), "seconds": r.seconds})
+                    shutil.rmtree(r.run_dir / "tb", ignore_errors=True)
+    (out / "results.json").write_text(json.dumps({"rows": rows, "pretrain_seconds": pre_seconds}, indent=1))
+    table = _table(rows, seeds, label_sizes, n_images, pretrain_epochs, finetune_epochs,
+                   time.perf_counter() - t0, pre_seconds)
+    if results_md:
+        write_results_section(Path(results_md), "c2l", table)
+    return table
+
+
+def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tuple[int, ...], n_images: int,
+           pre_ep: int, ft_ep: int, seconds: float, pre_seconds: dict[str, float]) -> str:
+    def aucs(arm: str, mode: str, n: int) -> np.ndarray:
+        return np.array([r["auc"] for r in rows if r["arm"] == arm and r["mode"] == mode and r["labels"] == n])
+
+    lines = [
+        "Mean test ROC-AUC over the 4 synthetic findings (Cardiomegaly, Effusion, Nodule, Consolidation), "
+        f"mean ± sd over seeds {list(seeds)}; per-seed values in brackets.",
+        "",
+        "| init | " + " | ".join(f"fine-tune @{n}" for n in label_sizes) + " | "
+        + " | ".join(f"linear probe @{n}" for n in label_sizes) + " |",
+        "|---|" + "---|" * (2 * len(label_sizes)),
+    ]
+    for arm, label in (("scratch", "scratch"), ("two-view", "two-view momentum contrast (no mixup)"),
+                       ("c2l", "C2L (3 terms, mixup)")):
+        cells = []
+        for mode in ("finetune", "linear"):
+            for n in label_sizes:
+                a = aucs(arm, mode, n)
+                cells.append("-" if a.size == 0 else
+                             f"{a.mean():.3f} ± {a.std(ddof=1) if a.size > 1 else 0:.3f} [{', '.join(f'{v:.3f}' for v in a)}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences (same labelled subset and fine-tuning seed), fine-tuning:", ""]
+    lines += ["| comparison | " + " | ".join(f"@{n}: mean diff (wins)" for n in label_sizes) + " |",
+              "|---|" + "---|" * len(label_sizes)]
+    for a, b in (("c2l", "scratch"), ("two-view", "scratch"), ("c2l", "two-view")):
+        cells = []
+        for n in label_sizes:
+            d = aucs(a, "finetune", n) - aucs(b, "finetune", n)
+            cells.append(f"{d.mean():+.3f} ({int((d > 0).sum())}/{d.size})")
+        lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    lines += ["", f"Setup: {n_images} synthetic 64 px radiographs (ChestX-ray14 layout, read back by the "
+              f"reader at 32 px); pretraining {pre_ep} epochs on the train_val pool (pretraining seed 0; "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in pre_seconds.items())
+              + f"); fine-tuning {ft_ep} epochs, Adam 1e-3 (linear probe: lr 1e-2, frozen backbone); "
+              f"model selection on validation mean AUC; total wall time {seconds / 60:.1f} min on this machine."]
+    return "\n".join(lines)
+
+
+def write_results_section(path: Path, method: str, body: str, command: str | None = None) -> None:
+    """Replace (or add) the ``## method`` section of ``docs/results.md`` between markers."""
+    command = command or f"medlearn reproduce {method}"
+    start, end = f"<!-- {method}:start -->", f"<!-- {method}:end -->"
+    block = f"{start}\n## {method}\n\nCommand: `{command}` (measured {time.strftime('%Y-%m-%d')}).\n\n{body}\n{end}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Reproductions\n\nTables as measured.\n"
+    if start in text and end in text:
+        pre, _, rest = text.partition(start)
+        _, _, post = rest.partition(end)
+        text = pre + block + post
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")

@@ -1,0 +1,7 @@
+"""Networks shared by the methods: the backbone factory and small heads."""
+
+from __future__ import annotations
+
+from medlearn.nn.backbones import Backbone, PlainCNN, build_backbone, list_backbones
+
+__all__ = ["Backbone", "PlainCNN", "build_backbone", "list_backbones"]

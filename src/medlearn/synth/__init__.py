@@ -1,0 +1,95 @@
+"""Phantom generators that write public dataset layouts to disk.
+
+Every generator here *writes files* in the exact layout of a public dataset (for example the NIH
+ChestX-ray14 layout of Wang et al., "ChestX-ray8", CVPR 2017), so that demos and tests go through
+the same readers in :mod:`medlearn.data` that a user with the real data hits.
+
+Generators register themselves under a short name with :func:`register_synth`; the CLI
+(``medlearn synth NAME --out DIR ...``) looks them up with :func:`get_synth` and builds its options
+from the function signature, so a generator must:
+
+* take ``out`` (the output folder) as its first argument and return the folder it wrote;
+* take every other option as a keyword argument with a type hint and a default;
+* have a docstring whose first line is the help text.
+
+Examples:
+    >>> from medlearn.synth import get_synth, list_synth
+    >>> "chestxray" in list_synth()
+    True
+    >>> get_synth("chestxray")(out="/tmp/cxr14", n_images=40, size=32)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["SYNTHESIZERS", "get_synth", "list_synth", "register_synth"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: name -> generator function; fill it with :func:`register_synth`.
+SYNTHESIZERS: dict[str, Callable[..., Any]] = {}
+_HELP: dict[str, str] = {}
+
+
+def register_synth(name: str, help: str) -> Callable[[F], F]:  # noqa: A002 - the CLI's word
+    """Register a phantom generator under ``name``.
+
+    Args:
+        name: the short name users type (``medlearn synth NAME``).
+        help: one line describing what the generator writes.
+
+    Returns:
+        A decorator that records the function and returns it unchanged.
+
+    Raises:
+        ValueError: if ``name`` is empty or already taken by a different function.
+    """
+    if not name or not name.strip():
+        raise ValueError("synthesizer name must be a non-empty string")
+
+    def decorator(fn: F) -> F:
+        existing = SYNTHESIZERS.get(name)
+        key = (fn.__module__, fn.__qualname__)
+        # a module reload registers the same function again: allowed
+        if existing is not None and (existing.__module__, existing.__qualname__) != key:
+            owner = f"{existing.__module__}.{existing.__qualname__}"
+            raise ValueError(f"synthesizer {name!r} is already registered ({owner})")
+        SYNTHESIZERS[name] = fn
+        _HELP[name] = help
+        return fn
+
+    return decorator
+
+
+def get_synth(name: str) -> Callable[..., Any]:
+    """Return the generator registered under ``name``.
+
+    Args:
+        name: a registered name, see :func:`list_synth`.
+
+    Returns:
+        The generator function; call it as ``fn(out=..., **options)``.
+
+    Raises:
+        KeyError: if no generator has that name (the message lists the known names).
+    """
+    try:
+        return SYNTHESIZERS[name]
+    except KeyError:
+        known = ", ".join(sorted(SYNTHESIZERS)) or "(none)"
+        raise KeyError(f"unknown synthesizer {name!r}; known: {known}") from None
+
+
+def list_synth() -> dict[str, str]:
+    """List the registered generators.
+
+    Returns:
+        ``{name: help}`` sorted by name (iterating it yields the names).
+    """
+    return {name: _HELP[name] for name in sorted(SYNTHESIZERS)}
+
+
+# Generators register themselves on import; keep these imports below the registry definitions.
+from medlearn.synth import chestxray as _chestxray  # noqa: E402,F401

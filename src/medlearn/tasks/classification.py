@@ -1,0 +1,223 @@
+"""Image classification on top of a factory backbone: fine-tuning and linear probing.
+
+Self-supervised methods (C2L, Rubik's cube) are judged by how well their encoder transfers: a new
+linear head on the pretrained backbone, trained end to end (fine-tune) or alone on frozen features
+(linear probe). ``ImageClassifier`` is that downstream model for 2D and 3D, multi-label (sigmoid +
+BCE, per-class ROC-AUC, ChestX-ray14 style) or multi-class (softmax + CE, accuracy).
+
+Pretrained weights come in through :func:`medlearn.engine.checkpoint.load_pretrained`, which maps key
+prefixes (``student.backbone.`` of a C2L checkpoint -> ``backbone.``) and refuses partial loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from medlearn.data.augment import AugmentParams, ViewAugment, center_view
+from medlearn.engine.checkpoint import CheckpointError, load_pretrained, safe_load
+from medlearn.engine.report import Section, save_figure
+from medlearn.metrics import MultiLabelAUC
+from medlearn.nn import build_backbone
+from medlearn.optim import build_scheduler
+
+__all__ = ["ImageClassifier", "PRETRAINED_PREFIXES"]
+
+#: Backbone prefixes tried, in order, when ``pretrained_prefix="auto"``.
+PRETRAINED_PREFIXES = ("student.backbone.", "encoder.backbone.", "backbone.")
+
+
+class ImageClassifier(LightningModule):
+    """Backbone + linear head, optionally initialised from a pretraining checkpoint.
+
+    Args:
+        backbone: factory name.
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        num_classes: outputs.
+        class_names: names for metrics and reports (default ``class_0..``).
+        multilabel: sigmoid/BCE with per-class AUC (``True``) or softmax/CE with accuracy.
+        pretrained: checkpoint to initialise the backbone from (``None``: random init, "scratch").
+        pretrained_prefix: the backbone's key prefix in that checkpoint, or ``"auto"``.
+        freeze_backbone: linear probe: backbone frozen (BatchNorm statistics too), head trained.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        schedule: ``"cosine"``, ``"step"`` or ``"constant"``.
+        image_size: network input side (2D).
+        crop_scale: training random-resized-crop area range (light augmentation).
+        rotation: training rotation, degrees.
+        hflip: training horizontal flip probability.
+        norm_mean: intensity mean used for normalisation (must match pretraining).
+        norm_std: intensity std.
+        dropout: dropout before the head.
+    """
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """Metric and mode for ``best.ckpt``."""
+        return ("val/auc_mean", "max") if self.hparams.multilabel else ("val/acc", "max")
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 14,
+        class_names: list[str] | None = None,
+        multilabel: bool = True,
+        pretrained: str | None = None,
+        pretrained_prefix: str = "auto",
+        freeze_backbone: bool = False,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        schedule: str = "cosine",
+        image_size: int = 224,
+        crop_scale: tuple[float, float] = (0.7, 1.0),
+        rotation: float = 5.0,
+        hflip: float = 0.5,
+        norm_mean: float = 0.449,
+        norm_std: float = 0.226,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        self.save_hyperparameters()
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.backbone = build_backbone(backbone, spatial_dims, in_channels)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(self.backbone.out_features, num_classes)
+        self.train_augment = ViewAugment(AugmentParams(
+            out_size=image_size, crop_scale=tuple(crop_scale), rotation=rotation, hflip=hflip, brightness=0.1,
+            contrast=0.1, cutout_holes=0, mean=norm_mean, std=norm_std)) if spatial_dims == 2 else None
+        self.load_report: str | None = None
+        if pretrained:
+            self.load_backbone(pretrained, pretrained_prefix)
+        if freeze_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+        self._metrics: dict[str, MultiLabelAUC] = {}
+        self._acc: dict[str, list[float]] = {}
+        self.results: dict[str, dict[str, float]] = {}
+
+    def load_backbone(self, checkpoint: str | Path, prefix: str = "auto") -> str:
+        """Load backbone weights from a pretraining checkpoint (see :func:`load_pretrained`)."""
+        if prefix == "auto":
+            sd = safe_load(checkpoint).get("state_dict", {})
+            found = next((p for p in PRETRAINED_PREFIXES if any(k.startswith(p) for k in sd)), None)
+            if found is None:
+                raise CheckpointError(checkpoint, f"no backbone keys under any of {PRETRAINED_PREFIXES}")
+            prefix = found
+        report = load_pretrained(self, checkpoint, {prefix: "backbone."}, ignore=("num_batches_tracked",))
+        self.load_report = f"{checkpoint}: {report}"
+        return self.load_report
+
+    def train(self, mode: bool = True) -> ImageClassifier:  # type: ignore[override]
+        super().train(mode)
+        if self.hparams.freeze_backbone:
+            self.backbone.eval()  # linear probe: frozen BatchNorm statistics too
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of normalised inputs ``(B, C, *spatial)``."""
+        return self.head(self.dropout(self.backbone(x)))
+
+    def _prep(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        h = self.hparams
+        if h.spatial_dims != 2:
+            return (x.float() - h.norm_mean) / h.norm_std
+        if train and self.train_augment is not None:
+            return self.train_augment(x)
+        return center_view(x, h.image_size, h.norm_mean, h.norm_std)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.hparams.multilabel:
+            return F.binary_cross_entropy_with_logits(logits.float(), y.float())
+        return F.cross_entropy(logits.float(), y.long().view(-1))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
+        loss = self._loss(self(self._prep(x, True)), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        x, y = batch["image"], batch["label"]
+        logits = self(self._prep(x, False))
+        self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        if self.hparams.multilabel:
+            self._metrics.setdefault(stage, MultiLabelAUC(self.class_names)).update(torch.sigmoid(logits), y)
+        else:
+            acc = (logits.argmax(1) == y.long().view(-1)).float().mean()
+            self.log(f"{stage}/acc", acc, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+
+    def _eval_end(self, stage: str) -> None:
+        m = self._metrics.pop(stage, None)
+        if m is None:
+            return
+        res = m.compute()
+        self.log(f"{stage}/auc_mean", res.mean, sync_dist=False)
+        for name, v in res.per_class.items():
+            if not np.isnan(v):
+                self.log(f"{stage}/auc/{name}", v, sync_dist=False)
+        self.results[stage] = {"auc_mean": res.mean, **{f"auc/{k}": v for k, v in res.per_class.items()}}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        logits = self(self._prep(batch["image"], False))
+        probs = torch.sigmoid(logits) if self.hparams.multilabel else torch.softmax(logits, 1)
+        return {"name": batch.get("name"), "probs": probs.float().cpu()}
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if h.optimizer == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=h.lr, momentum=0.9, weight_decay=h.weight_decay)
+        sched = build_scheduler(opt, h.schedule, self.trainer.max_epochs, [int(self.trainer.max_epochs * 0.7)])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def report_sections(self, run_dir: Path) -> list[Section]:
+        """Per-class AUC bars for the last evaluated split."""
+        stage = "test" if "test" in self.results else "val" if "val" in self.results else None
+        if stage is None or not self.hparams.multilabel:
+            return []
+        import matplotlib.pyplot as plt
+
+        r = self.results[stage]
+        names = [n for n in self.class_names if not np.isnan(r.get(f"auc/{n}", np.nan))]
+        vals = [r[f"auc/{n}"] for n in names]
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(names) + 2), 3.2))
+        ax.bar(names, vals, color="#4477aa")
+        ax.set_ylim(0.5, 1.0)
+        ax.set_ylabel("ROC-AUC")
+        ax.set_title(f"{stage} AUC per class (mean {r['auc_mean']:.3f})")
+        ax.tick_params(axis="x", rotation=45)
+        png = save_figure(fig, Path(run_dir) / "figures" / f"{stage}_auc_per_class.png")
+        rows = [[n, r[f"auc/{n}"]] for n in self.class_names]
+        return [Section(f"{stage} ROC-AUC", self.load_report or "random initialisation", [png],
+                        table=(["class", "AUC"], rows))]
+
+
