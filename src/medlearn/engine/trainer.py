@@ -71,8 +71,10 @@ def trainer_callbacks(run_dir: str | Path, monitor: str | None, mode: str = "max
                       report: bool = True, prefix: str = "") -> list[Callback]:
     """The default callbacks: checkpoints (last + best), RNG state, progress, report."""
     cbs: list[Callback] = [
-        ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                        save_last=True, save_top_k=1 if monitor else 0, auto_insert_metric_name=False,
+        # With a monitored metric: best.ckpt + last.ckpt. Without one, Lightning writes last.ckpt only
+        # as a copy of a regular save, so the newest epoch is kept as epochNNN.ckpt beside it.
+        ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", filename="best" if monitor else "epoch{epoch:03d}",
+                        monitor=monitor, mode=mode, save_last=True, save_top_k=1, auto_insert_metric_name=False,
                         enable_version_counter=False),
         RNGStateCallback(),
     ]

@@ -101,6 +101,7 @@ class ImageClassifier(LightningModule):
             out_size=image_size, crop_scale=tuple(crop_scale), rotation=rotation, hflip=hflip, brightness=0.1,
             contrast=0.1, cutout_holes=0, mean=norm_mean, std=norm_std)) if spatial_dims == 2 else None
         self.load_report: str | None = None
+        self.example_input_array = torch.zeros(2, in_channels, *([image_size] * spatial_dims))
         if pretrained:
             self.load_backbone(pretrained, pretrained_prefix)
         if freeze_backbone:

@@ -131,6 +131,7 @@ class C2L(LightningModule):
         self.criterion: nn.Module = (InfoNCELoss(temperature) if loss == "infonce" else
                                      NCEQueueLoss(n_data, temperature) if n_data else nn.Identity())
         self._samples: torch.Tensor | None = None
+        self.example_input_array = torch.zeros(2, in_channels, view_size, view_size)
         if channels_last:
             self.student.to(memory_format=torch.channels_last)
             self.teacher.to(memory_format=torch.channels_last)

@@ -1,0 +1,538 @@
+"""A small, reusable harness for training-step benchmarks (speed and peak memory).
+
+How a benchmark is measured:
+
+* Every configuration runs in its **own fresh process** (a ``forkserver`` child on Linux, whose
+  server has only imported the modules named in ``preload``; ``spawn`` elsewhere). The process
+  builds its model and batch once, takes a memory baseline, and then waits for commands, so a
+  configuration's peak memory is that process's own: on CPU the peak resident set (``VmHWM``,
+  reset via ``/proc/self/clear_refs`` right after the build; ``ru_maxrss`` where that is not
+  possible) minus the resident set after imports and build; on CUDA
+  ``torch.cuda.max_memory_allocated`` minus the memory allocated after the build.
+* Timed repeats of all configurations are **interleaved** (round 1: A B C ..., round 2: ... C B A,
+  and so on), so slow drifts in background load hit a method and its peer alike. Each repeat runs
+  ``warmup`` untimed steps and then ``iters`` timed steps; a repeat's ``ms_per_step`` is the median
+  of its step times, a configuration's the median over repeats.
+* Results are reported as **ratios against a peer measured in the same run** (method time /
+  peer time), never as absolute thresholds; nothing here belongs in a timed test assertion.
+
+Typical use (see ``bench_c2l.py``)::
+
+    configs = [BenchConfig("a", make_step, {...}, threads=1), BenchConfig("b", make_step, {...}, threads=1)]
+    res = run_interleaved(configs, warmup=5, iters=20, repeats=3, preload=["torch", "mypkg.model"])
+    rows = compare(res, [Comparison("a vs b", "a", "b")])
+    print(comparison_table(rows))
+
+``make_step(spec)`` is a top-level (picklable) function, called in the child process, that returns
+a :class:`StepBench`: a zero-argument ``step`` callable (one full training step) and the batch size.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "StepBench", "BenchConfig", "Comparison", "PeakMemory", "time_step", "run_interleaved",
+    "run_isolated", "compare", "machine_info", "machine_markdown", "comparison_table",
+    "markdown_table", "update_section", "write_json", "utc_now", "DOC_INTRO",
+]
+
+#: Intro of ``docs/benchmarks.md`` when a benchmark script creates the file.
+DOC_INTRO = """# Benchmarks
+
+Speed and memory of medlearn's training steps, one section per method, each written by its
+script in `benchmarks/` (`benchmarks/harness.py` is the shared harness).
+
+How they are measured:
+
+* **Ratios against a peer in the same run.** Each method is timed next to a peer (the same step
+  without the method's extra, another precision, memory format or thread count) on the same
+  machine in the same run, and the ratio method/peer is the number to read. Absolute images/s
+  depend on the machine and its load and are given for orientation only.
+* **Medians of interleaved repeats.** Every configuration runs in its own fresh process; the
+  timed repeats of all configurations alternate (A B A B ...), so background load affects both
+  sides alike. A repeat is a few untimed warm-up steps and then timed steps; the reported time is
+  the median over steps, then over repeats.
+* **Peak memory** is the process's peak resident set (CPU) or peak allocated CUDA memory during
+  the steps, minus the baseline after imports and model build.
+* **Never timed assertions in tests.** Tests check results, not speed; these numbers are produced
+  by running the scripts by hand (each section names its exact command, date and machine).
+"""
+
+
+# -- what is measured -------------------------------------------------------------------------
+@dataclass
+class StepBench:
+    """A built benchmark, returned by a factory in the child process.
+
+    Attributes:
+        step: one full training step (forward, backward, optimizer, ...); its return is ignored.
+        batch_size: images per step (for images/s).
+        info: anything worth recording (parameter count, resolved settings ...).
+    """
+
+    step: Callable[[], Any]
+    batch_size: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    """One configuration to time.
+
+    Attributes:
+        name: unique name (used by :class:`Comparison`).
+        factory: picklable top-level function ``spec -> StepBench``, run in the child process.
+        spec: JSON-serialisable arguments of ``factory``.
+        threads: torch intra-op threads in the child (``None``: leave torch's default).
+        device: ``"cpu"`` or ``"cuda"`` (selects the memory measure and synchronisation).
+    """
+
+    name: str
+    factory: Callable[[dict[str, Any]], StepBench]
+    spec: dict[str, Any]
+    threads: int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class Comparison:
+    """A method configuration timed against its peer (both names of :class:`BenchConfig`).
+
+    ``method_label`` / ``peer_label`` are the texts shown in tables (default: the names).
+    """
+
+    title: str
+    method: str
+    peer: str
+    note: str = ""
+    method_label: str = ""
+    peer_label: str = ""
+
+
+# -- peak memory --------------------------------------------------------------------------------
+_KB = re.compile(r"^(VmRSS|VmHWM):\s+(\d+)\s+kB", re.M)
+
+
+def _proc_status_kb() -> dict[str, int]:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return {k: int(v) for k, v in _KB.findall(f.read())}
+
+
+def _ru_maxrss_mb() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
+
+
+class PeakMemory:
+    """Peak memory of this process above a baseline taken by :meth:`reset`.
+
+    CPU: peak resident set. On Linux the kernel's high-water mark ``VmHWM`` is reset by writing
+    ``5`` to ``/proc/self/clear_refs``, so the peak covers exactly the time since :meth:`reset`
+    and the baseline is the resident set at that moment. Elsewhere ``ru_maxrss`` is used (a
+    lifetime maximum, so the delta is coarse and may read 0 when imports peaked higher).
+    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` minus the memory
+    allocated at :meth:`reset`.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.method = ""
+        self.baseline_mb = 0.0
+
+    def reset(self) -> float:
+        """Start a new peak window; returns the baseline in MiB."""
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.method = "cuda max_memory_allocated"
+            self.baseline_mb = torch.cuda.memory_allocated() / 2**20
+            return self.baseline_mb
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+            self.method = "VmHWM (reset via clear_refs) - VmRSS"
+            self.baseline_mb = _proc_status_kb()["VmRSS"] / 1024
+        except OSError:
+            self.method = "ru_maxrss delta (coarse)"
+            self.baseline_mb = _ru_maxrss_mb()
+        return self.baseline_mb
+
+    def peak_mb(self) -> float:
+        """Peak since :meth:`reset` minus the baseline, in MiB (>= 0)."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        elif self.method.startswith("VmHWM"):
+            peak = _proc_status_kb()["VmHWM"] / 1024
+        else:
+            peak = _ru_maxrss_mb()
+        return max(0.0, peak - self.baseline_mb)
+
+
+# -- timing -------------------------------------------------------------------------------------
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_step(fn: Callable[[], Any], warmup: int, iters: int, *, batch_size: int = 1, device: str = "cpu",
+              mem: PeakMemory | None = None) -> dict[str, Any]:
+    """Time ``fn`` (one training step): ``warmup`` untimed calls, then ``iters`` timed ones.
+
+    Args:
+        fn: the step.
+        warmup: untimed calls first (allocator, caches, lazy init).
+        iters: timed calls (each timed on its own, synchronising CUDA).
+        batch_size: images per call, for ``images_per_s``.
+        device: ``"cpu"`` or ``"cuda..."``.
+        mem: a :class:`PeakMemory` whose baseline to use (a process-wide baseline taken after the
+            build); ``None`` starts a fresh window now, covering warm-up and timed calls.
+
+    Returns:
+        ``ms_per_step`` (median over the timed calls), ``images_per_s`` (from that median),
+        ``peak_mem_mb`` (peak above the baseline), ``ms_mean``, ``ms_min``, ``ms_all``.
+    """
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    if mem is None:
+        mem = PeakMemory(device)
+        mem.reset()
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times: list[float] = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    ms = statistics.median(times)
+    return {"ms_per_step": ms, "images_per_s": batch_size * 1000.0 / ms, "peak_mem_mb": mem.peak_mb(),
+            "ms_mean": statistics.fmean(times), "ms_min": min(times), "ms_all": times}
+
+
+# -- child processes ----------------------------------------------------------------------------
+def _context(preload: Sequence[str]) -> Any:
+    """``forkserver`` with preloaded imports on Linux (fresh, cheap children), else ``spawn``."""
+    if sys.platform.startswith("linux") and "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", *preload])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def _worker(conn: Any, cfg: BenchConfig) -> None:
+    """Child: build once, take the memory baseline, then serve ``time`` commands."""
+    try:
+        _set_threads(cfg.threads)
+        import torch
+
+        bench = cfg.factory(dict(cfg.spec))
+        mem = PeakMemory(cfg.device)
+        base = mem.reset()
+        conn.send(("ready", {"threads": torch.get_num_threads(), "baseline_mb": base, "mem_method": mem.method,
+                             "batch_size": bench.batch_size, "info": bench.info, "pid": os.getpid()}))
+        while True:
+            cmd, args = conn.recv()
+            if cmd == "stop":
+                break
+            if cmd == "time":
+                conn.send(("ok", time_step(bench.step, args["warmup"], args["iters"],
+                                           batch_size=bench.batch_size, device=cfg.device, mem=mem)))
+    except BaseException:  # report everything to the parent, which raises
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _recv(conn: Any, name: str) -> Any:
+    kind, payload = conn.recv()
+    if kind == "error":
+        raise RuntimeError(f"benchmark process {name!r} failed:\n{payload}")
+    return payload
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, repeats: int,
+                    preload: Sequence[str] = ("torch",), verbose: bool = True) -> dict[str, dict[str, Any]]:
+    """Time every configuration in its own process, repeats interleaved across configurations.
+
+    All processes are started and built first (idle while the others run); then ``repeats`` rounds
+    each time every configuration once, the order reversed every other round (A B C, C B A, ...).
+
+    Args:
+        configs: configurations (unique names).
+        warmup: untimed steps per repeat.
+        iters: timed steps per repeat.
+        repeats: rounds.
+        preload: modules the fork server imports once (children start with them loaded).
+        verbose: progress on stderr.
+
+    Returns:
+        ``{name: {"spec", "threads", "device", "baseline_mb", "mem_method", "batch_size", "info",
+        "repeats": [time_step results], "ms_per_step", "images_per_s" (medians over repeats),
+        "peak_mem_mb" (max over repeats)}}``.
+    """
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"configuration names must be unique: {names}")
+    ctx = _context(preload)
+    procs: dict[str, tuple[Any, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for c in configs:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(child, c), name=f"bench-{c.name}", daemon=True)
+            p.start()
+            child.close()
+            procs[c.name] = (p, parent)
+        for c in configs:
+            ready = _recv(procs[c.name][1], c.name)
+            out[c.name] = {"spec": c.spec, "device": c.device, **ready, "repeats": []}
+            if verbose:
+                _log(f"[bench] ready {c.name}: threads={ready['threads']} baseline={ready['baseline_mb']:.0f} MiB")
+        for r in range(repeats):
+            order = list(configs) if r % 2 == 0 else list(reversed(configs))
+            for c in order:
+                conn = procs[c.name][1]
+                conn.send(("time", {"warmup": warmup, "iters": iters}))
+                res = _recv(conn, c.name)
+                out[c.name]["repeats"].append(res)
+                if verbose:
+                    _log(f"[bench] repeat {r + 1}/{repeats} {c.name}: {res['ms_per_step']:.1f} ms/step, "
+                         f"{res['images_per_s']:.1f} img/s, peak +{res['peak_mem_mb']:.0f} MiB")
+    finally:
+        for p, conn in procs.values():
+            try:
+                conn.send(("stop", None))
+            except (OSError, BrokenPipeError):
+                pass
+        for p, conn in procs.values():
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+            conn.close()
+    for rec in out.values():
+        reps = rec["repeats"]
+        rec["ms_per_step"] = statistics.median(x["ms_per_step"] for x in reps)
+        rec["images_per_s"] = rec["batch_size"] * 1000.0 / rec["ms_per_step"]
+        rec["peak_mem_mb"] = max(x["peak_mem_mb"] for x in reps)
+    return out
+
+
+def _isolated(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+              threads: int | None) -> None:
+    try:
+        _set_threads(threads)
+        conn.send(("ok", fn(*args, **kwargs)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def run_isolated(fn: Callable[..., Any], *args: Any, threads: int | None = None,
+                 preload: Sequence[str] = ("torch",), **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` (picklable, top level) in a fresh process; return its result."""
+    ctx = _context(preload)
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_isolated, args=(child, fn, args, kwargs, threads), daemon=True)
+    p.start()
+    child.close()
+    try:
+        return _recv(parent, getattr(fn, "__name__", "isolated"))
+    finally:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.terminate()
+            p.join()
+        parent.close()
+
+
+def compare(results: Mapping[str, Mapping[str, Any]], comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """One row per comparison: both sides' medians, ``ratio`` = method ms / peer ms (of the
+    medians) and ``ratio_per_repeat`` (method / peer within each round)."""
+    rows = []
+    for c in comparisons:
+        m, p = results[c.method], results[c.peer]
+        per = [a["ms_per_step"] / b["ms_per_step"] for a, b in zip(m["repeats"], p["repeats"])]
+        rows.append({**asdict(c), "method_ms": m["ms_per_step"], "peer_ms": p["ms_per_step"],
+                     "method_images_per_s": m["images_per_s"], "peer_images_per_s": p["images_per_s"],
+                     "method_peak_mb": m["peak_mem_mb"], "peer_peak_mb": p["peak_mem_mb"],
+                     "ratio": m["ms_per_step"] / p["ms_per_step"], "ratio_per_repeat": per,
+                     "mem_ratio": (m["peak_mem_mb"] / p["peak_mem_mb"]) if p["peak_mem_mb"] > 0 else None})
+    return rows
+
+
+# -- machine ------------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags(wanted: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model and flags, cores (logical / usable), load average, memory, python, torch, GPU."""
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),
+        "torch_default_threads": torch.get_num_threads(),
+        "env_threads": {k: os.environ[k] for k in ("MEDLEARN_THREADS", "OMP_NUM_THREADS") if k in os.environ},
+    }
+    try:
+        info["loadavg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            kb = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))  # type: ignore[union-attr]
+        info["mem_total_gib"] = round(kb / 2**20, 1)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def machine_markdown(info: Mapping[str, Any]) -> str:
+    """Machine info as a markdown bullet list."""
+    lines = [f"- CPU: {info['cpu_model']} ({info['logical_cores']} logical cores, {info['usable_cores']} usable"
+             + (f"; flags: {', '.join(info['cpu_flags'])}" if info.get("cpu_flags") else "") + ")"]
+    if "mem_total_gib" in info:
+        lines.append(f"- Memory: {info['mem_total_gib']} GiB")
+    if "gpu" in info:
+        lines.append(f"- GPU: {info['gpu']}")
+    lines.append(f"- Software: Python {info['python']}, torch {info['torch']} "
+                 f"(CPU capability {info['torch_cpu_capability']}), {info['platform']}")
+    env = info.get("env_threads") or {}
+    lines.append(f"- Threads: torch default {info['torch_default_threads']}"
+                 + (", " + ", ".join(f"{k}={v}" for k, v in env.items()) if env else ""))
+    if "loadavg" in info:
+        la = info["loadavg"]
+        end = info.get("loadavg_end")
+        lines.append(f"- Load average (1/5/15 min) at start: {la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f}"
+                     + (f"; at end: {end[0]:.2f}/{end[1]:.2f}/{end[2]:.2f}" if end else ""))
+    return "\n".join(lines)
+
+
+# -- output -------------------------------------------------------------------------------------
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
+    """A markdown table; ``align`` is one character per column (``l``/``r``), default left."""
+    align = align or "l" * len(header)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    out += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of :func:`compare` as a markdown table; the ratio column shows the min-max of the
+    per-repeat ratios in brackets when there are several repeats."""
+
+    def mb(v: float) -> str:
+        return f"{v:.0f}"
+
+    body = []
+    for r in rows:
+        per = r["ratio_per_repeat"]
+        spread = f" ({min(per):.2f}-{max(per):.2f})" if len(per) > 1 else ""
+        body.append([r["title"], r.get("method_label") or r["method"], r.get("peer_label") or r["peer"],
+                     f"{r['method_ms']:.1f}", f"{r['peer_ms']:.1f}",
+                     f"{r['method_images_per_s']:.1f}", f"{r['peer_images_per_s']:.1f}",
+                     f"**{r['ratio']:.2f}**{spread}", mb(r["method_peak_mb"]), mb(r["peer_peak_mb"])])
+    return markdown_table(["comparison", "method", "peer", "method ms/step", "peer ms/step", "method img/s",
+                           "peer img/s", "time ratio method/peer", "method peak MiB", "peer peak MiB"],
+                          body, "lllrrrrrrr")
+
+
+def update_section(path: str | Path, key: str, body: str, intro: str = DOC_INTRO) -> Path:
+    """Put ``body`` between ``<!-- key:start -->`` and ``<!-- key:end -->`` in ``path``.
+
+    The file is created with ``intro`` if absent; a missing section is appended; the rest of the
+    file is left as it is.
+    """
+    path = Path(path)
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else intro.rstrip() + "\n"
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+        text = text[:i] + block + text[j + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO format to the second."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -1,0 +1,49 @@
+"""Samplers whose order depends only on (seed, epoch), so that a resumed run sees the same batches.
+
+PyTorch's ``RandomSampler`` draws its seed from the global torch RNG when an epoch's iterator is
+created; Lightning may create that iterator before a resumed run's RNG state is restored, so the
+resumed epoch would be shuffled differently. :class:`EpochShuffleSampler` instead permutes with a
+private generator seeded from ``seed`` and the epoch that Lightning passes to ``set_epoch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["EpochShuffleSampler"]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch. Where nobody does (plain PyTorch loops,
+    or under Lightning's DDP sampler wrapper), the epoch advances by itself on every iteration.
+
+    Args:
+        data_source: the dataset (only its length is used).
+        seed: base seed.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        self.n = len(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._explicit = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._explicit = True
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if not self._explicit:
+            self.epoch += 1
+        self._explicit = False
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.n
