@@ -164,15 +164,15 @@ def plan(threads: int) -> tuple[list[BenchConfig], list[Comparison], dict[str, A
     pc_t2 = add("plaincnn-c2l-2threads", pcnn, 2)
     comps = [
         Comparison("mixup terms: ResNet-18, 64 px, batch 32", r18_c2l, r18_moco,
-                   "expect ~2 (twice the student and teacher forwards)", "C2L", "two-view MoCo (mixup=False)"),
+                   "~2 expected (twice the forwards)", "C2L", "two-view MoCo (mixup=False)"),
         Comparison("mixup terms: plaincnn (demo), 32 px, batch 64", pc_c2l, pc_moco,
-                   "expect ~2", "C2L", "two-view MoCo (mixup=False)"),
+                   "~2 expected", "C2L", "two-view MoCo (mixup=False)"),
         Comparison("memory format: ResNet-18 C2L, 64 px, batch 32", r18_cl, r18_c2l,
-                   "< 1: channels_last faster", "channels_last", "default (NCHW)"),
+                   "< 1: channels_last is faster", "channels_last", "default (NCHW)"),
         Comparison("precision: ResNet-18 C2L, 64 px, batch 32", r18_bf16, r18_c2l,
-                   "< 1: bf16 faster (needs CPU bf16 support)", "bf16 autocast", "fp32"),
+                   "< 1: bf16 is faster (needs CPU bf16 support)", "bf16 autocast", "fp32"),
         Comparison("threads: plaincnn C2L, 32 px, batch 64", pc_t2, pc_t1,
-                   "< 1: 2 threads faster", "2 threads", "1 thread"),
+                   "< 1: 2 threads are faster (only on idle cores)", "2 threads", "1 thread"),
     ]
     return list(configs.values()), comps, r18
 
@@ -204,8 +204,6 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], drift: dict[str, An
         "Peak MiB = the process's peak resident set above the one after imports and model build.",
         "",
         comparison_table(rows),
-        "",
-        "Reading: " + "; ".join(f"{r['title'].split(':')[0]} {r['note']}" for r in rows if r["note"]) + ".",
         "",
         f"bf16 vs fp32 loss after {drift['steps']} identical ResNet-18 C2L steps (same seed, batch and "
         "random draws; autocast around `training_step`, the loss itself is computed in fp32):",

@@ -487,11 +487,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows of :func:`compare` as a markdown table; the ratio column shows the min-max of the
-    per-repeat ratios in brackets when there are several repeats."""
+    per-repeat ratios in brackets when there are several repeats, and a ``reading`` column holds
+    the comparisons' notes (if any)."""
 
     def mb(v: float) -> str:
         return f"{v:.0f}"
 
+    notes = any(r.get("note") for r in rows)
     body = []
     for r in rows:
         per = r["ratio_per_repeat"]
@@ -499,10 +501,11 @@ def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
         body.append([r["title"], r.get("method_label") or r["method"], r.get("peer_label") or r["peer"],
                      f"{r['method_ms']:.1f}", f"{r['peer_ms']:.1f}",
                      f"{r['method_images_per_s']:.1f}", f"{r['peer_images_per_s']:.1f}",
-                     f"**{r['ratio']:.2f}**{spread}", mb(r["method_peak_mb"]), mb(r["peer_peak_mb"])])
-    return markdown_table(["comparison", "method", "peer", "method ms/step", "peer ms/step", "method img/s",
-                           "peer img/s", "time ratio method/peer", "method peak MiB", "peer peak MiB"],
-                          body, "lllrrrrrrr")
+                     f"**{r['ratio']:.2f}**{spread}", mb(r["method_peak_mb"]), mb(r["peer_peak_mb"])]
+                    + ([r.get("note", "")] if notes else []))
+    header = ["comparison", "method", "peer", "method ms/step", "peer ms/step", "method img/s", "peer img/s",
+              "time ratio method/peer", "method peak MiB", "peer peak MiB"]
+    return markdown_table(header + (["reading"] if notes else []), body, "lllrrrrrrr" + ("l" if notes else ""))
 
 
 def update_section(path: str | Path, key: str, body: str, intro: str = DOC_INTRO) -> Path:

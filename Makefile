@@ -1,0 +1,43 @@
+# medlearn: two commands set up and run everything on a fresh machine.
+#   make demo   create .venv, install medlearn, run `medlearn demo` (every method on built-in data)
+#   make test   same environment plus test extras, run the test suite (slow tests: make test-slow)
+#
+# TORCH_SPEC selects the PyTorch build installed first. The default is the CPU build; on a CUDA
+# machine use e.g. `make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"`
+# or install torch into .venv yourself before `make`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+export MEDLEARN_THREADS ?= 2
+
+.PHONY: demo test test-slow reproduce bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/medlearn demo
+
+test: $(VENV)/.installed
+	MEDLEARN_THREADS=1 $(BIN)/python -m pytest
+
+test-slow: $(VENV)/.installed
+	MEDLEARN_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow"
+
+reproduce: $(VENV)/.installed
+	$(BIN)/medlearn reproduce c2l
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_c2l.py --out docs/benchmarks.md
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache
