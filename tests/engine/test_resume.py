@@ -27,7 +27,8 @@ def _run(cfg, run_dir, callbacks=(), ckpt_path=None):
     seed_everything(0, workers=True)
     model = instantiate_class(cfg["model"])
     dm = instantiate_class(cfg["data"])
-    trainer = make_trainer(run_dir, max_epochs=4, monitor=None, progress="none", report=False,
+    monitor, mode = model.monitor  # best.ckpt on the module's metric + last.ckpt every epoch
+    trainer = make_trainer(run_dir, max_epochs=4, monitor=monitor, mode=mode, progress="none", report=False,
                            callbacks=list(callbacks), deterministic=True, accelerator="cpu", devices=1)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return model, trainer

@@ -70,11 +70,15 @@ class EpochLine(Callback):
 def trainer_callbacks(run_dir: str | Path, monitor: str | None, mode: str = "max", progress: str = "auto",
                       report: bool = True, prefix: str = "") -> list[Callback]:
     """The default callbacks: checkpoints (last + best), RNG state, progress, report."""
-    cbs: list[Callback] = [
-        # With a monitored metric: best.ckpt + last.ckpt. Without one, Lightning writes last.ckpt only
-        # as a copy of a regular save, so the newest epoch is kept as epochNNN.ckpt beside it.
-        ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", filename="best" if monitor else "epoch{epoch:03d}",
-                        monitor=monitor, mode=mode, save_last=True, save_top_k=1, auto_insert_metric_name=False,
+    ckdir = Path(run_dir) / "checkpoints"
+    cbs: list[Callback] = []
+    if monitor:
+        cbs.append(ModelCheckpoint(dirpath=ckdir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                                   auto_insert_metric_name=False, enable_version_counter=False))
+    # last.ckpt after every epoch, on its own: Lightning's save_last only refreshes "last" when a
+    # top-k checkpoint was written, which would leave a stale file to resume from.
+    cbs += [
+        ModelCheckpoint(dirpath=ckdir, filename="last", monitor=None, save_top_k=1, auto_insert_metric_name=False,
                         enable_version_counter=False),
         RNGStateCallback(),
     ]
