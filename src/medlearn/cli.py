@@ -174,13 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
-        _lightning_cli(argv)
-        return 0
-    args = build_parser().parse_args(argv)
     from medlearn.io.errors import DataError
 
     try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            _lightning_cli(argv)
+            return 0
+        args = build_parser().parse_args(argv)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth}[
             args.command](args)
     except DataError as exc:

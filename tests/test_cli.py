@@ -1,0 +1,56 @@
+"""The `medlearn` command: list, synth, and LightningCLI fit/test with medlearn's run folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from medlearn.cli import main
+from medlearn.registry import config_dir
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    assert "c2l" in capsys.readouterr().out
+
+
+def test_synth_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "cxr"
+    assert main(["synth", "chestxray", "--out", str(out), "--n-images", "20", "--size", "32"]) == 0
+    assert (out / "Data_Entry_2017.csv").is_file()
+    assert main(["synth", "chestxray", "--out", str(out), "--n-images", "20"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+
+
+def test_fit_then_finetune_then_test_through_lightning_cli(tmp_path, capsys):
+    data = tmp_path / "cxr"
+    main(["synth", "chestxray", "--out", str(data), "--n-images", "60", "--size", "32", "--seed", "3"])
+    pre = tmp_path / "pre"
+    main(["fit", "--config", str(config_dir("c2l") / "demo.yaml"), "--data.init_args.root", str(data),
+          "--data.init_args.batch_size", "8", "--model.init_args.queue_size", "32",
+          "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(pre)])
+    for f in ("config.yaml", "metrics.csv", "report.html", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (pre / f).is_file(), f
+    ft = tmp_path / "ft"
+    common = ["--config", str(config_dir("c2l") / "demo_finetune.yaml"), "--data.init_args.root", str(data),
+              "--data.init_args.num_train", "20", "--trainer.default_root_dir", str(ft)]
+    main(["fit", *common, "--model.init_args.pretrained", str(pre / "checkpoints/last.ckpt"),
+          "--trainer.max_epochs", "2"])
+    assert (ft / "checkpoints/best.ckpt").is_file() and (ft / "figures").is_dir()
+    capsys.readouterr()
+    main(["test", *common, "--ckpt_path", str(ft / "checkpoints/best.ckpt")])
+    assert "test/auc_mean" in capsys.readouterr().out
+
+
+def test_print_config_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(config_dir("c2l") / "chestxray14.yaml"), "--print_config"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "queue_size: 16384" in out and "medlearn.methods.c2l.module.C2L" in out
+
+
+def test_bad_data_root_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    code = main(["fit", "--config", str(config_dir("c2l") / "demo.yaml"), "--data.init_args.root",
+                 str(tmp_path / "nope"), "--trainer.default_root_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope" in err and "does not exist" in err
