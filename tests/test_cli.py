@@ -54,3 +54,13 @@ def test_bad_data_root_is_a_clear_error_not_a_traceback(tmp_path, capsys):
                  str(tmp_path / "nope"), "--trainer.default_root_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "nope" in err and "does not exist" in err
+
+
+def test_fit_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"precious")
+    code = main(["fit", "--config", str(config_dir("c2l") / "demo.yaml"), "--data.init_args.root", str(tmp_path),
+                 "--trainer.default_root_dir", str(run)])
+    assert code == 2 and "already holds" in capsys.readouterr().err
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"precious"

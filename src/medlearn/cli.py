@@ -36,13 +36,24 @@ def _lightning_cli(argv: list[str]) -> None:
 
     from medlearn.engine.checkpoint import AtomicCheckpointIO
     from medlearn.engine.trainer import set_cpu_threads, trainer_callbacks
+    from medlearn.io.errors import DataError
 
     class MedlearnCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            parser.add_argument("--overwrite", type=bool, default=False,
+                                help="allow `fit` to write into a run folder that already holds checkpoints")
+
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
             from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
             run_dir = Path(config.get("default_root_dir") or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
             config["default_root_dir"] = str(run_dir)
+            sub = self.config.get(str(self.subcommand), self.config)
+            existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+            if self.subcommand == "fit" and existing and not sub.get("ckpt_path") and not sub.get("overwrite"):
+                raise DataError(run_dir, f"this run folder already holds {len(existing)} checkpoint(s); resume "
+                                         "with --ckpt_path <run>/checkpoints/last.ckpt, choose another "
+                                         "--trainer.default_root_dir, or pass --overwrite true")
             if config.get("logger") in (None, True):
                 config["logger"] = [CSVLogger(save_dir=str(run_dir), name="", version=""),
                                     TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",
@@ -63,6 +74,16 @@ def _lightning_cli(argv: list[str]) -> None:
     set_cpu_threads(None)
     MedlearnCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                 args=argv, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
+
+
+def _fresh_out(out: str | None, kind: str, overwrite: bool) -> Path:
+    """``runs/<kind>/<timestamp>`` by default; an explicit non-empty folder needs ``--overwrite``."""
+    if out is None:
+        return Path("runs") / kind / time.strftime("%Y%m%d-%H%M%S")
+    path = Path(out)
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} is not empty")
+    return path
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
@@ -87,10 +108,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from medlearn.registry import get_method, list_methods
 
     specs = [get_method(n) for n in args.names] if args.names else list_methods()
+    out = _fresh_out(args.out, "demo", args.overwrite)
     results = []
     for spec in specs:
         print(f"== medlearn demo {spec.name} ==", flush=True)
-        results.append(spec.demo(out_dir=Path(args.out) / spec.name))
+        results.append(spec.demo(out_dir=out / spec.name))
     table = Table(title="medlearn demo summary")
     for col in ("method", "result", "beats baseline", "time", "run folder"):
         table.add_column(col, overflow="fold")
@@ -108,7 +130,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if spec.reproduce is None:
         print(f"{args.name} has no reproduction recipe", file=sys.stderr)
         return 2
-    kwargs: dict[str, Any] = {"out_dir": Path(args.out) / spec.name, "results_md": args.results}
+    out = _fresh_out(args.out, "reproduce", args.overwrite)
+    kwargs: dict[str, Any] = {"out_dir": out / spec.name, "results_md": args.results or None}
     if args.seeds:
         kwargs["seeds"] = tuple(args.seeds)
     print(spec.reproduce(**kwargs))
@@ -160,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered methods")
     d = sub.add_parser("demo", help="run built-in demos on synthetic data")
     d.add_argument("names", nargs="*", help="methods (default: all)")
-    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    d.add_argument("--out", default=None, help="output folder (default runs/demo/<timestamp>)")
+    d.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     r = sub.add_parser("reproduce", help="CPU-scale reproduction of a paper's claim")
     r.add_argument("name")
-    r.add_argument("--out", default="runs/reproduce")
+    r.add_argument("--out", default=None, help="output folder (default runs/reproduce/<timestamp>)")
+    r.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
     _synth_parser(sub)
