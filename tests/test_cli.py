@@ -39,6 +39,10 @@ def test_fit_then_finetune_then_test_through_lightning_cli(tmp_path, capsys):
     capsys.readouterr()
     main(["test", *common, "--ckpt_path", str(ft / "checkpoints/best.ckpt")])
     assert "test/auc_mean" in capsys.readouterr().out
+    main(["predict", *common, "--ckpt_path", str(ft / "checkpoints/best.ckpt")])
+    lines = (ft / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "name,Cardiomegaly,Effusion,Nodule,Consolidation"
+    assert len(lines) == 1 + 15 and lines[1].endswith(tuple("0123456789"))  # 60 images, 25% test
 
 
 def test_print_config_shows_the_defaults(capsys):

@@ -64,6 +64,10 @@ def _lightning_cli(argv: list[str]) -> None:
                 run_dir, monitor, mode, progress=progress, report=self.subcommand == "fit")
             if progress == "line":
                 config["enable_progress_bar"] = False
+            if self.subcommand == "predict":
+                from medlearn.engine.predict import CSVPredictionWriter
+
+                config["callbacks"].append(CSVPredictionWriter(run_dir))
             plugins = config.get("plugins") or []
             plugins = plugins if isinstance(plugins, list) else [plugins]
             if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):

@@ -1,1 +1,22 @@
+"""Public dataset layouts, datasets, DataModules, augmentation and sampling."""
 
+from __future__ import annotations
+
+from medlearn.data.augment import AugmentParams, ViewAugment, center_view
+from medlearn.data.chestxray14 import (
+    CHESTXRAY14_LABELS,
+    ImageRecord,
+    list_image_files,
+    patient_split,
+    read_chestxray14,
+    subsample,
+)
+from medlearn.data.datasets import RadiographDataset
+from medlearn.data.radiograph import RadiographDataModule
+from medlearn.data.sampling import EpochShuffleSampler
+
+__all__ = [
+    "AugmentParams", "ViewAugment", "center_view", "CHESTXRAY14_LABELS", "ImageRecord", "list_image_files",
+    "patient_split", "read_chestxray14", "subsample", "RadiographDataset", "RadiographDataModule",
+    "EpochShuffleSampler",
+]
