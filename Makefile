@@ -28,6 +28,7 @@ demo: $(VENV)/.installed
 	$(BIN)/medlearn demo
 
 test: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
 	MEDLEARN_THREADS=1 $(BIN)/python -m pytest
 
 test-slow: $(VENV)/.installed

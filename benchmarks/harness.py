@@ -336,7 +336,7 @@ def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, rep
                     _log(f"[bench] repeat {r + 1}/{repeats} {c.name}: {res['ms_per_step']:.1f} ms/step, "
                          f"{res['images_per_s']:.1f} img/s, peak +{res['peak_mem_mb']:.0f} MiB")
     finally:
-        for p, conn in procs.values():
+        for _proc, conn in procs.values():
             try:
                 conn.send(("stop", None))
             except (OSError, BrokenPipeError):

@@ -12,9 +12,9 @@ from medlearn.engine.checkpoint import (
 )
 from medlearn.engine.config import apply_overrides, dump_config, instantiate_class, load_config
 from medlearn.engine.report import ReportCallback, Section, write_report
+from medlearn.engine.run import RunResult, fit_from_config
 from medlearn.engine.seed import RNGStateCallback, seed_everything
 from medlearn.engine.trainer import make_trainer, set_cpu_threads
-from medlearn.engine.run import fit_from_config, RunResult
 
 __all__ = [
     "AtomicCheckpointIO", "CheckpointError", "LoadReport", "atomic_save", "load_pretrained", "safe_load",

@@ -62,7 +62,8 @@ def write_report(run_dir: str | Path, title: str, sections: Sequence[Section], n
         "th{background:#eee}img{max-width:100%;margin:.5em 0;border:1px solid #ddd}"
         "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p><small>written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {html.escape(str(run_dir))}</small></p>",
+        f"<p><small>written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+        f"in {html.escape(str(run_dir))}</small></p>",
     ]
     for s in sections:
         parts.append(f"<h2>{html.escape(s.heading)}</h2>")
@@ -93,10 +94,10 @@ def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str 
     if not metrics_csv.is_file():
         return None
     df = pd.read_csv(metrics_csv)
-    cols = [c for c in df.columns if c not in ("epoch", "step") and "/" in c or c.endswith(("loss", "acc"))]
-    cols = [c for c in dict.fromkeys(cols) if c in df and df[c].notna().any() and c not in ("epoch", "step")]
-    # Keep the curves a reader looks at first: losses, accuracies and mean metrics; not per-class AUCs.
-    cols = [c for c in cols if c.count("/") <= 1][:12]
+    # The curves a reader looks at first: losses, accuracies, mean metrics (``stage/name``), not
+    # per-class values (``stage/auc/class``).
+    cols = [c for c in df.columns
+            if c not in ("epoch", "step") and c.count("/") == 1 and df[c].notna().any()][:12]
     if not cols or "epoch" not in df:
         return None
     n = len(cols)
@@ -133,7 +134,8 @@ def write_run_report(trainer: Any, pl_module: Any, title: str | None = None) -> 
     """Report for a finished Lightning run, in ``trainer.default_root_dir``."""
     run_dir = Path(trainer.default_root_dir)
     sections: list[Section] = []
-    csv = next((Path(lg.log_dir) / "metrics.csv" for lg in trainer.loggers if type(lg).__name__ == "CSVLogger"), None)
+    csv = next((Path(lg.log_dir) / "metrics.csv" for lg in trainer.loggers if type(lg).__name__ == "CSVLogger"),
+               None)
     if csv is not None:
         png = plot_metric_curves(csv, run_dir / "figures" / "curves.png")
         if png is not None:
@@ -141,7 +143,8 @@ def write_run_report(trainer: Any, pl_module: Any, title: str | None = None) -> 
     extra = getattr(pl_module, "report_sections", None)
     if callable(extra):
         sections.extend(extra(run_dir))
-    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    ckpt_dir = run_dir / "checkpoints"
+    ckpts = sorted(p.name for p in ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
     if ckpts:
         sections.append(Section("Checkpoints", ", ".join(ckpts)))
     return write_report(run_dir, title or f"{type(pl_module).__name__} run", sections)

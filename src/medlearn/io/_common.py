@@ -379,7 +379,7 @@ def atomic_write(
                 raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)") from None
             except OSError:  # no hard links on this file system
                 if path.exists():
-                    raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)")
+                    raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)") from None
                 os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

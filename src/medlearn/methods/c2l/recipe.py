@@ -196,9 +196,10 @@ def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tupl
         cells = []
         for mode in ("finetune", "linear"):
             for n in label_sizes:
-                a = aucs(arm, mode, n)
-                cells.append("-" if a.size == 0 else
-                             f"{a.mean():.3f} ± {a.std(ddof=1) if a.size > 1 else 0:.3f} [{', '.join(f'{v:.3f}' for v in a)}]")
+                v = aucs(arm, mode, n)
+                sd = v.std(ddof=1) if v.size > 1 else 0.0
+                cells.append("-" if v.size == 0 else
+                             f"{v.mean():.3f} ± {sd:.3f} [{', '.join(f'{x:.3f}' for x in v)}]")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Paired differences (same labelled subset and fine-tuning seed), fine-tuning:", ""]
     lines += ["| comparison | " + " | ".join(f"@{n}: mean diff (wins)" for n in label_sizes) + " |",
