@@ -1,4 +1,4 @@
-"""C2L under 2-process CPU DDP (gloo): keys gathered across ranks, identical queues everywhere."""
+"""C2L under 2-process CPU DDP (gloo): keys gathered across ranks, identical queues, cross-rank ShuffleBN."""
 
 from __future__ import annotations
 
@@ -66,7 +66,17 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     got = gather_cat(keys)
     q = MomentumQueue(8, 2, init="normal")
     q.enqueue(keys)
-    torch.save({"gathered": got, "queue": q.queue.clone(), "ptr": int(q.ptr)}, f"{out}/g{rank}.pt")
+    # cross-rank ShuffleBN: with eval-mode BN every key must come back to its own sample and rank
+    from medlearn.methods.c2l.model import C2LEncoder, shuffled_forward
+
+    torch.manual_seed(0)
+    net = C2LEncoder("plaincnn", 2, 1, 8).eval()
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(10 + rank))
+    with torch.no_grad():
+        keys, perm = shuffled_forward(net, x, None, groups=1)
+        ref = net(x)
+    torch.save({"gathered": got, "queue": q.queue.clone(), "ptr": int(q.ptr), "keys": keys, "ref": ref,
+                "perm": perm}, f"{out}/g{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -84,3 +94,7 @@ def test_gather_cat_and_queue_enqueue_in_rank_order(tmp_path):
         d = torch.load(tmp_path / f"g{r}.pt", weights_only=True)
         assert torch.equal(d["gathered"], torch.tensor([[1.0, 1.0]] * 3 + [[2.0, 2.0]] * 3))
         assert torch.equal(d["queue"][:6], d["gathered"]) and d["ptr"] == 6
+        assert torch.allclose(d["keys"], d["ref"], atol=1e-5)
+        assert sorted(d["perm"].tolist()) == list(range(8))
+    p0 = torch.load(tmp_path / "g0.pt", weights_only=True)["perm"]
+    assert torch.equal(p0, torch.load(tmp_path / "g1.pt", weights_only=True)["perm"])  # one shuffle, from rank 0
