@@ -100,6 +100,9 @@ class RadiographDataModule(LightningDataModule):
         return len(self.train_set)
 
     def setup(self, stage: str | None = None) -> None:
+        """Index the data and build the datasets, once (later stages reuse them and their caches)."""
+        if self.train_set is not None:
+            return
         h = self.hparams
         if not self.root.exists():
             raise DataError(self.root, "dataset root does not exist")
@@ -107,8 +110,6 @@ class RadiographDataModule(LightningDataModule):
         if h.task == "multilabel" and layout != "chestxray14":
             raise DataError(self.root, "multi-label classification needs a ChestX-ray14 layout "
                                        "(Data_Entry_2017.csv with the split lists)")
-        if self.train_set is not None and stage in ("fit", None) and (h.task == "unlabeled" or self.val_set):
-            return
         if h.task == "unlabeled":
             if layout == "chestxray14":
                 items: list[Any] = [r.path for r in read_chestxray14(self.root, "train_val", self.class_names)]
@@ -124,9 +125,8 @@ class RadiographDataModule(LightningDataModule):
             train = subsample(train, h.num_train, h.label_seed)
         self.train_set = RadiographDataset(train, h.image_size, cache=h.cache)
         self.val_set = RadiographDataset(val, h.image_size, cache=h.cache) if val else None
-        if stage in ("test", "predict", None, "fit", "validate"):
-            self.test_set = RadiographDataset(read_chestxray14(self.root, "test", self.class_names),
-                                              h.image_size, cache=h.cache)
+        self.test_set = RadiographDataset(read_chestxray14(self.root, "test", self.class_names),
+                                          h.image_size, cache=h.cache)
 
     def _loader(self, ds: RadiographDataset, train: bool) -> DataLoader:
         h = self.hparams
