@@ -98,3 +98,31 @@ def test_gather_cat_and_queue_enqueue_in_rank_order(tmp_path):
         assert sorted(d["perm"].tolist()) == list(range(8))
     p0 = torch.load(tmp_path / "g0.pt", weights_only=True)["perm"]
     assert torch.equal(p0, torch.load(tmp_path / "g1.pt", weights_only=True)["perm"])  # one shuffle, from rank 0
+
+
+@pytest.mark.ddp
+def test_medlearn_fit_with_strategy_ddp_from_the_command_line(tmp_path):
+    """The user's path: `medlearn fit ... --trainer.devices 2 --trainer.strategy ddp` (CPU, gloo)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "medlearn"
+    if not exe.is_file():
+        pytest.skip("the medlearn console script is not installed beside this Python")
+    env = {**os.environ, "MEDLEARN_THREADS": "1"}
+    subprocess.run([str(exe), "synth", "chestxray", "--out", str(tmp_path / "cxr"), "--n-images", "64",
+                    "--size", "32"], check=True, env=env, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [str(exe), "fit", "--config", str(config_dir("c2l") / "demo.yaml"),
+         "--data.init_args.root", str(tmp_path / "cxr"), "--data.init_args.batch_size", "8",
+         "--model.init_args.queue_size", "64", "--trainer.max_epochs", "1", "--trainer.devices", "2",
+         "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(run)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    # 48 train_val images, 2 ranks x batch 8 -> 3 steps; 3 terms x 8 keys x 2 ranks per step enter the queue
+    assert ck["global_step"] == 3
+    assert int(ck["state_dict"]["queue.ptr"]) == (3 * 8 * 2 * 3) % 64
