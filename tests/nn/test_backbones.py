@@ -9,7 +9,7 @@ import torch
 
 from medlearn.nn import build_backbone, list_backbones
 
-FAST = ["resnet18", "resnet50", "densenet121", "efficientnet-b0", "plaincnn"]
+FAST = ["resnet18", "resnet50", "densenet121", "efficientnet-b0", "plaincnn", "smallcnn"]
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -52,3 +52,11 @@ def test_save_load_identical_outputs():
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
+
+
+def test_smallcnn_is_the_rubik_spec_encoder():
+    net = build_backbone("smallcnn", 3, 1)
+    assert net.out_features == 64
+    n = sum(p.numel() for p in net.parameters())
+    assert 70_000 < n < 76_000  # 4 x conv3-BN, widths 8/16/32/64 (spec: ~73 k)
+    assert net(torch.zeros(2, 1, 16, 16, 8)).shape == (2, 64)  # anisotropic cube

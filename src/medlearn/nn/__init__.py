@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from medlearn.nn.backbones import Backbone, PlainCNN, build_backbone, list_backbones
+from medlearn.nn.backbones import Backbone, PlainCNN, SmallCNN, build_backbone, list_backbones
 
-__all__ = ["Backbone", "PlainCNN", "build_backbone", "list_backbones"]
+__all__ = ["Backbone", "PlainCNN", "SmallCNN", "build_backbone", "list_backbones"]

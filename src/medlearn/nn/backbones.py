@@ -7,8 +7,8 @@ Tan & Le EfficientNet, ICML 2019), so the same name gives a 2D or 3D model throu
 and any input channel count through ``in_channels``. Pooling is adaptive, so any input size works
 (the original C2L code used a fixed 7x7 pool that only accepted 224 px inputs).
 
-One network is written here by hand because no library has it: ``plaincnn``, the small plain
-conv-BN-ReLU encoder used for the CPU-scale experiments in the method specs.
+Two small networks are written here by hand because no library has them: ``plaincnn`` and
+``smallcnn``, the plain conv-BN-ReLU encoders of the CPU-scale experiments in the method specs.
 
 Examples:
     >>> import torch
@@ -27,7 +27,7 @@ import torch
 from monai.networks.nets import DenseNet121, DenseNet169, EfficientNetBN, resnet
 from torch import nn
 
-__all__ = ["Backbone", "build_backbone", "list_backbones", "PlainCNN"]
+__all__ = ["Backbone", "build_backbone", "list_backbones", "PlainCNN", "SmallCNN"]
 
 
 class Backbone(nn.Module):
@@ -96,6 +96,39 @@ class PlainCNN(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
+class SmallCNN(nn.Module):
+    """Tiny encoder for CPU-scale 3D experiments: 4 x [conv3 - BN - ReLU], max-pool between, GAP.
+
+    Widths 8/16/32/64 by default (~73 k parameters in 3D), full resolution in the first layer: the
+    encoder of the Rubik's-cube spec's CPU experiment. Needs inputs of at least 8 voxels per axis
+    (three 2x poolings). Written by hand: no library ships this exact net.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        widths: channels of the four stages.
+    """
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        maxpool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, w in enumerate(widths):
+            if i:
+                layers.append(maxpool(2))
+            layers += [conv(c, w, 3, padding=1, bias=False), norm(w), nn.ReLU(inplace=True)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
+        self.out_features = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
 def _monai_resnet(depth: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     def make(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
         fn = getattr(resnet, f"resnet{depth}")
@@ -136,12 +169,18 @@ def _plaincnn(width: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     return make
 
 
+def _smallcnn(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
+    net = SmallCNN(spatial_dims, in_channels)
+    return net, net.out_features
+
+
 _FACTORIES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
     **{f"resnet{d}": _monai_resnet(d) for d in (10, 18, 34, 50, 101, 152)},
     "densenet121": _monai_densenet(DenseNet121, 1024),
     "densenet169": _monai_densenet(DenseNet169, 1664),
     **{f"efficientnet-b{i}": _monai_efficientnet(f"efficientnet-b{i}") for i in range(8)},
     "plaincnn": _plaincnn(16),
+    "smallcnn": _smallcnn,
     "plaincnn-w32": _plaincnn(32),
 }
 
