@@ -150,3 +150,14 @@ def test_pretext_accuracy_hand_worked():
     out["mask"] = torch.tensor([[-1.0] * 8, [1.0] * 8])
     targets["mask"] = torch.tensor([[0.0] * 4 + [1.0] * 4, [1.0] * 8])
     assert pretext_accuracy(out, targets)["mask_acc"].item() == pytest.approx(12 / 16)
+
+
+def test_order_only_ablation_has_no_rotation_heads_and_loss():
+    net = SiameseOctad("smallcnn", 1, k=10, head_hidden=32, rotation_heads=False)
+    out = net(torch.rand(2, 8, 1, 8, 8, 8))
+    assert set(out) == {"order"}
+    targets = {"order": torch.tensor([1, 2]), "hor": torch.zeros(2, 8), "ver": torch.zeros(2, 8)}
+    total, parts = rubik_loss(out, targets, w_order=0.5)
+    assert set(parts) == {"order"} and torch.allclose(total, 0.5 * parts["order"])
+    total.backward()
+    assert all(p.grad is not None for p in net.parameters())

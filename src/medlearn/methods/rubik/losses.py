@@ -28,7 +28,7 @@ def rubik_loss(out: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tens
 
     Args:
         out: ``order (B, K)``, ``hor (B, 8)``, ``ver (B, 8)`` logits, optionally ``mask (B, 8)``;
-            the mask term is added iff ``out`` has ``mask``.
+            the rotation terms are added iff ``out`` has ``hor``/``ver``, the mask term iff it has ``mask``.
         targets: ``order (B,)`` class indices, ``hor``, ``ver`` (and ``mask``) ``(B, 8)`` in {0, 1}.
         w_order: weight of the permutation loss.
         w_rot: weight of the rotation loss (sum of the two directions).
@@ -42,10 +42,13 @@ def rubik_loss(out: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tens
         KeyError: ``out`` has a mask head but ``targets`` no ``mask``.
     """
     order = F.cross_entropy(out["order"], targets["order"].long())
-    hor = F.binary_cross_entropy_with_logits(out["hor"], targets["hor"].to(out["hor"].dtype))
-    ver = F.binary_cross_entropy_with_logits(out["ver"], targets["ver"].to(out["ver"].dtype))
-    total = w_order * order + w_rot * (hor + ver)
-    parts = {"order": order, "hor": hor, "ver": ver, "rot": hor + ver}
+    total = w_order * order
+    parts = {"order": order}
+    if "hor" in out:  # absent in the order-only ablation
+        hor = F.binary_cross_entropy_with_logits(out["hor"], targets["hor"].to(out["hor"].dtype))
+        ver = F.binary_cross_entropy_with_logits(out["ver"], targets["ver"].to(out["ver"].dtype))
+        total = total + w_rot * (hor + ver)
+        parts.update(hor=hor, ver=ver, rot=hor + ver)
     if "mask" in out:
         if "mask" not in targets:
             raise KeyError("the model has a mask head but the targets have no 'mask' (build the puzzle with mask=True)")

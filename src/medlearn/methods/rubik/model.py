@@ -49,6 +49,7 @@ class SiameseOctad(nn.Module):
         rotation_head_layers: hidden layers of the rotation / mask heads (1: FC-1024-8; deeper
             diverged in the re-implementation's study).
         mask_head: add the Rubik's Cube+ mask head.
+        rotation_heads: predict the rotations (``False``: order only, the 3D jigsaw ablation).
 
     Shapes:
         ``cubes (B, 8, C, d, h, w)`` -> ``{"order": (B, k), "hor": (B, 8), "ver": (B, 8)[, "mask": (B, 8)]}``,
@@ -66,7 +67,7 @@ class SiameseOctad(nn.Module):
 
     def __init__(self, encoder: str = "plaincnn", in_channels: int = 1, k: int = 100, feature_dim: int = 64,
                  head_hidden: int = 1024, order_head_layers: int = 2, rotation_head_layers: int = 1,
-                 mask_head: bool = False) -> None:
+                 mask_head: bool = False, rotation_heads: bool = True) -> None:
         super().__init__()
         self.encoder = build_backbone(encoder, 3, in_channels)
         self.in_channels = in_channels
@@ -76,8 +77,9 @@ class SiameseOctad(nn.Module):
         )
         joint = NUM_CUBES * feature_dim
         self.order_head = mlp_head(joint, head_hidden, k, order_head_layers)
-        self.hor_head = mlp_head(joint, head_hidden, NUM_CUBES, rotation_head_layers)
-        self.ver_head = mlp_head(joint, head_hidden, NUM_CUBES, rotation_head_layers)
+        # rotation_heads=False is the "order only" ablation (a 3D jigsaw puzzle)
+        self.hor_head = mlp_head(joint, head_hidden, NUM_CUBES, rotation_head_layers) if rotation_heads else None
+        self.ver_head = mlp_head(joint, head_hidden, NUM_CUBES, rotation_head_layers) if rotation_heads else None
         self.mask_head = mlp_head(joint, head_hidden, NUM_CUBES, rotation_head_layers) if mask_head else None
 
     def cube_features(self, cubes: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,10 @@ class SiameseOctad(nn.Module):
 
     def forward(self, cubes: torch.Tensor) -> dict[str, torch.Tensor]:
         joint = self.cube_features(cubes)
-        out = {"order": self.order_head(joint), "hor": self.hor_head(joint), "ver": self.ver_head(joint)}
+        out = {"order": self.order_head(joint)}
+        if self.hor_head is not None and self.ver_head is not None:
+            out["hor"] = self.hor_head(joint)
+            out["ver"] = self.ver_head(joint)
         if self.mask_head is not None:
             out["mask"] = self.mask_head(joint)
         return out
