@@ -30,7 +30,7 @@ from medlearn.optim import build_scheduler
 __all__ = ["ImageClassifier", "PRETRAINED_PREFIXES"]
 
 #: Backbone prefixes tried, in order, when ``pretrained_prefix="auto"``.
-PRETRAINED_PREFIXES = ("student.backbone.", "encoder.backbone.", "backbone.")
+PRETRAINED_PREFIXES = ("student.backbone.", "octad.encoder.", "encoder.backbone.", "backbone.")
 
 
 class ImageClassifier(LightningModule):
@@ -42,7 +42,8 @@ class ImageClassifier(LightningModule):
         in_channels: input channels.
         num_classes: outputs.
         class_names: names for metrics and reports (default ``class_0..``).
-        multilabel: sigmoid/BCE with per-class AUC (``True``) or softmax/CE with accuracy.
+        multilabel: sigmoid/BCE with per-class AUC (``True``) or softmax/CE with accuracy and
+            one-vs-rest per-class AUC.
         pretrained: checkpoint to initialise the backbone from (``None``: random init, "scratch").
         pretrained_prefix: the backbone's key prefix in that checkpoint, or ``"auto"``.
         freeze_backbone: linear probe: backbone frozen (BatchNorm statistics too), head trained.
@@ -53,7 +54,7 @@ class ImageClassifier(LightningModule):
         image_size: network input side (2D).
         crop_scale: training random-resized-crop area range (light augmentation).
         rotation: training rotation, degrees.
-        hflip: training horizontal flip probability.
+        hflip: training horizontal flip probability (volumes: left-right flip of the last axis).
         norm_mean: intensity mean used for normalisation (must match pretraining).
         norm_std: intensity std.
         dropout: dropout before the head.
@@ -136,7 +137,11 @@ class ImageClassifier(LightningModule):
     def _prep(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         h = self.hparams
         if h.spatial_dims != 2:
-            return (x.float() - h.norm_mean) / h.norm_std
+            x = (x.float() - h.norm_mean) / h.norm_std
+            if train and h.hflip > 0:  # volumes: left-right flip (last axis) per sample
+                flip = torch.rand(x.shape[0], device=x.device) < h.hflip
+                x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+            return x
         if train and self.train_augment is not None:
             return self.train_augment(x)
         return center_view(x, h.image_size, h.norm_mean, h.norm_std)
@@ -161,6 +166,9 @@ class ImageClassifier(LightningModule):
         else:
             acc = (logits.argmax(1) == y.long().view(-1)).float().mean()
             self.log(f"{stage}/acc", acc, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+            # one-vs-rest ROC-AUC per class, macro mean
+            onehot = F.one_hot(y.long().view(-1), self.hparams.num_classes).float()
+            self._metrics.setdefault(stage, MultiLabelAUC(self.class_names)).update(torch.softmax(logits, 1), onehot)
 
     def _eval_end(self, stage: str) -> None:
         m = self._metrics.pop(stage, None)
@@ -203,7 +211,7 @@ class ImageClassifier(LightningModule):
     def report_sections(self, run_dir: Path) -> list[Section]:
         """Per-class AUC bars for the last evaluated split."""
         stage = "test" if "test" in self.results else "val" if "val" in self.results else None
-        if stage is None or not self.hparams.multilabel:
+        if stage is None:
             return []
         import matplotlib.pyplot as plt
 

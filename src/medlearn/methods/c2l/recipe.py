@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from medlearn.engine.config import load_config
+from medlearn.engine.results import write_results_section
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
@@ -231,19 +232,3 @@ def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tupl
               + f"); fine-tuning {ft_ep} epochs, Adam 1e-3 (linear probe: lr 1e-2, frozen backbone); "
               f"model selection on validation mean AUC; total wall time {seconds / 60:.1f} min on this machine."]
     return "\n".join(lines)
-
-
-def write_results_section(path: Path, method: str, body: str, command: str | None = None) -> None:
-    """Replace (or add) the ``## method`` section of ``docs/results.md`` between markers."""
-    command = command or f"medlearn reproduce {method}"
-    start, end = f"<!-- {method}:start -->", f"<!-- {method}:end -->"
-    block = f"{start}\n## {method}\n\nCommand: `{command}` (measured {time.strftime('%Y-%m-%d')}).\n\n{body}\n{end}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Reproductions\n\nTables as measured.\n"
-    if start in text and end in text:
-        pre, _, rest = text.partition(start)
-        _, _, post = rest.partition(end)
-        text = pre + block + post
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
