@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medlearn.engine.config import load_config
-from medlearn.engine.results import write_results_section
+from medlearn.engine.results import mean_sd_cell, paired_cell, select, verdict, write_results_section
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
@@ -181,8 +181,9 @@ def table_from_results(run: dict[str, Any]) -> str:
 
 def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tuple[int, ...], n_images: int,
            pre_ep: int, ft_ep: int, seconds: float, pre_seconds: dict[str, float]) -> str:
-    def aucs(arm: str, mode: str, n: int) -> np.ndarray:
-        return np.array([r["auc"] for r in rows if r["arm"] == arm and r["mode"] == mode and r["labels"] == n])
+    def diff(a: str, b: str, n: int) -> np.ndarray:
+        return select(rows, "auc", arm=a, mode="finetune", labels=n) - select(rows, "auc", arm=b, mode="finetune",
+                                                                              labels=n)
 
     lines = [
         "Mean test ROC-AUC over the 4 synthetic findings (Cardiomegaly, Effusion, Nodule, Consolidation), "
@@ -194,34 +195,21 @@ def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tupl
     ]
     for arm, label in (("scratch", "scratch"), ("two-view", "two-view momentum contrast (no mixup)"),
                        ("c2l", "C2L (3 terms, mixup)")):
-        cells = []
-        for mode in ("finetune", "linear"):
-            for n in label_sizes:
-                v = aucs(arm, mode, n)
-                sd = v.std(ddof=1) if v.size > 1 else 0.0
-                cells.append("-" if v.size == 0 else
-                             f"{v.mean():.3f} ± {sd:.3f} [{', '.join(f'{x:.3f}' for x in v)}]")
+        cells = [mean_sd_cell(select(rows, "auc", arm=arm, mode=mode, labels=n))
+                 for mode in ("finetune", "linear") for n in label_sizes]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Paired differences (same labelled subset and fine-tuning seed), fine-tuning:", ""]
     lines += ["| comparison | " + " | ".join(f"@{n}: mean diff (wins)" for n in label_sizes) + " |",
               "|---|" + "---|" * len(label_sizes)]
     for a, b in (("c2l", "scratch"), ("two-view", "scratch"), ("c2l", "two-view")):
-        cells = []
-        for n in label_sizes:
-            d = aucs(a, "finetune", n) - aucs(b, "finetune", n)
-            cells.append(f"{d.mean():+.3f} ({int((d > 0).sum())}/{d.size})")
-        lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+        lines.append(f"| {a} − {b} | " + " | ".join(paired_cell(diff(a, b, n)) for n in label_sizes) + " |")
     lines += ["", "Reading (computed from the rows above):", ""]
     for a, b, claim in (("c2l", "scratch", "C2L pretraining beats training from scratch"),
                         ("c2l", "two-view", "C2L's mixup terms beat two-view contrast alone")):
         for n in label_sizes:
-            d = aucs(a, "finetune", n) - aucs(b, "finetune", n)
-            if d.size == 0:
-                continue
-            wins = int((d > 0).sum())
-            verdict = ("reproduced" if wins == d.size and d.mean() > 0.02 else
-                       "same direction, within noise" if d.mean() > 0 else "not reproduced")
-            lines.append(f"- {claim} at {n} labels: mean {d.mean():+.3f}, {wins}/{d.size} seeds -> {verdict}.")
+            d = diff(a, b, n)
+            lines.append(f"- {claim} at {n} labels: mean {d.mean():+.3f}, {int((d > 0).sum())}/{d.size} seeds "
+                         f"-> {verdict(d, 0.02)}.")
     lines += ["- C2L beats ImageNet pretraining: not testable here (no ImageNet weights can be loaded offline, "
               "and an out-of-domain supervised proxy is not ImageNet).",
               "- Each pretraining ran once (seed 0): the seeds vary the labelled subset and the fine-tuning, "
