@@ -14,9 +14,19 @@ from medlearn.data.chestxray14 import (
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.radiograph import RadiographDataModule
 from medlearn.data.sampling import EpochShuffleSampler
+from medlearn.data.volumes import (
+    VolumeDataModule,
+    VolumeDataset,
+    VolumeRecord,
+    brats_regions,
+    list_volumes,
+    read_brats,
+    read_volume_manifest,
+)
 
 __all__ = [
     "AugmentParams", "ViewAugment", "center_view", "CHESTXRAY14_LABELS", "ImageRecord", "list_image_files",
     "patient_split", "read_chestxray14", "subsample", "RadiographDataset", "RadiographDataModule",
-    "EpochShuffleSampler",
+    "EpochShuffleSampler", "VolumeDataModule", "VolumeDataset", "VolumeRecord", "brats_regions", "list_volumes",
+    "read_brats", "read_volume_manifest",
 ]

@@ -57,6 +57,8 @@ def fit_from_config(cfg: Mapping[str, Any], run_dir: str | Path, test: bool = Tr
     ck = run_dir / "checkpoints"
     best = ck / "best.ckpt" if (ck / "best.ckpt").is_file() else None
     results: dict[str, float] = {}
+    if test:
+        dm.setup("test")  # a datamodule may build its test split only now
     if test and getattr(dm, "test_set", None) is not None:
         out = trainer.test(model, datamodule=dm, ckpt_path=str(best) if best else None, verbose=False)
         results = {k: float(v) for k, v in (out[0] if out else {}).items()}

@@ -54,10 +54,13 @@ class ImageClassifier(LightningModule):
         image_size: network input side (2D).
         crop_scale: training random-resized-crop area range (light augmentation).
         rotation: training rotation, degrees.
-        hflip: training horizontal flip probability (volumes: left-right flip of the last axis).
+        hflip: training horizontal flip probability (volumes: left-right flip).
+        flip_axis: volumes' left-right spatial axis (default 0 = x of NIfTI in RAS/LAS voxel order).
         norm_mean: intensity mean used for normalisation (must match pretraining).
         norm_std: intensity std.
         dropout: dropout before the head.
+        head_norm: standardise the pooled features before the head (non-affine BatchNorm); the
+            usual choice for linear probes.
     """
 
     @property
@@ -84,9 +87,11 @@ class ImageClassifier(LightningModule):
         crop_scale: tuple[float, float] = (0.7, 1.0),
         rotation: float = 5.0,
         hflip: float = 0.5,
+        flip_axis: int | None = None,
         norm_mean: float = 0.449,
         norm_std: float = 0.226,
         dropout: float = 0.0,
+        head_norm: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -97,6 +102,9 @@ class ImageClassifier(LightningModule):
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.backbone = build_backbone(backbone, spatial_dims, in_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # head_norm: standardise the features before the linear head (BatchNorm without affine, as MAE's
+        # linear probe does); frozen small encoders give features of very different scales.
+        self.feature_norm = nn.BatchNorm1d(self.backbone.out_features, affine=False) if head_norm else nn.Identity()
         self.head = nn.Linear(self.backbone.out_features, num_classes)
         self.train_augment = ViewAugment(AugmentParams(
             out_size=image_size, crop_scale=tuple(crop_scale), rotation=rotation, hflip=hflip, brightness=0.1,
@@ -132,15 +140,16 @@ class ImageClassifier(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of normalised inputs ``(B, C, *spatial)``."""
-        return self.head(self.dropout(self.backbone(x)))
+        return self.head(self.dropout(self.feature_norm(self.backbone(x))))
 
     def _prep(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         h = self.hparams
         if h.spatial_dims != 2:
             x = (x.float() - h.norm_mean) / h.norm_std
-            if train and h.hflip > 0:  # volumes: left-right flip (last axis) per sample
+            if train and h.hflip > 0:  # volumes: left-right flip per sample
+                axis = 2 + (0 if h.flip_axis is None else h.flip_axis)
                 flip = torch.rand(x.shape[0], device=x.device) < h.hflip
-                x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+                x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))), x.flip(axis), x)
             return x
         if train and self.train_augment is not None:
             return self.train_augment(x)

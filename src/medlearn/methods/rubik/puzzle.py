@@ -16,7 +16,7 @@ Conventions (all arrays are channel-first, spatial axes ``(D, H, W)`` = ``(z, y,
 - "Horizontal" turn = 180 deg about the slice axis D (flip H and W); "vertical" turn = 180 deg
   about the in-plane axis W (flip D and H). Both keep an anisotropic cuboid's shape and are their
   own inverses. (The re-implementation swaps the names; only consistency matters.)
-- The optional L/R flip of the whole volume flips W (the x axis, right <-> left), before cutting.
+- The optional L/R flip of the whole volume flips ``flip_axis`` (default W), before cutting.
 
 Every random operation has a deterministic twin (TorchIO's habit): :meth:`RubikPuzzle.sample_params`
 draws a :class:`PuzzleParams` from an explicit ``np.random.Generator`` and :meth:`RubikPuzzle.apply`
@@ -274,15 +274,21 @@ class RubikPuzzle:
         p_mask: probability that a slot is masked.
         mask_ratio: fraction of voxels zeroed in a masked slot (Bernoulli per voxel).
         seed: seed of the permutation set (not of the samples: those use the ``rng`` of each call).
-        flip_lr: random L/R flip (W axis) of the whole volume before cutting, with prob 0.5.
+        flip_lr: random L/R flip of the whole volume before cutting, with prob 0.5.
         jitter: random cube offsets inside the cells; ``False`` centres them (validation).
         permutations: explicit ``(k, 8)`` permutation set (e.g. a saved file), overrides ``k``/``seed``.
+        flip_axis: the spatial axis (0 D, 1 H, 2 W) that runs left-right. Flipping any other axis
+            would make the up-down or front-back orientation ambiguous and the rotation labels
+            unlearnable: for NIfTI volumes in RAS/LAS voxel order it is 0 (x).
     """
 
     def __init__(self, k: int = 100, cube_size: Sequence[int] = (16, 16, 16),
                  p_rotate: Sequence[float] = (1 / 3, 1 / 3, 1 / 3), mask: bool = False, p_mask: float = 0.5,
                  mask_ratio: float = 0.5, seed: int = 0, flip_lr: bool = True, jitter: bool = True,
-                 permutations: np.ndarray | None = None) -> None:
+                 permutations: np.ndarray | None = None, flip_axis: int = 2) -> None:
+        if flip_axis not in (0, 1, 2):
+            raise ValueError(f"flip_axis must be a spatial axis 0, 1 or 2 (D, H, W), got {flip_axis}")
+        self.flip_axis = int(flip_axis)
         if permutations is None:
             permutations = hamming_permutations(k, NUM_CUBES, seed)
         permutations = np.array(permutations, dtype=np.int64)  # own, writable copy (the cached set is read-only)
@@ -352,7 +358,7 @@ class RubikPuzzle:
         if volume.ndim != 4:
             raise ValueError(f"volume must be (C, D, H, W), got shape {tuple(volume.shape)}")
         if params.flip_lr:
-            volume = torch.flip(volume, dims=(-1,))
+            volume = torch.flip(volume, dims=(1 + self.flip_axis,))
         cubes = extract_cubes(volume, params.corners, self.cube_size)
         slots = cubes[torch.as_tensor(self.permutations[params.order])]
         slots = torch.stack([rotate_180(slots[m], int(params.rot[m])) for m in range(NUM_CUBES)])
