@@ -8,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 import nibabel
-import pytest
 import torch
 
 from medlearn.engine.config import load_config
