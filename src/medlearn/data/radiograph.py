@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -30,7 +29,7 @@ from medlearn.data.chestxray14 import (
     subsample,
 )
 from medlearn.data.datasets import RadiographDataset
-from medlearn.data.sampling import EpochShuffleSampler
+from medlearn.data.sampling import seeded_loader
 from medlearn.io.errors import DataError
 
 __all__ = ["RadiographDataModule"]
@@ -131,14 +130,7 @@ class RadiographDataModule(LightningDataModule):
     def _loader(self, ds: RadiographDataset, train: bool) -> DataLoader:
         h = self.hparams
         drop = h.drop_last if h.drop_last is not None else (h.task == "unlabeled")
-        bs = min(h.batch_size, len(ds)) if train and drop else h.batch_size
-        seed = h.split_seed + 7919 * h.label_seed
-        sampler = EpochShuffleSampler(ds, seed=seed) if train else None
-        # A private generator: creating an epoch's iterator must not draw from the global torch RNG
-        # (it would shift every later random draw of a resumed run; see medlearn.data.sampling).
-        return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop, num_workers=h.num_workers,
-                          persistent_workers=h.num_workers > 0, pin_memory=False,
-                          generator=torch.Generator().manual_seed(seed))
+        return seeded_loader(ds, h.batch_size, train, drop, h.num_workers, seed=h.split_seed + 7919 * h.label_seed)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["EpochShuffleSampler"]
+__all__ = ["EpochShuffleSampler", "seeded_loader"]
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -47,3 +47,19 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def seeded_loader(ds: Dataset, batch_size: int, train: bool, drop_last: bool, num_workers: int,
+                  seed: int) -> DataLoader:
+    """The DataLoader every medlearn DataModule uses.
+
+    Training: :class:`EpochShuffleSampler` (order from ``(seed, epoch)``) and, with ``drop_last``,
+    batches no larger than the dataset; evaluation: sequential. Always a private generator, so
+    creating an epoch's iterator never draws from the global torch RNG (that would shift every
+    later random draw of a resumed run).
+    """
+    bs = min(batch_size, len(ds)) if train and drop_last else batch_size  # type: ignore[arg-type]
+    sampler = EpochShuffleSampler(ds, seed=seed) if train else None  # type: ignore[arg-type]
+    return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop_last, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, pin_memory=False,
+                      generator=torch.Generator().manual_seed(seed))

@@ -60,7 +60,7 @@ from monai.transforms import (
 from monai.utils import MetaKeys, SpaceKeys
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.sampling import EpochShuffleSampler
+from medlearn.data.sampling import seeded_loader
 from medlearn.io import read_image
 from medlearn.io.errors import DataError
 
@@ -1079,14 +1079,7 @@ class VolumeDataModule(LightningDataModule):
     def _loader(self, ds: VolumeDataset, train: bool) -> DataLoader:
         h = self.hparams
         drop = h.drop_last if h.drop_last is not None else (h.task == "unlabeled")
-        bs = min(h.batch_size, len(ds)) if train and drop else h.batch_size
-        seed = h.split_seed + 7919 * h.label_seed
-        sampler = EpochShuffleSampler(ds, seed=seed) if train else None
-        # A private generator: creating an epoch's iterator must not draw from the global torch RNG
-        # (it would shift every later random draw of a resumed run; see medlearn.data.sampling).
-        return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop, num_workers=h.num_workers,
-                          persistent_workers=h.num_workers > 0, pin_memory=False,
-                          generator=torch.Generator().manual_seed(seed))
+        return seeded_loader(ds, h.batch_size, train, drop, h.num_workers, seed=h.split_seed + 7919 * h.label_seed)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
