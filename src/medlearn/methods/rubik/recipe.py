@@ -36,6 +36,8 @@ from medlearn.tasks.probe import Features, extract_features, linear_probe
 
 __all__ = ["demo", "reproduce", "write_contract_data", "table_from_results"]
 
+PROBE_SIZES = (40, 120, 300)
+
 
 def _data(out: Path, n_volumes: int, seed: int = 0) -> Path:
     root = out / "data" / "headct-synth"
@@ -110,7 +112,9 @@ def demo(out_dir: str | Path = "runs/demo/rubik", n_volumes: int = 900, pretrain
     pre = fit_from_config(_pretrain_cfg(root, **over), out / "pretrain", test=False, prefix="[rubik pretrain] ")
     acc: dict[str, float] = {}
     for name, ckpt in (("rubik", pre.last_ckpt), ("random", None)):
-        acc[f"probe120_{name}"] = _Prober(root, ckpt).accuracy(120, 0)
+        prober = _Prober(root, ckpt)
+        for n in PROBE_SIZES:
+            acc[f"probe{n}_{name}"] = prober.accuracy(n, 0)
         acc[f"finetune40_{name}"] = _finetune(root, ckpt, 40, 0, out / f"finetune40-{name}")
     _demo_report(out, acc)
     headline = (f"test accuracy, linear probe @120: Rubik {acc['probe120_rubik']:.3f} vs random "
@@ -124,6 +128,18 @@ def _demo_report(out: Path, acc: dict[str, float]) -> None:
     import matplotlib.pyplot as plt
 
     from medlearn.engine.report import Section, save_figure, write_report
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for name, color, label in (("rubik", "#228833", "Rubik's cube init"), ("random", "#bb5566", "random init")):
+        ax.plot(PROBE_SIZES, [acc[f"probe{n}_{name}"] for n in PROBE_SIZES], "o-", color=color, label=label)
+    ax.axhline(0.25, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xticks(PROBE_SIZES, [str(n) for n in PROBE_SIZES])
+    ax.set_xlabel("labelled volumes")
+    ax.set_ylabel("test accuracy (linear probe)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    curve = save_figure(fig, out / "figures" / "probe_accuracy_vs_labels.png")
 
     groups = [("linear probe, 120 labels", "probe120"), ("fine-tune, 40 labels", "finetune40")]
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -139,7 +155,8 @@ def _demo_report(out: Path, acc: dict[str, float]) -> None:
     rows = [[g, acc[f"{k}_rubik"], acc[f"{k}_random"]] for g, k in groups]
     sections = [
         Section("Rubik's cube init vs random init", "4-class lesion classification of synthetic head CT volumes "
-                "(none / intraparenchymal / intraventricular / subdural); same labelled subsets and seeds.", [png],
+                "(none / intraparenchymal / intraventricular / subdural); same labelled subsets and seeds. Linear "
+                "probe: logistic regression on standardised frozen features.", [png, curve],
                 table=(["readout", "Rubik's cube", "random"], rows)),
         Section("Pretext training", "Loss and the order / horizontal / vertical rotation accuracies; the 8 cubes "
                 "of a volume before and after the puzzle.",
@@ -153,7 +170,7 @@ ARMS = (("random", "random init"), ("order", "order only (3D jigsaw)"), ("rubik"
 
 
 def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ...] = (0, 1, 2),
-              probe_sizes: tuple[int, ...] = (40, 120, 300), finetune_size: int = 40, n_volumes: int = 1200,
+              probe_sizes: tuple[int, ...] = PROBE_SIZES, finetune_size: int = 40, n_volumes: int = 1200,
               pretrain_epochs: int | None = None, results_md: str | Path | None = "docs/results.md",
               threads: int | None = None) -> str:
     """The spec's CPU-scale experiment; returns the markdown table (also written to ``results_md``)."""
