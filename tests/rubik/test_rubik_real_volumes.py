@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import nibabel
+import pytest
 import torch
 
 from medlearn.engine.config import load_config
