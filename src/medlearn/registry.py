@@ -47,6 +47,8 @@ class MethodSpec:
             folder and returns the data root to put into those configs.
         demo: ``demo(out_dir) -> DemoResult``, the built-in demo (minutes on a CPU).
         reproduce: ``reproduce(out_dir, **options) -> str`` (markdown table), or ``None``.
+        contract_data_for: per-config data writers for configs whose layout differs from
+            ``write_contract_data``'s (e.g. a BraTS segmentation config of a method pretrained on CT).
     """
 
     name: str
@@ -56,7 +58,12 @@ class MethodSpec:
     write_contract_data: Callable[[Path], Path]
     demo: Callable[..., DemoResult]
     reproduce: Callable[..., str] | None = None
+    contract_data_for: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def contract_writer(self, config: str) -> Callable[[Path], Path]:
+        """The data writer for one of ``contract_configs``."""
+        return self.contract_data_for.get(config, self.write_contract_data)
 
 
 def register(spec: MethodSpec) -> MethodSpec:

@@ -13,23 +13,28 @@ from lightning.pytorch import seed_everything
 
 from medlearn.engine.config import instantiate_class, load_config
 from medlearn.engine.run import fit_from_config
-from medlearn.registry import config_dir, list_methods
+from medlearn.registry import config_dir, get_method, list_methods
 
 CASES = [(m.name, c) for m in list_methods() for c in m.contract_configs]
 
 
 @pytest.fixture(scope="module")
 def data_roots(tmp_path_factory):
+    """One tiny dataset per (method, data writer), written through the public layouts."""
     roots = {}
     for m in list_methods():
-        roots[m.name] = m.write_contract_data(tmp_path_factory.mktemp(m.name))
+        for c in m.contract_configs:
+            writer = m.contract_writer(c)
+            if writer not in roots:
+                roots[writer] = writer(tmp_path_factory.mktemp(m.name))
     return roots
 
 
 @pytest.mark.parametrize("method,config", CASES, ids=[f"{m}-{c}" for m, c in CASES])
 def test_contract(method, config, data_roots, tmp_path):
     cfg = load_config(config_dir(method) / config, {
-        "data.init_args.root": str(data_roots[method]), "data.init_args.batch_size": 8,
+        "data.init_args.root": str(data_roots[get_method(method).contract_writer(config)]),
+        "data.init_args.batch_size": 8,
         "data.init_args.num_train": None, "trainer.max_epochs": 1, "trainer.limit_train_batches": 2,
         "trainer.limit_val_batches": 1,
     })

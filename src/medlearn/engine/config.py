@@ -40,10 +40,20 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 
 
 def instantiate_class(spec: Mapping[str, Any], **extra: Any) -> Any:
-    """Build ``class_path(**init_args, **extra)``."""
+    """Build ``class_path(**init_args, **extra)``; nested ``class_path`` values are built first,
+    as LightningCLI does (e.g. a datamodule's ``train_transform``)."""
     module, _, name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    return cls(**{**dict(spec.get("init_args") or {}), **extra})
+    args = {k: _build(v) for k, v in dict(spec.get("init_args") or {}).items()}
+    return cls(**{**args, **extra})
+
+
+def _build(value: Any) -> Any:
+    if isinstance(value, Mapping) and "class_path" in value:
+        return instantiate_class(value)
+    if isinstance(value, list):
+        return [_build(v) for v in value]
+    return value
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | Path) -> Path:

@@ -3,5 +3,8 @@
 from __future__ import annotations
 
 from medlearn.tasks.classification import ImageClassifier
+from medlearn.tasks.probe import Features, ProbeResult, extract_features, linear_probe
+from medlearn.tasks.segmentation import RandomPatch, VolumeSegmenter, random_patch
 
-__all__ = ["ImageClassifier"]
+__all__ = ["ImageClassifier", "Features", "ProbeResult", "extract_features", "linear_probe", "RandomPatch",
+           "VolumeSegmenter", "random_patch"]

@@ -4,7 +4,7 @@ self-supervised pretraining of 3D encoders on unlabeled CT / MR volumes."""
 from __future__ import annotations
 
 from medlearn.methods.rubik.module import Rubik
-from medlearn.methods.rubik.recipe import demo, reproduce, write_contract_data
+from medlearn.methods.rubik.recipe import demo, reproduce, write_contract_brats, write_contract_data
 from medlearn.registry import MethodSpec, register
 
 __all__ = ["Rubik"]
@@ -14,9 +14,10 @@ register(MethodSpec(
     paper="Zhuang et al., Self-supervised Feature Learning for 3D Medical Images by Playing a Rubik's Cube, "
           "MICCAI 2019 (+ Rubik's Cube+, MedIA 2020)",
     summary="self-supervised pretraining of 3D encoders on unlabeled CT/MR volumes (cube order, rotation, "
-            "masking); transfer to 3D classification",
-    contract_configs=["demo.yaml", "demo_classify.yaml"],
+            "masking); transfer to 3D classification and segmentation",
+    contract_configs=["demo.yaml", "demo_classify.yaml", "demo_segment.yaml"],
     write_contract_data=write_contract_data,
+    contract_data_for={"demo_segment.yaml": write_contract_brats},
     demo=demo,
     reproduce=reproduce,
 ))

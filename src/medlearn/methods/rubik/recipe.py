@@ -53,6 +53,15 @@ def write_contract_data(folder: Path) -> Path:
     return root
 
 
+def write_contract_brats(folder: Path) -> Path:
+    """A tiny BraTS-layout set for the segmentation-transfer contract test."""
+    from medlearn.synth.brats import write_brats
+
+    root = Path(folder) / "brats"
+    write_brats(root, n_cases=12, size=32, seed=1, overwrite=True)
+    return root
+
+
 def _pretrain_cfg(root: Path, **over: Any) -> dict[str, Any]:
     return load_config(config_dir("rubik") / "demo.yaml", {"data.init_args.root": str(root), **over})
 
