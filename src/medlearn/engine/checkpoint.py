@@ -23,7 +23,12 @@ from torch import nn
 
 from medlearn.io.errors import DataError
 
-__all__ = ["AtomicCheckpointIO", "atomic_save", "safe_load", "load_pretrained", "LoadReport", "CheckpointError"]
+__all__ = ["AtomicCheckpointIO", "atomic_save", "safe_load", "load_pretrained", "load_encoder", "LoadReport",
+           "CheckpointError", "PRETRAINED_PREFIXES"]
+
+#: Where pretraining checkpoints keep their encoder, tried in order by :func:`load_encoder`: C2L's
+#: student, Rubik's Siamese-Octad, generic encoders, downstream classifiers and segmenters.
+PRETRAINED_PREFIXES = ("student.backbone.", "octad.encoder.", "encoder.backbone.", "backbone.", "net.backbone.")
 
 
 class CheckpointError(DataError):
@@ -157,3 +162,31 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, Any]
     report.loaded = sorted(to_load)
     report.not_covered = sorted(k for k in target if not k.startswith(dst_prefixes))
     return report
+
+
+def load_encoder(model: nn.Module, checkpoint: str | Path, dst_prefix: str, prefix: str = "auto",
+                 candidates: tuple[str, ...] = PRETRAINED_PREFIXES) -> str:
+    """Load a pretraining checkpoint's encoder into ``model``'s ``dst_prefix`` (e.g. ``"backbone."``).
+
+    Args:
+        model: the downstream model.
+        checkpoint: a checkpoint path.
+        dst_prefix: where the encoder lives in ``model``.
+        prefix: the encoder's prefix in the checkpoint, or ``"auto"``: the first of ``candidates``
+            that the checkpoint has.
+        candidates: prefixes tried by ``"auto"``.
+
+    Returns:
+        A one-line description of what was loaded (for reports).
+
+    Raises:
+        CheckpointError: no candidate prefix found, or the weights do not fit (see :func:`load_pretrained`).
+    """
+    if prefix == "auto":
+        sd = safe_load(checkpoint).get("state_dict", {})
+        found = next((p for p in candidates if any(k.startswith(p) for k in sd)), None)
+        if found is None:
+            raise CheckpointError(checkpoint, f"no encoder keys under any of {list(candidates)}")
+        prefix = found
+    report = load_pretrained(model, checkpoint, {prefix: dst_prefix}, ignore=("num_batches_tracked",))
+    return f"encoder from {checkpoint} ({prefix}*): {report}"

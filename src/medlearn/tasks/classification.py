@@ -21,16 +21,13 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
-from medlearn.engine.checkpoint import CheckpointError, load_pretrained, safe_load
+from medlearn.engine.checkpoint import PRETRAINED_PREFIXES, load_encoder
 from medlearn.engine.report import Section, save_figure
 from medlearn.metrics import MultiLabelAUC
 from medlearn.nn import build_backbone
 from medlearn.optim import build_scheduler
 
 __all__ = ["ImageClassifier", "PRETRAINED_PREFIXES"]
-
-#: Backbone prefixes tried, in order, when ``pretrained_prefix="auto"``.
-PRETRAINED_PREFIXES = ("student.backbone.", "octad.encoder.", "encoder.backbone.", "backbone.")
 
 
 class ImageClassifier(LightningModule):
@@ -117,19 +114,11 @@ class ImageClassifier(LightningModule):
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
         self._metrics: dict[str, MultiLabelAUC] = {}
-        self._acc: dict[str, list[float]] = {}
         self.results: dict[str, dict[str, float]] = {}
 
     def load_backbone(self, checkpoint: str | Path, prefix: str = "auto") -> str:
         """Load backbone weights from a pretraining checkpoint (see :func:`load_pretrained`)."""
-        if prefix == "auto":
-            sd = safe_load(checkpoint).get("state_dict", {})
-            found = next((p for p in PRETRAINED_PREFIXES if any(k.startswith(p) for k in sd)), None)
-            if found is None:
-                raise CheckpointError(checkpoint, f"no backbone keys under any of {PRETRAINED_PREFIXES}")
-            prefix = found
-        report = load_pretrained(self, checkpoint, {prefix: "backbone."}, ignore=("num_batches_tracked",))
-        self.load_report = f"{checkpoint}: {report}"
+        self.load_report = load_encoder(self, checkpoint, "backbone.", prefix)
         return self.load_report
 
     def train(self, mode: bool = True) -> ImageClassifier:  # type: ignore[override]

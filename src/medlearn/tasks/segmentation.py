@@ -52,17 +52,16 @@ from monai.metrics import DiceMetric
 from monai.transforms import Compose, EnsureTyped, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
 
 from medlearn.data.volumes import BRATS_LABEL_NAMES, BRATS_LABELS, BRATS_REGIONS, brats_regions
-from medlearn.engine.checkpoint import CheckpointError, load_pretrained, safe_load
+from medlearn.engine.checkpoint import PRETRAINED_PREFIXES, load_encoder
 from medlearn.engine.report import Section, save_figure
 from medlearn.nn.unet import BackboneUNet
 from medlearn.optim import build_scheduler
-from medlearn.tasks.classification import PRETRAINED_PREFIXES
 
 __all__ = ["RandomPatch", "RegionDice", "SEGMENTER_PREFIXES", "VolumeSegmenter", "classes_to_labels",
            "labels_to_classes", "random_patch", "region_masks"]
 
 #: Encoder prefixes tried for ``pretrained_prefix="auto"``: the classifier's, then a segmenter's own.
-SEGMENTER_PREFIXES: tuple[str, ...] = (*PRETRAINED_PREFIXES, "net.backbone.")
+SEGMENTER_PREFIXES: tuple[str, ...] = PRETRAINED_PREFIXES
 
 
 # ------------------------------------------------------------------------------ label helpers
@@ -335,14 +334,7 @@ class VolumeSegmenter(LightningModule):
 
     def load_encoder(self, checkpoint: str | Path, prefix: str = "auto") -> str:
         """Load the encoder from a pretraining checkpoint (see :func:`load_pretrained`)."""
-        if prefix == "auto":
-            sd = safe_load(checkpoint).get("state_dict", {})
-            found = next((p for p in SEGMENTER_PREFIXES if any(k.startswith(p) for k in sd)), None)
-            if found is None:
-                raise CheckpointError(checkpoint, f"no encoder keys under any of {SEGMENTER_PREFIXES}")
-            prefix = found
-        report = load_pretrained(self, checkpoint, {prefix: "net.backbone."}, ignore=("num_batches_tracked",))
-        self.load_report = f"encoder from {checkpoint} ({prefix}*): {report}"
+        self.load_report = load_encoder(self, checkpoint, "net.backbone.", prefix, SEGMENTER_PREFIXES)
         return self.load_report
 
     def _set_encoder_frozen(self, frozen: bool) -> None:
