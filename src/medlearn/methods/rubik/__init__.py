@@ -15,9 +15,9 @@ register(MethodSpec(
           "MICCAI 2019 (+ Rubik's Cube+, MedIA 2020)",
     summary="self-supervised pretraining of 3D encoders on unlabeled CT/MR volumes (cube order, rotation, "
             "masking); transfer to 3D classification and segmentation",
-    contract_configs=["demo.yaml", "demo_classify.yaml", "demo_segment.yaml"],
+    contract_configs=["demo.yaml", "demo_classify.yaml", "demo_segment.yaml", "demo_brats.yaml"],
     write_contract_data=write_contract_data,
-    contract_data_for={"demo_segment.yaml": write_contract_brats},
+    contract_data_for={"demo_segment.yaml": write_contract_brats, "demo_brats.yaml": write_contract_brats},
     demo=demo,
     reproduce=reproduce,
 ))
