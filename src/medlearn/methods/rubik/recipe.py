@@ -237,10 +237,12 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
             rows.append({"arm": arm, "mode": "finetune", "labels": finetune_size, "seed": seed,
                          "acc": _finetune(root, ck, finetune_size, seed, run_dir)})
     seg_rows: list[dict[str, Any]] = []
+    brats_epochs = 0
     if segment_cases:
         broot = _brats_data(out, n_brats)
         bcfg = load_config(config_dir("rubik") / "demo_brats.yaml", {"data.init_args.root": str(broot)})
         r = fit_from_config(bcfg, out / "pretrain-brats", test=False, prefix="[pretrain brats] ")
+        brats_epochs = int(bcfg["trainer"]["max_epochs"])
         pre_seconds["brats"] = r.seconds
         pretext["brats"] = {k: float(v) for k, v in r.model.trainer.callback_metrics.items()
                             if k.startswith("train/") and k.endswith("_acc")}
@@ -249,6 +251,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
                 dice = _segment(broot, ck, segment_cases, seed, out / f"segment-{arm}-s{seed}")
                 seg_rows.append({"arm": arm, "seed": seed, **dice})
     run = {"rows": rows, "seg_rows": seg_rows, "segment_cases": segment_cases, "n_brats": n_brats,
+           "brats_epochs": brats_epochs if segment_cases else 0,
            "seeds": list(seeds), "probe_sizes": list(probe_sizes), "finetune_size": finetune_size,
            "n_volumes": n_volumes, "pretrain_epochs": pretrain_epochs, "pretrain_seconds": pre_seconds,
            "pretext": pretext, "seconds": time.perf_counter() - t0}
@@ -292,9 +295,10 @@ def table_from_results(run: dict[str, Any]) -> str:
     seg = run.get("seg_rows") or []
     if seg:
         regions = ("dice/WT", "dice/TC", "dice/ET", "dice_mean")
-        lines += ["", f"Segmentation transfer (synthetic BraTS, {run['n_brats']} cases of 48^3, U-Net fine-tuned on "
-                  f"{run['segment_cases']} labelled cases, 15 epochs): test Dice per region, mean ± sd over seeds "
-                  f"{seeds}.", "",
+        lines += ["", f"Segmentation transfer (synthetic BraTS, {run['n_brats']} cases of 48^3; Rubik pretraining "
+                  f"{run.get('brats_epochs', 40)} epochs on the training cases, configs/rubik/demo_brats.yaml; U-Net "
+                  f"fine-tuned on {run['segment_cases']} labelled cases, 15 epochs, configs/rubik/demo_segment.yaml): "
+                  f"test Dice per region, mean ± sd over seeds {seeds}.", "",
                   "| encoder init | WT | TC | ET | mean |", "|---|---|---|---|---|"]
         for arm, label in (("random", "random init"), ("rubik", "Rubik's cube on the BraTS phantoms")):
             lines.append(f"| {label} | " + " | ".join(mean_sd_cell(select(seg, k, arm=arm)) for k in regions) + " |")
@@ -311,7 +315,7 @@ def table_from_results(run: dict[str, Any]) -> str:
               "training, not the pretraining.", "",
               f"Setup: {run['n_volumes']} synthetic 40^3 head CT volumes (NIfTI + labels.csv, read back by the "
               "volume reader, brain CT window [0, 80] HU -> [-1, 1]); pretraining "
-              f"{run['pretrain_epochs']} epochs on the training volumes ({times}"
+              f"{run['pretrain_epochs']} epochs on the training volumes (wall time: {times}"
               + "); linear probe: logistic regression on standardised frozen features, C chosen on the validation "
               "split; fine-tuning: Adam 1e-3, 30 epochs, left-right flips, model selection on validation accuracy; "
               f"total wall time {run['seconds'] / 60:.1f} min on this machine."]
