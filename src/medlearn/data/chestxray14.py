@@ -32,6 +32,7 @@ from typing import Literal, TypeVar
 import numpy as np
 import pandas as pd
 
+from medlearn.data.sampling import group_split
 from medlearn.io.errors import DataError
 
 __all__ = [
@@ -354,17 +355,7 @@ def patient_split(
     Raises:
         ValueError: if ``val_fraction`` is outside [0, 1).
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    patients = sorted({r.patient for r in records})
-    n_val = round(val_fraction * len(patients))
-    if val_fraction > 0 and len(patients) >= 2:
-        n_val = min(max(n_val, 1), len(patients) - 1)
-    perm = np.random.default_rng(seed).permutation(len(patients))
-    val_patients = {patients[i] for i in perm[:n_val]}
-    train = [r for r in records if r.patient not in val_patients]
-    val = [r for r in records if r.patient in val_patients]
-    return train, val
+    return group_split(records, val_fraction, seed, key=lambda r: r.patient, name="val_fraction")
 
 
 def subsample(records: Sequence[T], n: int, seed: int) -> list[T]:

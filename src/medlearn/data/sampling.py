@@ -8,12 +8,16 @@ private generator seeded from ``seed`` and the epoch that Lightning passes to ``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Hashable, Iterator, Sequence, Sized
+from typing import TypeVar
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["EpochShuffleSampler", "seeded_loader"]
+__all__ = ["EpochShuffleSampler", "seeded_loader", "group_split"]
+
+T = TypeVar("T")
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -63,3 +67,24 @@ def seeded_loader(ds: Dataset, batch_size: int, train: bool, drop_last: bool, nu
     return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop_last, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=False,
                       generator=torch.Generator().manual_seed(seed))
+
+
+def group_split(records: Sequence[T], fraction: float, seed: int, key: Callable[[T], Hashable],
+                name: str = "fraction") -> tuple[list[T], list[T]]:
+    """Split records into two parts by group (patient, case), no group in both, deterministically.
+
+    ``round(fraction * n_groups)`` groups, drawn at random, go to the second part (at least one and
+    at most all but one when ``fraction > 0`` and there are two or more groups). Input order is kept.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1) (the message names the argument ``name``).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {fraction}")
+    groups = sorted({key(r) for r in records})
+    n = round(fraction * len(groups))
+    if fraction > 0 and len(groups) >= 2:
+        n = min(max(n, 1), len(groups) - 1)
+    perm = np.random.default_rng(seed).permutation(len(groups))
+    held = {groups[i] for i in perm[:n]}
+    return [r for r in records if key(r) not in held], [r for r in records if key(r) in held]

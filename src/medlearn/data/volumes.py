@@ -60,7 +60,7 @@ from monai.transforms import (
 from monai.utils import MetaKeys, SpaceKeys
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.sampling import seeded_loader
+from medlearn.data.sampling import group_split, seeded_loader
 from medlearn.io import read_image
 from medlearn.io.errors import DataError
 
@@ -798,15 +798,7 @@ def case_split(
     Raises:
         ValueError: ``fraction`` outside [0, 1).
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    cases = sorted({r.case for r in records})
-    n = round(fraction * len(cases))
-    if fraction > 0 and len(cases) >= 2:
-        n = min(max(n, 1), len(cases) - 1)
-    perm = np.random.default_rng(seed).permutation(len(cases))
-    held = {cases[i] for i in perm[:n]}
-    return [r for r in records if r.case not in held], [r for r in records if r.case in held]
+    return group_split(records, fraction, seed, key=lambda r: r.case)
 
 
 def brats_regions(seg: torch.Tensor) -> torch.Tensor:
