@@ -343,6 +343,23 @@ def test_mni152_template_from_nilearn() -> None:
     assert tuple(y.shape) == (1, 32, 32, 32) and -1.0 <= y.min() and y.max() <= 1.0
 
 
+def test_itk_example_t1_orientation_spacing_and_labels(itk_example_data: Path) -> None:
+    """ITK's example head T1 (128 x 128 x 62, 2 x 2 x 3 mm, LSA-ordered) and its k-means tissue map."""
+    path = itk_example_data / "KmeansTest_T1UCharRaw.nii.gz"
+    img = nib.load(path)
+    x = load_volume(path)
+    assert tuple(x.shape) == (1, 128, 128, 62)
+    assert x.meta["orientation"] == "".join(nib.aff2axcodes(img.affine)) == "LSA"
+    np.testing.assert_allclose(x.meta["spacing"], (2.0, 2.0, 3.0))
+    np.testing.assert_array_equal(x[0].numpy(), np.asarray(img.dataobj, dtype=np.float32))
+    seg = load_volume(itk_example_data / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz")
+    assert tuple(seg.shape) == (1, 128, 128, 62) and set(np.unique(seg.numpy()).tolist()) <= set(range(7))
+    iso = volume_transforms(normalisation="mr", target_spacing=2.0, spatial_size=(128, 128, 96),
+                            foreground_threshold=None, pad_value=-2)({"image": str(path)})["image"]
+    box = (iso[0] != -2).nonzero()
+    assert (box.amax(0) - box.amin(0) + 1).tolist() == [128, 128, 92]  # voxel centres: (62 - 1) x 3 mm / 2 mm + 1
+
+
 def test_brats_regions() -> None:
     seg = torch.tensor([0, 1, 2, 4]).view(1, 1, 4, 1, 1)
     regions = brats_regions(seg)

@@ -16,11 +16,17 @@ from medlearn.engine.run import fit_from_config
 from medlearn.registry import config_dir
 
 
-def test_pretrains_a_few_steps_on_real_mr_volumes(tmp_path):
+def test_pretrains_a_few_steps_on_real_mr_volumes(tmp_path, request):
     folder = tmp_path / "mr"
     folder.mkdir()
     shutil.copy(Path(nibabel.__file__).parent / "tests/data/anatomical.nii", folder / "anatomical.nii")
     n = 1
+    try:  # ITK's example T1 head, when tools/fetch-test-data (or apt) put it here
+        itk = request.getfixturevalue("itk_example_data")
+        shutil.copy(itk / "KmeansTest_T1UCharRaw.nii.gz", folder / "itk_t1.nii.gz")
+        n += 1
+    except pytest.skip.Exception:
+        pass
     if importlib.util.find_spec("nilearn") is not None:
         mni = resources.files("nilearn") / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
         if mni.is_file():
