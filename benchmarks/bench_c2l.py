@@ -30,10 +30,7 @@ timed steps, 3 interleaved repeats, 20 loss steps. The section between ``<!-- c2
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
-import shlex
 import sys
 import time
 import warnings
@@ -44,18 +41,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     BenchConfig,
+    Budget,
     Comparison,
     StepBench,
+    bench_parser,
+    command_line,
     compare,
     comparison_table,
+    drift_summary,
+    drift_table,
+    finish,
     machine_info,
-    machine_markdown,
-    markdown_table,
     run_interleaved,
     run_isolated,
-    update_section,
-    utc_now,
-    write_json,
+    run_meta,
+    section_header,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,25 +119,15 @@ def make_c2l_step(spec: dict[str, Any]) -> StepBench:
 
 def loss_drift(spec: dict[str, Any], steps: int) -> dict[str, Any]:
     """Losses of ``steps`` identical steps (same seed, batch and random draws) in fp32 and bf16."""
-    out: dict[str, Any] = {"steps": steps}
+    losses = {}
     for precision in ("32", "bf16"):
         model, opt, batch = _build(spec)
         step = _step_fn(model, opt, batch, precision)
-        out[precision] = [float(step()) for _ in range(steps)]
-    a, b = out["32"], out["bf16"]
-    out["final_abs_diff"] = abs(a[-1] - b[-1])
-    out["final_rel_diff"] = abs(a[-1] - b[-1]) / max(abs(a[-1]), 1e-12)
-    out["max_abs_diff"] = max(abs(x - y) for x, y in zip(a, b))
-    return out
+        losses[precision] = [float(step()) for _ in range(steps)]
+    return drift_summary(losses["32"], losses["bf16"])
 
 
 # -- the plan (parent) ----------------------------------------------------------------------------
-def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores)),
-    without importing Lightning in the parent."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
-
-
 def plan(threads: int) -> tuple[list[BenchConfig], list[Comparison], dict[str, Any]]:
     """Configurations (identical ones shared) and comparisons; also the spec of the loss drift."""
     configs: dict[str, BenchConfig] = {}
@@ -180,23 +170,11 @@ def plan(threads: int) -> tuple[list[BenchConfig], list[Comparison], dict[str, A
 def render(meta: dict[str, Any], rows: list[dict[str, Any]], drift: dict[str, Any]) -> str:
     """The markdown section."""
     s = meta["settings"]
-    lines = [
-        "## C2L (Comparing to Learn)",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}  ",
-        f"Settings: {s['warmup']} warm-up + {s['iters']} timed steps per repeat, {s['repeats']} interleaved "
-        f"repeat(s), median; torch threads {s['threads']} unless the row says otherwise; "
-        f"wall time {meta['wall_s']:.0f} s.",
-    ]
-    if s["quick"]:
-        lines += ["", "> Smoke run (`--quick`): too few steps for the numbers to mean much."]
+    lines = section_header(
+        "C2L (Comparing to Learn)", meta,
+        f"{s['warmup']} warm-up + {s['iters']} timed steps per repeat, {s['repeats']} interleaved repeat(s), "
+        f"median; torch threads {s['threads']} unless the row says otherwise")
     lines += [
-        "",
-        "Machine:",
-        "",
-        machine_markdown(meta["machine"]),
-        "",
         "A step = `C2L.training_step` (two views, student + ghost-BN teacher forwards, InfoNCE terms, "
         "queue) + backward + SGD + teacher EMA, called directly (no Trainer, no data loading), "
         "model from `configs/c2l/demo.yaml` (queue 512, tau 0.2) with the row's backbone and view size. "
@@ -205,46 +183,20 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], drift: dict[str, An
         "",
         comparison_table(rows),
         "",
-        f"bf16 vs fp32 loss after {drift['steps']} identical ResNet-18 C2L steps (same seed, batch and "
+        f"bf16 vs fp32 loss over {drift['steps']} identical ResNet-18 C2L steps (same seed, batch and "
         "random draws; autocast around `training_step`, the loss itself is computed in fp32):",
         "",
-        markdown_table(["steps", "fp32 loss", "bf16 loss", "abs diff (last step)", "rel diff (last step)",
-                        "max abs diff (any step)"],
-                       [[drift["steps"], f"{drift['32'][-1]:.4f}", f"{drift['bf16'][-1]:.4f}",
-                         f"{drift['final_abs_diff']:.4f}", f"{100 * drift['final_rel_diff']:.2f}%",
-                         f"{drift['max_abs_diff']:.4f}"]], "rrrrrr"),
+        drift_table(drift),
     ]
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke: 2 warm-up + 3 timed steps, 1 repeat")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to update")
-    p.add_argument("--json", default=None, help="results JSON (default: next to --out, '<stem>-c2l.json')")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: MEDLEARN_THREADS or min(2, cores), as set_cpu_threads)")
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--loss-steps", type=int, default=None, help="steps of the fp32/bf16 loss comparison")
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
-    iters = args.iters if args.iters is not None else (3 if args.quick else 20)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    loss_steps = args.loss_steps if args.loss_steps is not None else (3 if args.quick else 20)
-    threads = args.threads if args.threads is not None else default_threads()
-    out = Path(args.out)
-    json_path = Path(args.json) if args.json else out.with_name(out.stem + "-c2l.json")
-
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("MEDLEARN_THREADS",) if k in os.environ)
-    cmd = " ".join(x for x in [env, "python benchmarks/bench_c2l.py", shlex.join(sys.argv[1:] if argv is None
-                                                                                else argv)] if x)
+    budget = Budget(bench_parser(__doc__, "c2l", "smoke: 2 warm-up + 3 timed steps, 1 repeat").parse_args(argv))
+    warmup, iters = budget.pick("warmup", 2, 5), budget.pick("iters", 3, 20)
+    repeats, loss_steps = budget.pick("repeats", 1, 3), budget.pick("loss_steps", 3, 20)
+    threads = budget.threads
+    cmd = command_line("benchmarks/bench_c2l.py", argv)
     t0 = time.perf_counter()
     machine = machine_info()
     configs, comps, r18 = plan(threads)
@@ -252,19 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(results, comps)
     print(f"[bench] loss drift: {loss_steps} ResNet-18 steps in fp32 and bf16", file=sys.stderr, flush=True)
     drift = loss_drift_isolated(r18, loss_steps, threads)
-    try:
-        machine["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    meta = {"command": cmd, "date": utc_now(), "machine": machine, "wall_s": time.perf_counter() - t0,
-            "settings": {"quick": args.quick, "warmup": warmup, "iters": iters, "repeats": repeats,
-                         "loss_steps": loss_steps, "threads": threads}}
-    body = render(meta, rows, drift)
-    update_section(out, SECTION, body)
-    write_json(json_path, {**meta, "configs": results, "comparisons": rows, "loss_drift": drift})
-    print(body)
-    print(f"\nwrote {out} (section {SECTION!r}) and {json_path}", file=sys.stderr)
-    return 0
+    meta = run_meta(cmd, t0, machine, budget)
+    return finish(budget, SECTION, meta, render(meta, rows, drift),
+                  {"configs": results, "comparisons": rows, "loss_drift": drift})
 
 
 def loss_drift_isolated(spec: dict[str, Any], steps: int, threads: int) -> dict[str, Any]:

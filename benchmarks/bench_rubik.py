@@ -48,10 +48,7 @@ steps, 50 loss steps. The section between ``<!-- rubik:start -->`` and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -64,18 +61,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     BenchConfig,
+    Budget,
     Comparison,
     PeakMemory,
     StepBench,
+    bench_parser,
+    command_line,
     compare,
+    drift_summary,
+    drift_table,
+    finish,
     machine_info,
-    machine_markdown,
     markdown_table,
     run_interleaved,
     run_isolated,
-    update_section,
-    utc_now,
-    write_json,
+    run_meta,
+    section_header,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,17 +327,12 @@ def make_train_step(spec: dict[str, Any]) -> StepBench:
 
 def loss_drift(steps: int, seed: int = 0) -> dict[str, Any]:
     """Losses of ``steps`` identical Rubik steps (same seed, batch and puzzles) in fp32 and bf16."""
-    out: dict[str, Any] = {"steps": steps}
+    losses = {}
     for precision in ("32", "bf16"):
         model, opt, batch = _rubik(seed)
         step = _rubik_step(model, opt, batch, precision)
-        out[precision] = [float(step()) for _ in range(steps)]
-    a, b = out["32"], out["bf16"]
-    out["final_abs_diff"] = abs(a[-1] - b[-1])
-    out["final_rel_diff"] = abs(a[-1] - b[-1]) / max(abs(a[-1]), 1e-12)
-    out["max_abs_diff"] = max(abs(x - y) for x, y in zip(a, b))
-    out["mean_abs_diff"] = statistics.fmean(abs(x - y) for x, y in zip(a, b))
-    return out
+        losses[precision] = [float(step()) for _ in range(steps)]
+    return drift_summary(losses["32"], losses["bf16"])
 
 
 def write_volumes(root: Path, n: int, size: int) -> dict[str, Any]:
@@ -351,12 +347,6 @@ def write_volumes(root: Path, n: int, size: int) -> dict[str, Any]:
 
 
 # -- the plan (parent) ----------------------------------------------------------------------------
-def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores)),
-    without importing Lightning in the parent."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
-
-
 def data_plan(root: str, threads: int) -> tuple[list[BenchConfig], list[Comparison]]:
     configs = [
         BenchConfig("data-medlearn-nocache", make_data_step, {"pipeline": "medlearn", "cache": False, "root": root},
@@ -430,23 +420,11 @@ def render(meta: dict[str, Any], data_rows: list[dict[str, Any]], train_rows: li
     cached = data_res["data-medlearn-cached"]["info"]
     resident = cached.get("cache_resident_mb")
     tensors = cached.get("cache_tensor_mb")
-    lines = [
-        "## Rubik's cube (3D data path and pretraining step)",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}  ",
-        f"Settings: data {s['data_warmup']} warm-up + {s['data_iters']} timed batches, training "
-        f"{s['warmup']} warm-up + {s['iters']} timed steps, per repeat; {s['repeats']} interleaved repeat(s), "
-        f"median; torch threads {s['threads']}; wall time {meta['wall_s']:.0f} s.",
-    ]
-    if s["quick"]:
-        lines += ["", "> Smoke run (`--quick`): too few steps for the numbers to mean much."]
+    lines = section_header("Rubik's cube (3D data path and pretraining step)", meta,
+                           f"data {s['data_warmup']} warm-up + {s['data_iters']} timed batches, training "
+                           f"{s['warmup']} warm-up + {s['iters']} timed steps, per repeat; {s['repeats']} "
+                           f"interleaved repeat(s), median; torch threads {s['threads']}")
     lines += [
-        "",
-        "Machine:",
-        "",
-        machine_markdown(meta["machine"]),
-        "",
         "### Data path",
         "",
         f"{vol['n_volumes']} synthetic head CT volumes (`write_headct`, {vol['size']}^3 int16 NIfTI .nii.gz, "
@@ -485,55 +463,28 @@ def render(meta: dict[str, Any], data_rows: list[dict[str, Any]], train_rows: li
         f"bf16 vs fp32 loss over {drift['steps']} identical Rubik steps (same seed, batch and puzzles; autocast "
         "around `training_step`):",
         "",
-        markdown_table(["steps", "fp32 loss (first -> last)", "bf16 loss (first -> last)", "abs diff (last step)",
-                        "rel diff (last step)", "mean abs diff", "max abs diff (any step)"],
-                       [[drift["steps"], f"{drift['32'][0]:.4f} -> {drift['32'][-1]:.4f}",
-                         f"{drift['bf16'][0]:.4f} -> {drift['bf16'][-1]:.4f}", f"{drift['final_abs_diff']:.4f}",
-                         f"{100 * drift['final_rel_diff']:.2f}%", f"{drift['mean_abs_diff']:.4f}",
-                         f"{drift['max_abs_diff']:.4f}"]], "rrrrrrr"),
+        drift_table(drift),
     ]
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke: 16 volumes, 1 repeat, a few steps")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to update")
-    p.add_argument("--json", default=None, help="results JSON (default: next to --out, '<stem>-rubik.json')")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: MEDLEARN_THREADS or min(2, cores), as set_cpu_threads)")
+def main(argv: list[str] | None = None) -> int:
+    p = bench_parser(__doc__, "rubik", "smoke: 16 volumes, 1 repeat, a few steps")
     p.add_argument("--volumes", type=int, default=None, help="synthetic volumes written (>= 16)")
     p.add_argument("--volume-size", type=int, default=48, help="side of the written volumes (cropped to 40)")
     p.add_argument("--data-warmup", type=int, default=None)
     p.add_argument("--data-iters", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=None, help="training warm-up steps per repeat")
-    p.add_argument("--iters", type=int, default=None, help="timed training steps per repeat")
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--loss-steps", type=int, default=None, help="steps of the fp32/bf16 loss comparison")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    q = args.quick
-
-    def pick(value: int | None, quick: int, full: int) -> int:
-        return value if value is not None else (quick if q else full)
-
-    n_volumes = pick(args.volumes, BATCH, 64)
+    args = p.parse_args(argv)
+    budget = Budget(args)
+    n_volumes = budget.pick("volumes", BATCH, 64)
     if n_volumes < BATCH:
         raise SystemExit(f"--volumes must be >= {BATCH}")
-    data_warmup, data_iters = pick(args.data_warmup, 1, 2), pick(args.data_iters, 3, 40)
-    warmup, iters = pick(args.warmup, 1, 5), pick(args.iters, 3, 50)
-    repeats, loss_steps = pick(args.repeats, 1, 7), pick(args.loss_steps, 3, 50)
-    threads = args.threads if args.threads is not None else default_threads()
-    out = Path(args.out)
-    json_path = Path(args.json) if args.json else out.with_name(out.stem + "-rubik.json")
-
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("MEDLEARN_THREADS",) if k in os.environ)
-    cmd = " ".join(x for x in [env, "python benchmarks/bench_rubik.py",
-                               shlex.join(sys.argv[1:] if argv is None else argv)] if x)
+    data_warmup, data_iters = budget.pick("data_warmup", 1, 2), budget.pick("data_iters", 3, 40)
+    warmup, iters = budget.pick("warmup", 1, 5), budget.pick("iters", 3, 50)
+    repeats, loss_steps = budget.pick("repeats", 1, 7), budget.pick("loss_steps", 3, 50)
+    threads = budget.threads
+    budget.settings.update(batch=BATCH, spatial_size=SIZE)
+    cmd = command_line("benchmarks/bench_rubik.py", argv)
     t0 = time.perf_counter()
     machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="bench-rubik-") as tmp:
@@ -548,22 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     train_rows = compare(train_res, train_comps)
     print(f"[bench] loss drift: {loss_steps} Rubik steps in fp32 and bf16", file=sys.stderr, flush=True)
     drift = run_isolated(loss_drift, loss_steps, threads=threads, preload=PRELOAD)
-    try:
-        machine["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    meta = {"command": cmd, "date": utc_now(), "machine": machine, "wall_s": time.perf_counter() - t0,
-            "volumes": volumes,
-            "settings": {"quick": q, "data_warmup": data_warmup, "data_iters": data_iters, "warmup": warmup,
-                         "iters": iters, "repeats": repeats, "loss_steps": loss_steps, "threads": threads,
-                         "batch": BATCH, "spatial_size": SIZE}}
-    body = render(meta, data_rows, train_rows, data_res, drift)
-    update_section(out, SECTION, body)
-    write_json(json_path, {**meta, "data_configs": data_res, "data_comparisons": data_rows,
-                           "train_configs": train_res, "train_comparisons": train_rows, "loss_drift": drift})
-    print(body)
-    print(f"\nwrote {out} (section {SECTION!r}) and {json_path}", file=sys.stderr)
-    return 0
+    meta = run_meta(cmd, t0, machine, budget, volumes=volumes)
+    return finish(budget, SECTION, meta, render(meta, data_rows, train_rows, data_res, drift),
+                  {"data_configs": data_res, "data_comparisons": data_rows, "train_configs": train_res,
+                   "train_comparisons": train_rows, "loss_drift": drift})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ a :class:`StepBench`: a zero-argument ``step`` callable (one full training step)
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import gc
 import json
@@ -36,6 +37,7 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -49,6 +51,8 @@ __all__ = [
     "StepBench", "BenchConfig", "Comparison", "PeakMemory", "time_step", "run_interleaved",
     "run_isolated", "compare", "machine_info", "machine_markdown", "comparison_table",
     "markdown_table", "update_section", "write_json", "utc_now", "DOC_INTRO",
+    "default_threads", "bench_parser", "Budget", "command_line", "drift_summary", "drift_table",
+    "section_header", "run_meta", "finish",
 ]
 
 #: Intro of ``docs/benchmarks.md`` when a benchmark script creates the file.
@@ -539,3 +543,121 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def utc_now() -> str:
     """The current UTC time, ISO format to the second."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# -- the driver skeleton every bench_*.py shares -------------------------------------------------
+def default_threads() -> int:
+    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores)),
+    without importing Lightning in the parent."""
+    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
+
+
+def bench_parser(doc: str | None, name: str, quick_help: str) -> argparse.ArgumentParser:
+    """Arguments every benchmark script takes; add the script's own with ``add_argument``.
+
+    ``--quick`` (smoke), ``--out`` (the markdown file), ``--json`` (default next to ``--out``:
+    ``<stem>-<name>.json``), ``--threads``, ``--warmup`` / ``--iters`` / ``--repeats`` (timed steps)
+    and ``--loss-steps`` (fp32 vs bf16 drift). Step counts default to ``None``: resolve them with
+    :class:`Budget`.
+    """
+    root = Path(__file__).resolve().parents[1]
+    p = argparse.ArgumentParser(description=(doc or name).split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--out", default=str(root / "docs" / "benchmarks.md"), help="markdown file to update")
+    p.add_argument("--json", default=None, help=f"results JSON (default: next to --out, '<stem>-{name}.json')")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: MEDLEARN_THREADS or min(2, cores), as set_cpu_threads)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per repeat")
+    p.add_argument("--iters", type=int, default=None, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats")
+    p.add_argument("--loss-steps", type=int, default=None, help="steps of the fp32/bf16 loss comparison")
+    p.set_defaults(bench_name=name)
+    return p
+
+
+@dataclass
+class Budget:
+    """Resolved settings of a benchmark run: an explicit argument, else the quick or the full default."""
+
+    args: argparse.Namespace
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def pick(self, name: str, quick: int, full: int) -> int:
+        """``args.<name>`` if given, else ``quick`` under ``--quick``, else ``full``; recorded in ``settings``."""
+        value = getattr(self.args, name, None)
+        value = value if value is not None else (quick if self.args.quick else full)
+        self.settings[name] = value
+        return value
+
+    @property
+    def threads(self) -> int:
+        t = self.args.threads if self.args.threads is not None else default_threads()
+        self.settings["threads"] = t
+        return t
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+    @property
+    def json_path(self) -> Path:
+        if self.args.json:
+            return Path(self.args.json)
+        return self.out.with_name(f"{self.out.stem}-{self.args.bench_name}.json")
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How the benchmark was invoked (with ``MEDLEARN_THREADS`` when set), for the markdown section."""
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("MEDLEARN_THREADS",) if k in os.environ)
+    args = shlex.join(sys.argv[1:] if argv is None else list(argv))
+    return " ".join(x for x in (env, f"python {script}", args) if x)
+
+
+def drift_summary(fp32: Sequence[float], bf16: Sequence[float]) -> dict[str, Any]:
+    """Loss drift of ``bf16`` against ``fp32`` over the same steps (same seed, batch, draws)."""
+    a, b = list(map(float, fp32)), list(map(float, bf16))
+    diffs = [abs(x - y) for x, y in zip(a, b)]
+    return {"steps": len(a), "32": a, "bf16": b, "final_abs_diff": diffs[-1],
+            "final_rel_diff": diffs[-1] / max(abs(a[-1]), 1e-12), "max_abs_diff": max(diffs),
+            "mean_abs_diff": sum(diffs) / len(diffs)}
+
+
+def drift_table(drift: Mapping[str, Any]) -> str:
+    """:func:`drift_summary` as a one-row markdown table."""
+    a, b = drift["32"], drift["bf16"]
+    return markdown_table(
+        ["steps", "fp32 loss (first -> last)", "bf16 loss (first -> last)", "abs diff (last step)",
+         "rel diff (last step)", "mean abs diff", "max abs diff (any step)"],
+        [[drift["steps"], f"{a[0]:.4f} -> {a[-1]:.4f}", f"{b[0]:.4f} -> {b[-1]:.4f}",
+          f"{drift['final_abs_diff']:.4f}", f"{100 * drift['final_rel_diff']:.2f}%",
+          f"{drift['mean_abs_diff']:.4f}", f"{drift['max_abs_diff']:.4f}"]], "rrrrrrr")
+
+
+def section_header(title: str, meta: Mapping[str, Any], settings: str) -> list[str]:
+    """The first lines of a section: title, command, date, ``settings`` and wall time, the machine."""
+    lines = [f"## {title}", "", f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+             f"Settings: {settings}; wall time {meta['wall_s']:.0f} s."]
+    if meta.get("settings", {}).get("quick"):
+        lines += ["", "> Smoke run (`--quick`): too few steps for the numbers to mean much."]
+    return lines + ["", "Machine:", "", machine_markdown(meta["machine"]), ""]
+
+
+def run_meta(command: str, t0: float, machine: dict[str, Any], budget: Budget, **extra: Any) -> dict[str, Any]:
+    """What a section's header shows: command, date, machine (with the load average at the end),
+    wall time since ``t0`` (``time.perf_counter()``) and the resolved settings."""
+    try:
+        machine["loadavg_end"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return {"command": command, "date": utc_now(), "machine": machine, "wall_s": time.perf_counter() - t0,
+            **extra, "settings": {"quick": budget.args.quick, **budget.settings}}
+
+
+def finish(budget: Budget, section: str, meta: Mapping[str, Any], body: str, payload: Mapping[str, Any]) -> int:
+    """Write the markdown section and the JSON (``meta`` + ``payload``), print the section."""
+    update_section(budget.out, section, body)
+    write_json(budget.json_path, {**meta, **payload})
+    print(body)
+    print(f"\nwrote {budget.out} (section {section!r}) and {budget.json_path}", file=sys.stderr)
+    return 0
