@@ -251,6 +251,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
                 dice = _segment(broot, ck, segment_cases, seed, out / f"segment-{arm}-s{seed}")
                 seg_rows.append({"arm": arm, "seed": seed, **dice})
     run = {"rows": rows, "seg_rows": seg_rows, "segment_cases": segment_cases, "n_brats": n_brats,
+           "segment_epochs": int(load_config(config_dir("rubik") / "demo_segment.yaml")["trainer"]["max_epochs"]),
            "brats_epochs": brats_epochs if segment_cases else 0,
            "seeds": list(seeds), "probe_sizes": list(probe_sizes), "finetune_size": finetune_size,
            "n_volumes": n_volumes, "pretrain_epochs": pretrain_epochs, "pretrain_seconds": pre_seconds,
@@ -297,7 +298,10 @@ def table_from_results(run: dict[str, Any]) -> str:
         regions = ("dice/WT", "dice/TC", "dice/ET", "dice_mean")
         lines += ["", f"Segmentation transfer (synthetic BraTS, {run['n_brats']} cases of 48^3; Rubik pretraining "
                   f"{run.get('brats_epochs', 40)} epochs on the training cases, configs/rubik/demo_brats.yaml; U-Net "
-                  f"fine-tuned on {run['segment_cases']} labelled cases, 15 epochs, configs/rubik/demo_segment.yaml): "
+                  f"fine-tuned on {run['segment_cases']} labelled cases, {run.get('segment_epochs', 15)} epochs"
+                  + (" on random 32^3 patches, two in three tumour-centred"
+                     if run.get("segment_epochs", 15) != 15 else "")
+                  + ", configs/rubik/demo_segment.yaml): "
                   f"test Dice per region, mean ± sd over seeds {seeds}.", "",
                   "| encoder init | WT | TC | ET | mean |", "|---|---|---|---|---|"]
         for arm, label in (("random", "random init"), ("rubik", "Rubik's cube on the BraTS phantoms")):
