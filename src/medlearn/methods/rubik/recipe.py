@@ -314,6 +314,12 @@ def table_from_results(run: dict[str, Any]) -> str:
                   f"-> {verdict(d['dice_mean'], 0.02)}; pretext accuracy on the BraTS phantoms (order / hor / ver): "
                   + " / ".join(f"{p.get(k, float('nan')):.2f}" for k in ("train/order_acc", "train/hor_acc",
                                                                            "train/ver_acc")) + "."]
+        stuck = {arm: [r["seed"] for r in seg if r["arm"] == arm and r.get("dice/TC", 0.0) < 0.2]
+                 for arm in ("random", "rubik")}
+        if any(stuck.values()):
+            lines.append("- Runs whose tumour core never separated from the whole tumour (TC Dice < 0.2; the net "
+                         "predicts the tumour as one class, a plateau training leaves only late or not at all): "
+                         + "; ".join(f"{arm} seeds {v}" for arm, v in stuck.items() if v) + ".")
     times = ", ".join(f"{k} {v:.0f} s" for k, v in run["pretrain_seconds"].items())
     lines += ["- Each pretraining ran once (seed 0): the seeds vary the labelled subset and the downstream "
               "training, not the pretraining.", "",
