@@ -98,7 +98,8 @@ class CCLLoss(nn.Module):
         super().__init__()
         if geo_form not in ("hinge", "centre"):
             raise ValueError(f"geo_form must be 'hinge' or 'centre', got {geo_form!r}")
-        self.lambda_soft, self.lambda_dml, self.lambda_geo, self.geo_form = lambda_soft, lambda_dml, lambda_geo, geo_form
+        self.lambda_soft, self.lambda_dml, self.lambda_geo = lambda_soft, lambda_dml, lambda_geo
+        self.geo_form = geo_form
 
     def forward(self, logits: torch.Tensor, out: CCLOutput, labels: torch.Tensor, weight: torch.Tensor | None = None,
                 lambda_soft: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
