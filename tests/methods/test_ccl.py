@@ -251,3 +251,14 @@ def test_table_from_results_reads_paired_rows():
 def test_registered():
     spec = get_method("ccl")
     assert spec.contract_configs == ["demo.yaml"] and spec.reproduce is not None
+
+
+@pytest.mark.slow
+def test_demo_writes_report_and_compares_arms(tmp_path):
+    from medlearn.methods.ccl.recipe import demo
+
+    r = demo(tmp_path / "demo", epochs=3)
+    assert r.method == "ccl" and "CCL" in r.headline and "hard labels" in r.headline
+    assert {"hard_bal_acc", "ccl_bal_acc", "ccl_nll"} <= set(r.metrics)
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "arms.png" in html and "ccl_correlation.png" in html
