@@ -417,7 +417,7 @@ class LabelledImageDataModule(LightningDataModule):
         image_size: side the images are resized to when decoded (and cached).
         channels: 3 (RGB) or 1 (gray).
         batch_size: per-process batch size.
-        num_workers: data-loader workers.
+        num_workers: data-loader workers (with ``cache``, the cache is filled before they start).
         val_fraction: fraction of groups held out for validation when no official validation set.
         test_fraction: fraction of groups held out for testing when no official test set.
         split_seed: seed of the grouped, class-stratified split.
@@ -541,9 +541,17 @@ class LabelledImageDataModule(LightningDataModule):
     def _seed(self) -> int:
         return self.hparams.split_seed + 7919 * self.hparams.label_seed
 
+    def _ready(self, ds: LabelledImageDataset) -> LabelledImageDataset:
+        """With worker processes, fill the cache first: forked workers then share it copy-on-write
+        instead of each decoding (and holding) its own copy."""
+        if self.hparams.cache and self.hparams.num_workers > 0:
+            ds.fill_cache()
+        return ds
+
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         assert self.train_set is not None
+        self._ready(self.train_set)
         if h.sampler == "balanced":
             sampler = EpochBalancedSampler(self.train_set.labels, seed=self._seed())
             return DataLoader(self.train_set, batch_size=h.batch_size, sampler=sampler, drop_last=h.drop_last,
@@ -552,14 +560,14 @@ class LabelledImageDataModule(LightningDataModule):
         return seeded_loader(self.train_set, h.batch_size, True, h.drop_last, h.num_workers, seed=self._seed())
 
     def val_dataloader(self) -> Any:
-        return [] if self.val_set is None else seeded_loader(self.val_set, self.hparams.batch_size, False, False,
-                                                              self.hparams.num_workers, seed=self._seed())
+        return [] if self.val_set is None else seeded_loader(self._ready(self.val_set), self.hparams.batch_size, False,
+                                                              False, self.hparams.num_workers, seed=self._seed())
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:
             raise DataError(self.root, "no test split (set test_fraction > 0 or provide a test set)")
-        return seeded_loader(self.test_set, self.hparams.batch_size, False, False, self.hparams.num_workers,
-                             seed=self._seed())
+        return seeded_loader(self._ready(self.test_set), self.hparams.batch_size, False, False,
+                             self.hparams.num_workers, seed=self._seed())
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
