@@ -181,8 +181,15 @@ class CCLClassifier(ImageClassifier):
 
     @staticmethod
     def _load_teacher(path: str) -> ImageClassifier:
-        teacher = CCLClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, teacher=None,
-                                                     soft_labels="hard", pretrained=None, strict=False)
+        """A frozen teacher from a ``CCLClassifier`` or ``ImageClassifier`` checkpoint (strict load).
+
+        It must share the student's input normalisation (it sees the student's training views).
+        """
+        hp = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        over: dict[str, Any] = {"teacher": None, "pretrained": None}
+        if hp.get("soft_labels") in (None, "kd"):  # an ImageClassifier, or a distilled student: no CCL block
+            over["soft_labels"] = "hard"
+        teacher = CCLClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, **over)
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
