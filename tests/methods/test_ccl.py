@@ -194,6 +194,9 @@ def test_balanced_class_weights_kd_teacher_and_report(isic_root, tmp_path):
     assert "Learned inter-class correlations" in html and "ccl_correlation.png" in html
     assert (tmp_path / "ccl" / "figures" / "ccl_correlation.png").is_file()
     assert (tmp_path / "ccl" / "figures" / "test_confusion.png").is_file()
+    corr = np.loadtxt(tmp_path / "ccl" / "ccl_correlation.csv", delimiter=",", skiprows=1, usecols=range(1, 8))
+    np.testing.assert_allclose(np.diag(corr), 1.0, atol=1e-5)
+    assert (tmp_path / "ccl" / "test_confusion.csv").read_text().startswith(",MEL,NV,BCC")
     with pytest.raises(ValueError, match="teacher"):
         CCLClassifier(soft_labels="kd")
 

@@ -288,7 +288,8 @@ class CCLClassifier(ImageClassifier):
 
     # --- report ----------------------------------------------------------------------------------
     def report_sections(self, run_dir: Path) -> list[Section]:
-        """Metrics, confusion matrix, learned correlations and soft labels."""
+        """Metrics, confusion matrix, learned correlations and soft labels (figures; the matrices also as
+        ``<stage>_confusion.csv``, ``ccl_correlation.csv`` and ``ccl_soft_labels.csv`` in the run folder)."""
         import matplotlib.pyplot as plt
 
         sections: list[Section] = []
@@ -298,6 +299,7 @@ class CCLClassifier(ImageClassifier):
         if stage is not None:
             r = self.results[stage]
             cm = np.asarray(r["confusion"], dtype=float)
+            _write_matrix(Path(run_dir) / f"{stage}_confusion.csv", cm.astype(int), names, "%d")
             rown = cm / np.maximum(cm.sum(1, keepdims=True), 1)
             figs.append(_heatmap(rown, names, f"{stage} confusion (row-normalised)", "predicted", "true", 0, 1,
                                  Path(run_dir) / "figures" / f"{stage}_confusion.png", plt))
@@ -310,6 +312,8 @@ class CCLClassifier(ImageClassifier):
         if corr is not None:
             q = self.soft_label_matrix()
             assert q is not None
+            _write_matrix(Path(run_dir) / "ccl_correlation.csv", corr, names)
+            _write_matrix(Path(run_dir) / "ccl_soft_labels.csv", q, names)
             c_png = _heatmap(corr, names, "learned correlation C = cos(e_j, e_k)", "class", "class", -1, 1,
                              Path(run_dir) / "figures" / "ccl_correlation.png", plt, cmap="RdBu_r")
             q_png = _heatmap(q, names, "soft labels q_y (row = true class)", "target class", "true class", 0,
@@ -323,6 +327,13 @@ class CCLClassifier(ImageClassifier):
             sections.append(Section("Learned inter-class correlations (CCL)", text, [c_png, q_png],
                                     table=(["class", *names], [[n, *row] for n, row in zip(names, corr.tolist())])))
         return sections
+
+
+def _write_matrix(path: Path, m: np.ndarray, names: list[str], fmt: str = "%.6f") -> None:
+    """A labelled ``K x K`` matrix as CSV (first column and header: class names)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [",".join(["", *names])] + [",".join([n, *(fmt % v for v in row)]) for n, row in zip(names, m)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def _heatmap(m: np.ndarray, names: list[str], title: str, xlabel: str, ylabel: str, vmin: float, vmax: float,
