@@ -47,6 +47,12 @@ def test_head_shapes_soft_labels_and_correlation(k, d, b):
     torch.testing.assert_close(out.logits, -10.0 * (1 - out.v @ e.t()))
 
 
+def test_mlp_projection_option():
+    head = CCLHead(12, 5, emb_dim=3, proj_hidden=16)
+    out = head(torch.randn(4, 12), torch.tensor([0, 1, 2, 3]))
+    assert out.v.shape == (4, 3) and isinstance(head.proj, torch.nn.Sequential)
+
+
 def test_relu_soft_labels_and_unrelated_classes():
     c = torch.tensor([[1.0, 0.5, -0.2], [0.5, 1.0, 0.0], [-0.2, 0.0, 1.0]])
     q = soft_labels_from_correlation(c, form="relu")

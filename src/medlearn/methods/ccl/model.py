@@ -6,7 +6,7 @@ Classification", MICCAI 2020 (LNCS 12261), arXiv:2007.06371. No official code wa
 formulas below are the reconstruction of ``methods/ccl.md`` section 2 (tags [I]/[R] there), every
 uncertain choice being an argument:
 
-* projection ``v = normalize(W_e h)`` of the pooled backbone feature ``h`` (one linear layer),
+* projection ``v = normalize(W_e h)`` of the pooled backbone feature ``h`` (one linear layer, or an MLP),
   read from ``h.detach()`` by default (``detach_input``; the spec's pilot lost 6-13 points of
   balanced accuracy when the metric loss shared the backbone);
 * learnable class embeddings ``e_k``, used L2-normalised;
@@ -77,6 +77,7 @@ class CCLHead(nn.Module):
         soft_temp: ``t`` of the soft labels.
         soft_form: ``"softmax"`` or ``"relu"``.
         detach_input: read ``h.detach()`` (the metric terms then train only this block).
+        proj_hidden: 0 = one linear projection (spec default [I]); > 0 = a two-layer MLP with this width.
 
     Examples:
         >>> head = CCLHead(32, 7)
@@ -86,7 +87,7 @@ class CCLHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int, emb_dim: int = 4, scale: float = 16.0, soft_temp: float = 4.0,
-                 soft_form: str = "softmax", detach_input: bool = True) -> None:
+                 soft_form: str = "softmax", detach_input: bool = True, proj_hidden: int = 0) -> None:
         super().__init__()
         if not 1 <= emb_dim <= 4096:
             raise ValueError(f"emb_dim must be in [1, 4096], got {emb_dim}")
@@ -97,7 +98,9 @@ class CCLHead(nn.Module):
         self.soft_temp = float(soft_temp)
         self.soft_form = soft_form
         self.detach_input = bool(detach_input)
-        self.proj = nn.Linear(in_dim, emb_dim)
+        self.proj: nn.Module = (nn.Linear(in_dim, emb_dim) if proj_hidden <= 0 else
+                                nn.Sequential(nn.Linear(in_dim, proj_hidden), nn.ReLU(inplace=True),
+                                              nn.Linear(proj_hidden, emb_dim)))
         # unit-norm random init: with Adam the angular step is ~lr / ||e||, so a large init norm would
         # freeze the geometry (and with it the correlations) near its random start
         self.class_emb = nn.Parameter(F.normalize(torch.randn(num_classes, emb_dim), dim=1))

@@ -70,6 +70,7 @@ class CCLClassifier(ImageClassifier):
         ccl_lr_mult: learning-rate multiplier of the CCL block (class embeddings and projection);
             proxy-based metric learning trains its proxies faster than the network (Proxy-NCA uses
             100x), and the correlations can only be learned if the embeddings move.
+        proj_hidden: CCL projection: 0 = one linear layer (default), > 0 = two-layer MLP of this width.
     """
 
     @property
@@ -119,6 +120,7 @@ class CCLClassifier(ImageClassifier):
         augment: bool = True,
         input_noise: float = 0.0,
         ccl_lr_mult: float = 10.0,
+        proj_hidden: int = 0,
     ) -> None:
         if multilabel:
             raise ValueError("CCLClassifier is single-label (multilabel must be False)")
@@ -146,7 +148,7 @@ class CCLClassifier(ImageClassifier):
         self.ccl_loss: CCLLoss | None = None
         if soft_labels == "ccl":
             self.ccl = CCLHead(self.backbone.out_features, num_classes, emb_dim, scale, soft_temp, soft_form,
-                               detach_input)
+                               detach_input, proj_hidden)
             self.ccl_loss = CCLLoss(lambda_soft, lambda_dml, lambda_geo, geo_form)
         self.__dict__["_teacher"] = self._load_teacher(teacher) if soft_labels == "kd" else None
         if pretrained:
