@@ -12,8 +12,17 @@ from medlearn.data.chestxray14 import (
     subsample,
 )
 from medlearn.data.datasets import RadiographDataset
+from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
+from medlearn.data.labelled2d import (
+    LabelledImage,
+    LabelledImageDataModule,
+    LabelledImageDataset,
+    load_image2d,
+    read_image_table,
+    stratified_group_split,
+)
 from medlearn.data.radiograph import RadiographDataModule
-from medlearn.data.sampling import EpochShuffleSampler
+from medlearn.data.sampling import EpochBalancedSampler, EpochShuffleSampler
 from medlearn.data.volumes import (
     VolumeDataModule,
     VolumeDataset,
@@ -29,4 +38,6 @@ __all__ = [
     "patient_split", "read_chestxray14", "subsample", "RadiographDataset", "RadiographDataModule",
     "EpochShuffleSampler", "VolumeDataModule", "VolumeDataset", "VolumeRecord", "brats_regions", "list_volumes",
     "read_brats", "read_volume_manifest",
+    "EpochBalancedSampler", "ISIC2018_CLASSES", "find_isic2018", "read_isic2018", "LabelledImage",
+    "LabelledImageDataModule", "LabelledImageDataset", "load_image2d", "read_image_table", "stratified_group_split",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["EpochShuffleSampler", "seeded_loader", "group_split"]
+__all__ = ["EpochShuffleSampler", "EpochBalancedSampler", "seeded_loader", "group_split"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,46 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
+        if not self._explicit:
+            self.epoch += 1
+        self._explicit = False
+        return iter(order)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class EpochBalancedSampler(Sampler[int]):
+    """Class-balanced sampling with replacement, reproducible from ``(seed, epoch)``.
+
+    Each epoch draws ``len(labels)`` indices (or ``num_samples``) with probability proportional to
+    ``1 / count(label)``, so every class is drawn equally often in expectation (the usual remedy
+    for ISIC's 67 % NV). Epoch handling as :class:`EpochShuffleSampler`.
+
+    Args:
+        labels: ``(N,)`` integer class of each item.
+        seed: base seed.
+        num_samples: draws per epoch (default N).
+    """
+
+    def __init__(self, labels: Sequence[int] | torch.Tensor, seed: int = 0, num_samples: int | None = None) -> None:
+        lab = torch.as_tensor(labels, dtype=torch.long).view(-1)
+        if lab.numel() == 0:
+            raise ValueError("EpochBalancedSampler needs at least one label")
+        counts = torch.bincount(lab).double()
+        self.weights = 1.0 / counts[lab]
+        self.n = int(num_samples or lab.numel())
+        self.seed = int(seed)
+        self.epoch = 0
+        self._explicit = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._explicit = True
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist()
         if not self._explicit:
             self.epoch += 1
         self._explicit = False

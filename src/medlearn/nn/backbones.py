@@ -169,9 +169,12 @@ def _plaincnn(width: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     return make
 
 
-def _smallcnn(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
-    net = SmallCNN(spatial_dims, in_channels)
-    return net, net.out_features
+def _smallcnn(widths: tuple[int, ...] = (8, 16, 32, 64)) -> Callable[[int, int], tuple[nn.Module, int]]:
+    def make(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
+        net = SmallCNN(spatial_dims, in_channels, widths)
+        return net, net.out_features
+
+    return make
 
 
 _FACTORIES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
@@ -180,7 +183,9 @@ _FACTORIES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
     "densenet169": _monai_densenet(DenseNet169, 1664),
     **{f"efficientnet-b{i}": _monai_efficientnet(f"efficientnet-b{i}") for i in range(8)},
     "plaincnn": _plaincnn(16),
-    "smallcnn": _smallcnn,
+    "smallcnn": _smallcnn(),
+    # three conv blocks 16/32/64 with max-pooling: the CCL-Net spec's CPU experiment
+    "smallcnn3": _smallcnn((16, 32, 64)),
     "plaincnn-w32": _plaincnn(32),
 }
 

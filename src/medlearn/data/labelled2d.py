@@ -1,0 +1,573 @@
+"""Labelled 2D images (one class per image): tables, grouped splits, a cached dataset, a DataModule.
+
+The single-label 2D classification path shared by the methods that classify photographs, scans or
+patches: CCL-Net on ISIC 2018 skin lesions first, later fundus, AS-OCT and endoscopy classifiers.
+Sources (``layout`` of :class:`LabelledImageDataModule`):
+
+- ``"csv"``: a table ``image,label[,group][,split]`` and an image folder. ``image`` is a file name
+  or a path relative to the image folder, with or without its suffix; ``label`` a class name or a
+  0-based class index; an optional grouping column (``lesion_id``, ``patient_id``, ``case``,
+  ``group`` ...) keeps images of one lesion / patient on one side of every split; an optional
+  ``split`` column (``train`` / ``val`` / ``test``) fixes the split. :func:`read_image_table`.
+- ``"isic2018"``: the ISIC 2018 Task 3 layout (one-hot ground-truth CSV, lesion groupings),
+  parsed by :mod:`medlearn.data.isic2018`.
+- ``"auto"``: ISIC 2018 when its ground-truth CSV is there, else ``csv``.
+
+Splits (:func:`stratified_group_split`): held-out validation and test parts drawn by group,
+stratified by class (each class contributes its share of groups), deterministic from a seed. An
+official test / validation set (ISIC's released Test and Validation ground truth, or a ``split``
+column) is used instead of a drawn one when present.
+
+Images are decoded through :func:`medlearn.io.read_image`, kept as RGB (``channels=3``; gray
+files are repeated) or turned gray (``channels=1``; mean over colour), scaled to [0, 1] by their
+bit depth and resized to a square, once, into a uint8 in-memory cache
+(:class:`LabelledImageDataset`). Class imbalance: ``sampler="balanced"`` draws every epoch's
+batches with probability inversely proportional to the class frequency
+(:class:`~medlearn.data.sampling.EpochBalancedSampler`); the DataModule's ``class_counts`` feeds a
+weighted loss in the model instead.
+
+Validation reports every bad row at once: a :class:`~medlearn.io.errors.DataError` whose
+``problems`` lists each (missing columns, unknown class names, empty or repeated names, images
+absent from the folder, unknown split names).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from medlearn.data.chestxray14 import IMAGE_SUFFIXES, subsample
+from medlearn.data.datasets import to_unit_range
+from medlearn.data.sampling import EpochBalancedSampler, seeded_loader
+from medlearn.io.errors import DataError
+
+__all__ = ["LabelledImage", "LabelledImageDataModule", "LabelledImageDataset", "GROUP_COLUMNS", "index_images",
+           "load_image2d", "read_image_table", "resolve_image", "stratified_group_split"]
+
+#: Columns taken as the grouping column when ``group_col="auto"`` (first match, case-insensitive).
+GROUP_COLUMNS = ("lesion_id", "patient_id", "patient", "case", "case_id", "group", "subject")
+_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+           "test": "test", "testing": "test", "": ""}
+
+
+@dataclass
+class LabelledImage:
+    """One labelled image.
+
+    Attributes:
+        path: the image file.
+        label: 0-based class index.
+        group: grouping key (lesion, patient); images of one group never straddle a split.
+        name: the image's name in its table.
+        split: ``"train"``, ``"val"``, ``"test"`` when the table fixes it, else ``""``.
+    """
+
+    path: Path
+    label: int
+    group: str
+    name: str
+    split: str = ""
+
+
+# --- tables ----------------------------------------------------------------------------------------
+def index_images(folder: Path) -> dict[str, Path]:
+    """Map file name and file stem -> path for the image files directly in ``folder`` (one scan)."""
+    index: dict[str, Path] = {}
+    try:
+        it = os.scandir(folder)
+    except OSError:
+        return index
+    with it:
+        for e in it:
+            if e.name.startswith(".") or os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
+                continue
+            if e.is_file():
+                p = folder / e.name
+                index.setdefault(e.name, p)
+                index.setdefault(os.path.splitext(e.name)[0], p)
+    return index
+
+
+def resolve_image(value: str, folder: Path, index: dict[str, Path]) -> Path | None:
+    """The file a table's ``image`` entry names: a name in ``folder`` (suffix optional) or a relative path."""
+    if value in index:
+        return index[value]
+    p = Path(value)
+    if not p.is_absolute():
+        p = folder / p
+    if p.is_file():
+        return p
+    if not p.suffix or p.suffix.lower() not in IMAGE_SUFFIXES:
+        for s in sorted(IMAGE_SUFFIXES):
+            for cand in (p.with_name(p.name + s), p.with_name(p.name + s.upper())):
+                if cand.is_file():
+                    return cand
+    return None
+
+
+def _read_csv(csv: Path) -> pd.DataFrame:
+    if not csv.is_file():
+        raise DataError(csv, "table not found")
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(csv, f"cannot parse the table: {exc}") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _find_column(df: pd.DataFrame, name: str | None, candidates: Sequence[str] = ()) -> str | None:
+    lower = {c.lower(): c for c in df.columns}
+    if name not in (None, "auto"):
+        return lower.get(str(name).lower())
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    return None
+
+
+def read_image_table(
+    csv: str | Path,
+    image_dir: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    image_col: str = "image",
+    label_col: str = "label",
+    group_col: str | None = "auto",
+    split_col: str | None = "split",
+    check_files: bool = True,
+) -> tuple[list[LabelledImage], list[str]]:
+    """Read a generic ``image,label`` table.
+
+    Args:
+        csv: the table.
+        image_dir: folder the ``image`` entries are relative to (default: the table's folder).
+        classes: class names in index order. ``label`` may then be a name or an index. ``None``:
+            integer labels ``0..K-1`` give classes ``"0".."K-1"``; names give their sorted set.
+        image_col: column of image names / relative paths (case-insensitive).
+        label_col: column of labels.
+        group_col: grouping column; ``"auto"`` takes the first of :data:`GROUP_COLUMNS` present;
+            ``None``: every image is its own group.
+        split_col: optional column of fixed splits (``train``, ``val``, ``test``; empty = unassigned).
+        check_files: check that every image exists.
+
+    Returns:
+        ``(records in table order, class names)``.
+
+    Raises:
+        DataError: missing table or columns; ``classes`` empty or repeated; any row with an empty
+            or repeated image name, an empty or unknown label, an unknown split, or an image that
+            is not in the folder (every bad row listed, with everything wrong with it).
+    """
+    csv = Path(csv)
+    folder = Path(image_dir) if image_dir is not None else csv.parent
+    df = _read_csv(csv)
+    cols = {"image": _find_column(df, image_col), "label": _find_column(df, label_col)}
+    missing = [f"missing column {want!r}" for want, key in ((image_col, "image"), (label_col, "label"))
+               if cols[key] is None]
+    if group_col not in (None, "auto") and _find_column(df, group_col) is None:
+        missing.append(f"missing grouping column {group_col!r}")
+    if missing:
+        raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
+    gcol = _find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
+    scol = _find_column(df, split_col) if split_col else None
+    names = [s.strip() for s in df[cols["image"]].tolist()]
+    labels = [s.strip() for s in df[cols["label"]].tolist()]
+
+    if classes is not None:
+        class_names = [str(c) for c in classes]
+        dup = sorted({c for c in class_names if class_names.count(c) > 1})
+        if not class_names or dup:
+            raise DataError(csv, "invalid classes", [f"class {c!r} given more than once" for c in dup]
+                            or ["no classes given"])
+    elif labels and all(s.isdigit() for s in labels):
+        class_names = [str(i) for i in range(max(int(s) for s in labels) + 1)]
+    else:
+        class_names = sorted({s for s in labels if s})
+    index_of = {c: i for i, c in enumerate(class_names)}
+
+    file_index = index_images(folder) if check_files else {}
+    records: list[LabelledImage] = []
+    problems: list[str] = []
+    first: dict[str, int] = {}
+    groups = [s.strip() for s in df[gcol].tolist()] if gcol else [""] * len(df)
+    splits = [s.strip().lower() for s in df[scol].tolist()] if scol else [""] * len(df)
+    for i, (name, lab, grp, spl) in enumerate(zip(names, labels, groups, splits)):
+        line = i + 2
+        issues: list[str] = []
+        if not name:
+            issues.append("empty image name")
+        elif name in first:
+            issues.append(f"duplicate image, first on line {first[name]}")
+        else:
+            first[name] = line
+        if not lab:
+            issues.append("empty label")
+            k = -1
+        elif lab in index_of:
+            k = index_of[lab]
+        elif lab.isdigit() and int(lab) < len(class_names):
+            k = int(lab)
+        else:
+            issues.append(f"unknown class {lab!r} (known: {', '.join(class_names)})")
+            k = -1
+        if spl not in _SPLITS:
+            issues.append(f"unknown split {spl!r} (train, val, test or empty)")
+        path: Path | None = folder / name
+        if check_files and name:
+            path = resolve_image(name, folder, file_index)
+            if path is None:
+                issues.append(f"image not found in {folder}")
+        if issues:
+            problems.append(f"line {line} ({name or '<empty name>'}): {'; '.join(issues)}")
+            continue
+        assert path is not None
+        records.append(LabelledImage(path, k, grp or name, name, _SPLITS[spl]))
+    if problems:
+        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+    if not records:
+        raise DataError(csv, "the table has no rows")
+    return records, class_names
+
+
+# --- splits ----------------------------------------------------------------------------------------
+def stratified_group_split(records: Sequence[LabelledImage], fractions: Sequence[float], seed: int,
+                           key: Callable[[LabelledImage], str] = lambda r: r.group) -> list[list[LabelledImage]]:
+    """Split records by group into ``len(fractions) + 1`` parts, stratified by class.
+
+    Each group gets the majority label of its images (ties: the lowest index). Within each class
+    the groups are shuffled (``seed`` and the class index seed the generator) and
+    ``round(fraction * n_groups_of_class)`` of them go to each held-out part in turn (at least one
+    per part when the class has more groups than parts); the rest form part 0. Input order is kept
+    within each part; no group is in two parts.
+
+    Args:
+        records: the records.
+        fractions: held-out fractions, e.g. ``(0.1, 0.2)`` for validation and test; sum < 1.
+        seed: random seed.
+        key: grouping key.
+
+    Returns:
+        ``[rest, part_1, part_2, ...]``.
+
+    Raises:
+        ValueError: fractions negative or summing to 1 or more.
+    """
+    fr = [float(f) for f in fractions]
+    if any(f < 0 for f in fr) or sum(fr) >= 1:
+        raise ValueError(f"fractions must be >= 0 and sum to < 1, got {fr}")
+    votes: dict[str, dict[int, int]] = {}
+    for r in records:
+        v = votes.setdefault(key(r), {})
+        v[r.label] = v.get(r.label, 0) + 1
+    group_label = {g: min(v, key=lambda k: (-v[k], k)) for g, v in votes.items()}
+    part_of: dict[str, int] = {}
+    for c in sorted(set(group_label.values())):
+        gs = sorted(g for g, lab in group_label.items() if lab == c)
+        perm = np.random.default_rng([int(seed), int(c)]).permutation(len(gs))
+        start = 0
+        for j, f in enumerate(fr, start=1):
+            n = round(f * len(gs))
+            if f > 0 and len(gs) > len(fr):
+                n = max(n, 1)
+            n = min(n, len(gs) - start - (1 if len(gs) > len(fr) else 0))
+            for i in perm[start:start + max(n, 0)]:
+                part_of[gs[i]] = j
+            start += max(n, 0)
+    parts: list[list[LabelledImage]] = [[] for _ in range(len(fr) + 1)]
+    for r in records:
+        parts[part_of.get(key(r), 0)].append(r)
+    return parts
+
+
+# --- decoding and dataset --------------------------------------------------------------------------
+def load_image2d(path: str | Path, image_size: int, channels: int = 3) -> torch.Tensor:
+    """Decode one 2D image to ``(channels, image_size, image_size)`` float32 in [0, 1].
+
+    Colour images keep RGB (alpha dropped) for ``channels=3`` and become gray (mean over colour)
+    for ``channels=1``; gray images are repeated for ``channels=3``. Pixels are scaled by
+    :func:`~medlearn.data.datasets.to_unit_range`; the image is resized to a square (aspect ratio
+    not kept) with ``area`` interpolation when shrinking both sides, else bilinear + antialiasing.
+
+    Raises:
+        DataError: naming ``path`` if it cannot be read or is not one 2D image.
+    """
+    from medlearn.io import read_image
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    try:
+        array, meta = read_image(path)
+    except DataError:
+        raise
+    except Exception as exc:  # any decoder failure becomes a DataError naming the file
+        raise DataError(path, f"cannot read image: {type(exc).__name__}: {exc}") from exc
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3 or array.shape[0] not in (1, 2, 3, 4) or min(array.shape[1:]) < 1:
+        raise DataError(path, f"expected one 2D image (C, H, W) with 1-4 channels, got shape {array.shape}")
+    if array.shape[0] in (2, 4):
+        array = array[:-1]
+    x = to_unit_range(array, meta or {}, path)
+    if channels == 1:
+        x = x.mean(axis=0, keepdims=True)
+    elif x.shape[0] == 1:
+        x = np.repeat(x, 3, axis=0)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    h, w = t.shape[-2:]
+    if (h, w) != (image_size, image_size):
+        if h >= image_size and w >= image_size:
+            t = F.interpolate(t, size=(image_size, image_size), mode="area")
+        else:
+            t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    return t[0].clamp_(0.0, 1.0)
+
+
+class LabelledImageDataset(Dataset):
+    """Labelled 2D images, decoded once into a uint8 in-memory cache.
+
+    Items: ``{"image": (C, S, S) float32 in [0, 1], "label": () int64, "name": str}``. The cache is
+    one preallocated ``(N, C, S, S)`` uint8 block filled on first access (ISIC 2018 at S=224, RGB:
+    10,015 x 150 kB = 1.5 GB); values are quantised to 1/255.
+
+    Args:
+        records: :class:`LabelledImage` records.
+        image_size: side S.
+        channels: 3 (RGB) or 1 (gray).
+        cache: keep decoded images in memory.
+        dihedral: training augmentation on the CPU: a random one of the 8 flips / 90-degree rotations
+            per item (orientation-free images such as dermoscopy, histology, patches), drawn from
+            torch's global generator (seeded by Lightning, restored on resume).
+    """
+
+    def __init__(self, records: Sequence[LabelledImage], image_size: int, channels: int = 3, cache: bool = True,
+                 dihedral: bool = False) -> None:
+        if not records:
+            raise ValueError("LabelledImageDataset needs at least one record")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.records = list(records)
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.dihedral = bool(dihedral)
+        self.labels = torch.tensor([r.label for r in self.records], dtype=torch.long)
+        self._store = (torch.empty((len(self.records), channels, image_size, image_size), dtype=torch.uint8)
+                       if cache else None)
+        self._filled = torch.zeros(len(self.records), dtype=torch.bool) if cache else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _image(self, i: int) -> torch.Tensor:
+        if self._store is None or self._filled is None:
+            return load_image2d(self.records[i].path, self.image_size, self.channels)
+        if not bool(self._filled[i]):
+            x = load_image2d(self.records[i].path, self.image_size, self.channels)
+            self._store[i] = torch.round(x * 255.0).to(torch.uint8)
+            self._filled[i] = True
+        return self._store[i].to(torch.float32) / 255.0
+
+    def fill_cache(self) -> None:
+        """Decode every image not cached yet."""
+        if self._filled is not None:
+            for i in range(len(self)):
+                if not bool(self._filled[i]):
+                    self._image(i)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = range(len(self))[index]
+        x = self._image(index)
+        if self.dihedral:
+            k, flip = torch.randint(0, 4, ()).item(), torch.rand(()).item() < 0.5
+            x = torch.rot90(x, int(k), dims=(1, 2))
+            if flip:
+                x = x.flip(2)
+        return {"image": x, "label": self.labels[index].clone(), "name": self.records[index].name}
+
+    def class_counts(self, num_classes: int) -> torch.Tensor:
+        """Images per class ``(K,)``."""
+        return torch.bincount(self.labels, minlength=num_classes)
+
+
+# --- DataModule ------------------------------------------------------------------------------------
+class LabelledImageDataModule(LightningDataModule):
+    """Single-label 2D classification data: a generic table or the ISIC 2018 Task 3 layout.
+
+    Args:
+        root: dataset folder.
+        layout: ``"auto"``, ``"isic2018"`` or ``"csv"``.
+        table: the table of ``layout="csv"``, relative to ``root`` (or absolute).
+        image_dir: image folder of ``layout="csv"`` (default: the table's folder).
+        classes: class names in index order (``csv``: default inferred; ISIC: the 7 in column order).
+        image_col: ``csv``: image column.
+        label_col: ``csv``: label column.
+        group_col: ``csv``: grouping column, ``"auto"`` (first of :data:`GROUP_COLUMNS`) or ``None``.
+        image_size: side the images are resized to when decoded (and cached).
+        channels: 3 (RGB) or 1 (gray).
+        batch_size: per-process batch size.
+        num_workers: data-loader workers (with ``cache``, the cache is filled before they start).
+        val_fraction: fraction of groups held out for validation when no official validation set.
+        test_fraction: fraction of groups held out for testing when no official test set.
+        split_seed: seed of the grouped, class-stratified split.
+        num_train: size of a random training subset (``None``: all).
+        label_seed: seed of that subset.
+        cache: decode once, keep in memory.
+        sampler: ``"shuffle"`` (a permutation per epoch) or ``"balanced"`` (class-balanced draws
+            with replacement, epoch length = training set size).
+        dihedral: random flips / 90-degree rotations of training images (orientation-free data).
+        drop_last: drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        layout: str = "auto",
+        table: str = "labels.csv",
+        image_dir: str | None = None,
+        classes: list[str] | None = None,
+        image_col: str = "image",
+        label_col: str = "label",
+        group_col: str | None = "auto",
+        image_size: int = 224,
+        channels: int = 3,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_train: int | None = None,
+        label_seed: int = 0,
+        cache: bool = True,
+        sampler: str = "shuffle",
+        dihedral: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if layout not in ("auto", "isic2018", "csv"):
+            raise ValueError(f"layout must be 'auto', 'isic2018' or 'csv', got {layout!r}")
+        if sampler not in ("shuffle", "balanced"):
+            raise ValueError(f"sampler must be 'shuffle' or 'balanced', got {sampler!r}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.class_names: list[str] = list(classes) if classes else []
+        self.splits: dict[str, list[LabelledImage]] = {}
+        self.train_set: LabelledImageDataset | None = None
+        self.val_set: LabelledImageDataset | None = None
+        self.test_set: LabelledImageDataset | None = None
+
+    @property
+    def resolved_layout(self) -> str:
+        if self.hparams.layout != "auto":
+            return self.hparams.layout
+        from medlearn.data.isic2018 import find_isic2018
+
+        return "isic2018" if find_isic2018(self.root, "Training") is not None else "csv"
+
+    @property
+    def num_classes(self) -> int:
+        if not self.class_names:
+            self.setup("fit")
+        return len(self.class_names)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Training images per class (after subsetting)."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return self.train_set.class_counts(len(self.class_names))
+
+    def _read(self) -> tuple[list[LabelledImage], dict[str, list[LabelledImage]]]:
+        """The pool to split and any fixed parts (official validation / test sets, split column)."""
+        h = self.hparams
+        fixed: dict[str, list[LabelledImage]] = {}
+        if self.resolved_layout == "isic2018":
+            from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
+
+            if h.classes and list(h.classes) != list(ISIC2018_CLASSES):
+                raise DataError(self.root, f"ISIC 2018 classes are fixed ({', '.join(ISIC2018_CLASSES)}); "
+                                           f"got {h.classes}")
+            self.class_names = list(ISIC2018_CLASSES)
+            pool = read_isic2018(self.root, "Training")
+            for part, split in (("val", "Validation"), ("test", "Test")):
+                if find_isic2018(self.root, split) is not None:
+                    fixed[part] = read_isic2018(self.root, split)
+            return pool, fixed
+        table = Path(h.table) if Path(h.table).is_absolute() else self.root / h.table
+        image_dir = None if h.image_dir is None else (Path(h.image_dir) if Path(h.image_dir).is_absolute()
+                                                      else self.root / h.image_dir)
+        records, self.class_names = read_image_table(table, image_dir, h.classes, h.image_col, h.label_col,
+                                                     h.group_col)
+        for part in ("val", "test"):
+            if any(r.split == part for r in records):
+                fixed[part] = [r for r in records if r.split == part]
+        return [r for r in records if r.split in ("", "train")], fixed
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split and build the datasets, once."""
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        if not self.root.exists():
+            raise DataError(self.root, "dataset root does not exist")
+        pool, fixed = self._read()
+        wanted = [p for p in ("val", "test") if p not in fixed]
+        fracs = {"val": h.val_fraction, "test": h.test_fraction}
+        parts = stratified_group_split(pool, [fracs[p] for p in wanted], h.split_seed)
+        splits = {"train": parts[0], **dict(zip(wanted, parts[1:])), **fixed}
+        if h.num_train:
+            splits["train"] = subsample(splits["train"], h.num_train, h.label_seed)
+        if not splits["train"]:
+            raise DataError(self.root, "no training images after splitting")
+        self.splits = splits
+        mk = lambda recs, train: LabelledImageDataset(  # noqa: E731
+            recs, h.image_size, h.channels, cache=h.cache, dihedral=train and h.dihedral) if recs else None
+        self.train_set = mk(splits["train"], True)
+        self.val_set = mk(splits.get("val", []), False)
+        self.test_set = mk(splits.get("test", []), False)
+
+    def _seed(self) -> int:
+        return self.hparams.split_seed + 7919 * self.hparams.label_seed
+
+    def _ready(self, ds: LabelledImageDataset) -> LabelledImageDataset:
+        """With worker processes, fill the cache first: forked workers then share it copy-on-write
+        instead of each decoding (and holding) its own copy."""
+        if self.hparams.cache and self.hparams.num_workers > 0:
+            ds.fill_cache()
+        return ds
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        assert self.train_set is not None
+        self._ready(self.train_set)
+        if h.sampler == "balanced":
+            sampler = EpochBalancedSampler(self.train_set.labels, seed=self._seed())
+            return DataLoader(self.train_set, batch_size=h.batch_size, sampler=sampler, drop_last=h.drop_last,
+                              num_workers=h.num_workers, persistent_workers=h.num_workers > 0,
+                              generator=torch.Generator().manual_seed(self._seed()))
+        return seeded_loader(self.train_set, h.batch_size, True, h.drop_last, h.num_workers, seed=self._seed())
+
+    def val_dataloader(self) -> Any:
+        return [] if self.val_set is None else seeded_loader(self._ready(self.val_set), self.hparams.batch_size, False,
+                                                              False, self.hparams.num_workers, seed=self._seed())
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise DataError(self.root, "no test split (set test_fraction > 0 or provide a test set)")
+        return seeded_loader(self._ready(self.test_set), self.hparams.batch_size, False, False,
+                             self.hparams.num_workers, seed=self._seed())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
