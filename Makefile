@@ -28,12 +28,12 @@ demo: $(VENV)/.installed
 	$(BIN)/medlearn demo
 
 test: $(VENV)/.installed
-	@tools/fetch-test-data
+	@PYTHON=$(BIN)/python tools/fetch-test-data
 	$(BIN)/ruff check src tests benchmarks
 	MEDLEARN_THREADS=1 $(BIN)/python -m pytest
 
 test-slow: $(VENV)/.installed
-	@tools/fetch-test-data
+	@PYTHON=$(BIN)/python tools/fetch-test-data
 	MEDLEARN_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow"
 
 reproduce: $(VENV)/.installed
