@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from medlearn.metrics.binary import BinaryMetric, BinaryResult, binary_metrics, sensitivity_specificity
 from medlearn.metrics.classification import AUCResult, MultiLabelAUC, multilabel_auc
+from medlearn.metrics.keypoints import KeypointDistance, KeypointResult, keypoint_summary, point_distances
 
-__all__ = ["AUCResult", "MultiLabelAUC", "multilabel_auc"]
+__all__ = ["AUCResult", "MultiLabelAUC", "multilabel_auc", "BinaryMetric", "BinaryResult", "binary_metrics",
+           "sensitivity_specificity", "KeypointDistance", "KeypointResult", "keypoint_summary", "point_distances"]

@@ -8,7 +8,8 @@ and any input channel count through ``in_channels``. Pooling is adaptive, so any
 (the original C2L code used a fixed 7x7 pool that only accepted 224 px inputs).
 
 Two small networks are written here by hand because no library has them: ``plaincnn`` and
-``smallcnn``, the plain conv-BN-ReLU encoders of the CPU-scale experiments in the method specs.
+``smallcnn``, the plain conv-BN-ReLU encoders of the CPU-scale experiments in the method specs
+(``smallcnn-w16``: widths 16-32-64-64, the encoder of the AS-OCT spec's CPU experiment).
 
 Examples:
     >>> import torch
@@ -169,9 +170,12 @@ def _plaincnn(width: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     return make
 
 
-def _smallcnn(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
-    net = SmallCNN(spatial_dims, in_channels)
-    return net, net.out_features
+def _smallcnn(widths: tuple[int, ...]) -> Callable[[int, int], tuple[nn.Module, int]]:
+    def make(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
+        net = SmallCNN(spatial_dims, in_channels, widths)
+        return net, net.out_features
+
+    return make
 
 
 _FACTORIES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
@@ -180,7 +184,8 @@ _FACTORIES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
     "densenet169": _monai_densenet(DenseNet169, 1664),
     **{f"efficientnet-b{i}": _monai_efficientnet(f"efficientnet-b{i}") for i in range(8)},
     "plaincnn": _plaincnn(16),
-    "smallcnn": _smallcnn,
+    "smallcnn": _smallcnn((8, 16, 32, 64)),
+    "smallcnn-w16": _smallcnn((16, 32, 64, 64)),
     "plaincnn-w32": _plaincnn(32),
 }
 
