@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from medlearn.methods import c2l, rubik  # noqa: F401
+from medlearn.methods import asoct, c2l, rubik  # noqa: F401
