@@ -112,6 +112,14 @@ def test_fit_then_predict_writes_the_age_submission(age, tmp_path, capsys):
     assert len(list((out / "overlays").glob("*.png"))) == 5
     scores = score_submission(out, new, localization_columns=("Name", "LX", "LY", "RX", "RY"))
     assert scores["n_angles"] == 10 and scores["n_points"] <= 10 and 0 <= scores["aed"] < 100
+    # the localiser alone: medlearn predict with its own config and checkpoint -> localisation only
+    alone = tmp_path / "alone"
+    assert main(["predict", "--config", str(config_dir("asoct") / "demo_localize.yaml"),
+                 "--ckpt_path", str(loc / "checkpoints" / "best.ckpt"), "--data.init_args.root", "null",
+                 "--data.init_args.predict_root", str(new), "--trainer.default_root_dir", str(alone)]) == 0
+    assert not (alone / "Classification_Results.csv").exists()
+    assert pd.read_csv(alone / "Localization_Results.csv").shape == (5, 5)
+    assert len(list((alone / "overlays").glob("*.png"))) == 5
 
 
 def test_score_submission_is_exact_for_the_truth(age, tmp_path):

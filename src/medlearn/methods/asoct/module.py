@@ -214,8 +214,14 @@ class SpurLocalizer(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         pred = self.predict_points(batch["image"])
-        return {"name": batch.get("name"), "side": batch.get("side"), "path": batch.get("path"),
+        return {"name": list(batch["name"]), "side": [int(s) for s in batch["side"]], "path": list(batch["path"]),
                 "point": views_to_source(pred, batch["view"]).cpu()}
+
+    def prediction_writer(self, run_dir: str | Path) -> Any:
+        """``medlearn predict`` with a localiser alone: ``Localization_Results.csv`` and overlays."""
+        from medlearn.methods.asoct.submission import AGESubmissionWriter
+
+        return AGESubmissionWriter(run_dir)
 
     def configure_optimizers(self) -> Any:
         h = self.hparams

@@ -52,10 +52,12 @@ def write_submission(scans: dict[str, dict[str, Any]], out_dir: str | Path, labe
                      suffix: str = "") -> list[Path]:
     """Write the two CSVs and ``submission.zip`` for ``{name: {"left": (p, x, y), "right": (p, x, y)}}``.
 
-    Scans are written in name order; a scan missing a side gets empty cells for it.
+    Scans are written in name order; a scan missing a side gets empty cells for it. When no ``p`` is
+    given (``None`` everywhere: a localiser alone), only the localisation CSV is written (and zipped).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with_cls = any(v[0] is not None for sides in scans.values() for v in sides.values())
     cls_rows, loc_rows = [], []
     for name in sorted(scans):
         cells_c, cells_l = [name], [name]
@@ -66,13 +68,16 @@ def write_submission(scans: dict[str, dict[str, Any]], out_dir: str | Path, labe
                 cells_l += ["", ""]
                 continue
             p, x, y = got
-            cells_c.append(f"{p:.6f}" if label_output == "probability" else str(int(p >= 0.5)))
+            if p is None:
+                cells_c.append("")
+            else:
+                cells_c.append(f"{p:.6f}" if label_output == "probability" else str(int(p >= 0.5)))
             cells_l += [f"{x:.2f}", f"{y:.2f}"]
         cls_rows.append(cells_c)
         loc_rows.append(cells_l)
     stem_c, stem_l = Path(CLASSIFICATION_CSV).stem + suffix, Path(LOCALIZATION_CSV).stem + suffix
-    paths = [_write_csv(out / f"{stem_c}.csv", classification_columns, cls_rows),
-             _write_csv(out / f"{stem_l}.csv", localization_columns, loc_rows)]
+    paths = [_write_csv(out / f"{stem_c}.csv", classification_columns, cls_rows)] if with_cls else []
+    paths.append(_write_csv(out / f"{stem_l}.csv", localization_columns, loc_rows))
     zpath = out / f"submission{suffix}.zip"
     tmp = zpath.with_name(f".{zpath.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -82,12 +87,13 @@ def write_submission(scans: dict[str, dict[str, Any]], out_dir: str | Path, labe
     return [*paths, zpath]
 
 
-def draw_overlay(scan_path: str | Path, sides: dict[str, tuple[float, float, float]], out_png: str | Path,
+def draw_overlay(scan_path: str | Path, sides: dict[str, tuple[float | None, float, float]], out_png: str | Path,
                  min_width: int = 640) -> Path:
     """The scan with each angle's predicted spur (circle + cross) and P(closure) (red >= 0.5, green below).
 
-    ``sides`` maps ``"left"`` / ``"right"`` to ``(P(closure), x, y)`` in scan pixels. Scans narrower than
-    ``min_width`` are enlarged by an integer factor (nearest neighbour) first.
+    ``sides`` maps ``"left"`` / ``"right"`` to ``(P(closure), x, y)`` in scan pixels (P ``None``: the spur
+    only, in yellow). Scans narrower than ``min_width`` are enlarged by an integer factor (nearest
+    neighbour) first.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -104,12 +110,13 @@ def draw_overlay(scan_path: str | Path, sides: dict[str, tuple[float, float, flo
     font = ImageFont.load_default(size=max(9, round(h / 14)))
     for side, (p, x, y) in sides.items():
         x, y = (x + 0.5) * k - 0.5, (y + 0.5) * k - 0.5
-        colour = (230, 40, 40) if p >= 0.5 else (40, 200, 60)
+        colour = (240, 200, 40) if p is None else (230, 40, 40) if p >= 0.5 else (40, 200, 60)
         draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=max(1, round(r / 4)))
         draw.line([x - 2 * r, y, x + 2 * r, y], fill=colour, width=1)
         draw.line([x, y - 2 * r, x, y + 2 * r], fill=colour, width=1)
         tx = 0.02 * w if side == "left" else 0.52 * w
-        draw.text((tx, 0.02 * h), f"{side} P(closed) {p:.2f}", fill=colour, font=font)
+        label = f"{side} spur" if p is None else f"{side} P(closed) {p:.2f}"
+        draw.text((tx, 0.02 * h), label, fill=colour, font=font)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.name}.tmp")
@@ -121,8 +128,8 @@ def draw_overlay(scan_path: str | Path, sides: dict[str, tuple[float, float, flo
 class AGESubmissionWriter(BasePredictionWriter):
     """Collect :class:`~medlearn.methods.asoct.module.ASOCTPredictor` batches; write the AGE submission.
 
-    Batches: ``name``, ``side`` (0 left, 1 right), ``path``, ``p_closed (B,)``, ``point (B, 2)`` in
-    full-image pixels. Files (atomic writes; with several ranks each writes its own, suffixed
+    Batches: ``name``, ``side`` (0 left, 1 right), ``path``, ``point (B, 2)`` in full-image pixels and,
+    from a predictor with a classifier, ``p_closed (B,)`` (without it only the localisation CSV). Files (atomic writes; with several ranks each writes its own, suffixed
     ``.rankN``): ``Classification_Results.csv``, ``Localization_Results.csv``, ``submission.zip`` and,
     with ``overlays``, ``overlays/<scan>.png``.
     """
@@ -144,7 +151,8 @@ class AGESubmissionWriter(BasePredictionWriter):
         for batch in predictions:
             for i, name in enumerate(batch["name"]):
                 x, y = (float(v) for v in batch["point"][i])
-                scans.setdefault(name, {})[SIDES[int(batch["side"][i])]] = (float(batch["p_closed"][i]), x, y)
+                p = float(batch["p_closed"][i]) if batch.get("p_closed") is not None else None
+                scans.setdefault(name, {})[SIDES[int(batch["side"][i])]] = (p, x, y)
                 paths[name] = batch["path"][i]
         suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         written = write_submission(scans, self.out_dir, self.label_output, self.classification_columns,
