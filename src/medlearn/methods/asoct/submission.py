@@ -129,9 +129,10 @@ class AGESubmissionWriter(BasePredictionWriter):
     """Collect :class:`~medlearn.methods.asoct.module.ASOCTPredictor` batches; write the AGE submission.
 
     Batches: ``name``, ``side`` (0 left, 1 right), ``path``, ``point (B, 2)`` in full-image pixels and,
-    from a predictor with a classifier, ``p_closed (B,)`` (without it only the localisation CSV). Files (atomic writes; with several ranks each writes its own, suffixed
-    ``.rankN``): ``Classification_Results.csv``, ``Localization_Results.csv``, ``submission.zip`` and,
-    with ``overlays``, ``overlays/<scan>.png``.
+    from a predictor with a classifier, ``p_closed (B,)`` (without it: the localisation CSV only).
+    Files (atomic writes; with several ranks each writes its own, suffixed ``.rankN``):
+    ``Classification_Results.csv``, ``Localization_Results.csv``, ``submission.zip`` and, with
+    ``overlays``, ``overlays/<scan>.png``.
     """
 
     def __init__(self, out_dir: str | Path, label_output: str = "probability",
