@@ -57,8 +57,11 @@ def test_ppm_unet_heatmap_shape_and_gradients(name, side):
     assert y.shape == (2, 1, side, side)
     y.square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
-    # the EfficientNet head conv only feeds the pooled features the U-Net does not use
-    assert all(n.startswith(("backbone.body._conv_head", "backbone.body._bn1")) for n in missing), missing[:5]
+    assert not missing, missing[:5]
+    # the EfficientNet head conv only feeds the pooled features the U-Net does not use: frozen
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == ({n for n, _ in net.named_parameters() if n.startswith(("backbone.body._conv_head",
+                                                                              "backbone.body._bn1"))})
     assert {k for k in net.state_dict() if k.startswith("backbone.")} == \
         {f"backbone.{k}" for k in net.backbone.state_dict()}
     assert any(k.startswith("ppm.") for k in net.state_dict())

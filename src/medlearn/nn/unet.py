@@ -230,6 +230,12 @@ class BackboneUNet(nn.Module):
         super().__init__()
         self.backbone = build_backbone(backbone, spatial_dims, in_channels)
         stages = encoder_stages(self.backbone)
+        # backbone parts outside every stage (EfficientNet's 1x1 head conv, which only feeds the pooled
+        # features) get no gradient here: freeze them, so optimisers and DDP see only what is used
+        in_stages = {id(p) for st in stages for p in st.parameters()}
+        for p in self.backbone.parameters():
+            if id(p) not in in_stages:
+                p.requires_grad_(False)
         # a plain list (not a ModuleList): the parameters belong to self.backbone only, so the
         # state dict has each tensor once, under backbone.*
         self.stages = stages
