@@ -39,7 +39,7 @@ import pandas as pd
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from medlearn.synth import register_synth
+from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["AngleDraw", "image_rng", "render_angle", "write_age", "CLOSURE_GAP"]
 
@@ -234,11 +234,7 @@ def write_age(
         raise ValueError(f"table_format must be 'xlsx' or 'csv', got {table_format!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; refusing to write into it (pass overwrite=True)")
+    out = prepare_out_dir(out, overwrite)
     images = out / "ASOCT_Image"
     images.mkdir(parents=True, exist_ok=True)
     missing = np.random.default_rng([seed, 8]).uniform(size=(n_scans, 2)) < p_missing
