@@ -435,7 +435,8 @@ class ASOCTDataModule(LightningDataModule):
         test_root: separate AGE folder for testing.
         predict_root: folder of new scans for ``predict`` (``root/ASOCT_Image`` layout or flat).
         expected_size: ``(width, height)`` every image must have (``None``: any).
-        cache: keep decoded views in memory.
+        cache: keep decoded views in memory (with ``num_workers > 0`` filled in ``setup``, so that the
+            workers share one block instead of filling a copy each).
     """
 
     def __init__(
@@ -498,6 +499,10 @@ class ASOCTDataModule(LightningDataModule):
         self.train_set, self.val_set, self.test_set = (self._dataset(self.splits[k]) for k in ("train", "val", "test"))
         if self.train_set is None:
             raise DataError(h.root, "no training scans left after the patient split")
+        if h.cache and h.num_workers > 0:  # fill before the workers fork: they share one filled block
+            for ds in (self.train_set, self.val_set, self.test_set):
+                if ds is not None:
+                    ds.fill_cache()
 
     def _loader(self, ds: ASOCTAngleDataset, train: bool) -> DataLoader:
         # drop_last in training: BatchNorm in the pyramid pooling's 1x1 bin cannot take a batch of one

@@ -193,9 +193,8 @@ class SpurLocalizer(LightningModule):
             return None
         res = m.compute()
         values = res.as_dict()
-        for k, v in values.items():
-            if np.isfinite(v):
-                self.log(f"{stage}/{k}", v, sync_dist=False)
+        for k, v in values.items():  # NaN when no angle of the split has a spur (checkpointing copes)
+            self.log(f"{stage}/{k}", v, sync_dist=False)
         self.results[stage] = {**values, "n": float(res.n)}
         self._distances = m.distances()
         return res
