@@ -42,6 +42,7 @@ from harness import (  # noqa: E402
     StepBench,
     compare,
     comparison_table,
+    default_threads,
     machine_info,
     machine_markdown,
     run_interleaved,
@@ -137,11 +138,6 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], results: dict[str, 
         comparison_table(rows),
     ]
     return "\n".join(lines)
-
-
-def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores))."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -48,6 +48,7 @@ from harness import (  # noqa: E402
     StepBench,
     compare,
     comparison_table,
+    default_threads,
     machine_info,
     machine_markdown,
     markdown_table,
@@ -132,12 +133,6 @@ def loss_drift(spec: dict[str, Any], steps: int) -> dict[str, Any]:
 
 
 # -- the plan (parent) ----------------------------------------------------------------------------
-def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores)),
-    without importing Lightning in the parent."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
-
-
 def plan(threads: int) -> tuple[list[BenchConfig], list[Comparison], dict[str, Any]]:
     """Configurations (identical ones shared) and comparisons; also the spec of the loss drift."""
     configs: dict[str, BenchConfig] = {}

@@ -68,6 +68,7 @@ from harness import (  # noqa: E402
     PeakMemory,
     StepBench,
     compare,
+    default_threads,
     machine_info,
     machine_markdown,
     markdown_table,
@@ -351,12 +352,6 @@ def write_volumes(root: Path, n: int, size: int) -> dict[str, Any]:
 
 
 # -- the plan (parent) ----------------------------------------------------------------------------
-def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores)),
-    without importing Lightning in the parent."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
-
-
 def data_plan(root: str, threads: int) -> tuple[list[BenchConfig], list[Comparison]]:
     configs = [
         BenchConfig("data-medlearn-nocache", make_data_step, {"pipeline": "medlearn", "cache": False, "root": root},

@@ -47,7 +47,7 @@ from typing import Any
 
 __all__ = [
     "StepBench", "BenchConfig", "Comparison", "PeakMemory", "time_step", "run_interleaved",
-    "run_isolated", "compare", "machine_info", "machine_markdown", "comparison_table",
+    "run_isolated", "compare", "default_threads", "machine_info", "machine_markdown", "comparison_table",
     "markdown_table", "update_section", "write_json", "utc_now", "DOC_INTRO",
 ]
 
@@ -400,6 +400,12 @@ def compare(results: Mapping[str, Mapping[str, Any]], comparisons: Sequence[Comp
 
 
 # -- machine ------------------------------------------------------------------------------------
+def default_threads() -> int:
+    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env ``MEDLEARN_THREADS``
+    or min(2, cores)), without importing Lightning in the parent."""
+    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
