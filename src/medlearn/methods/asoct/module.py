@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from medlearn.data.augment import AugmentParams, ViewAugment, affine_points, center_view
+from medlearn.data.augment import AugmentParams, ViewAugment, affine_points
 from medlearn.data.image_view import views_to_source
 from medlearn.engine.report import Section, save_figure
 from medlearn.losses.keypoint import KeypointRegistrationLoss
@@ -125,17 +125,30 @@ class SpurLocalizer(LightningModule):
             return out.float() * s - 0.5
         return decode_heatmap(out, self.hparams.decode, self.hparams.beta)
 
-    def _prep(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _resized(self, images: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Square ``images`` at the network input size (antialiased bilinear, ``align_corners=False``) and
+        the factor ``input side / network side``."""
+        s = self.hparams.image_size
+        factor = images.shape[-1] / s
+        if factor != 1:
+            images = F.interpolate(images.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return images.float(), factor
+
+    @staticmethod
+    def _rescale(points: torch.Tensor, factor: float) -> torch.Tensor:
+        """Pixel coordinates in an image ``factor`` times larger (pixel edges kept aligned)."""
+        return (points + 0.5) * factor - 0.5
+
+    def _prep(self, images: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Normalised network input and the input-pixels-per-network-pixel factor."""
-        h = self.hparams
-        factor = x.shape[-1] / h.image_size
-        return center_view(x, h.image_size, h.norm_mean, h.norm_std), factor
+        x, factor = self._resized(images)
+        return (x - self.hparams.norm_mean) / self.hparams.norm_std, factor
 
     @torch.no_grad()
     def predict_points(self, images: torch.Tensor) -> torch.Tensor:
         """Spur ``(x, y)`` in pixels of ``images (B, C, H, W)`` (square, in [0, 1], any side)."""
         x, factor = self._prep(images)
-        return (self._to_points(self(x)) + 0.5) * factor - 0.5
+        return self._rescale(self._to_points(self(x)), factor)
 
     # --- training --------------------------------------------------------------------------------
     def _loss(self, out: torch.Tensor, points: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -153,11 +166,8 @@ class SpurLocalizer(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         h = self.hparams
         size = (h.image_size, h.image_size)
-        images = batch["image"].float()
-        factor = images.shape[-1] / h.image_size
-        if factor != 1:
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-        points = (batch["point"].float() + 0.5) / factor - 0.5  # to network-input pixels
+        images, factor = self._resized(batch["image"])
+        points = self._rescale(batch["point"].float(), 1 / factor)  # network-input pixels
         valid = batch["has_point"].bool()
         if self.augmenter is not None:
             theta = self.augmenter.affine(images.shape[0], images.device)
@@ -176,14 +186,11 @@ class SpurLocalizer(LightningModule):
 
     # --- evaluation ------------------------------------------------------------------------------
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        images = batch["image"]
-        x, factor = self._prep(images)
+        x, factor = self._prep(batch["image"])
         out = self(x)
-        points = batch["point"].float()
-        loss, _ = self._loss(out, (points + 0.5) / factor - 0.5, batch["has_point"].bool())
+        loss, _ = self._loss(out, self._rescale(batch["point"].float(), 1 / factor), batch["has_point"].bool())
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
-        pred = (self._to_points(out) + 0.5) * factor - 0.5
-        pred_image = views_to_source(pred, batch["view"])
+        pred_image = views_to_source(self._rescale(self._to_points(out), factor), batch["view"])
         target = batch["point_image"].to(torch.float64)
         self._metrics.setdefault(stage, KeypointDistance(self.hparams.radii)).update(pred_image, target)
 
