@@ -19,6 +19,7 @@ Plus, at demo scale, the heatmap model with ``decode="argmax"`` as a second peer
 log-quadratic sub-pixel refinement costs. Results are ratios (method ms / peer ms) of medians over
 interleaved repeats, each configuration in its own process (``benchmarks/harness.py``).
 
+``--render JSON`` rewrites the section from a saved results file without timing anything.
 ``--quick``: 1 repeat of 1 + 2 steps (smoke). Default: 5 interleaved repeats of 3 + 20 steps at demo
 scale and 1 + 4 steps at paper scale. The section between ``<!-- asoct:start -->`` and
 ``<!-- asoct:end -->`` of ``--out`` is replaced; the full results go to ``--json``.
@@ -27,8 +28,10 @@ scale and 1 + 4 steps at paper scale. The section between ``<!-- asoct:start -->
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -136,6 +139,10 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], results: dict[str, 
         + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in params.items()) + ".",
         "",
         comparison_table(rows),
+        "",
+        "Median of the per-repeat ratios (each round times method and peer back to back, so a load change "
+        "between rounds cancels out): "
+        + "; ".join(f"{r['title']}: {statistics.median(r['ratio_per_repeat']):.2f}" for r in rows) + ".",
     ]
     return "\n".join(lines)
 
@@ -153,11 +160,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--paper-batch", type=int, default=2)
     p.add_argument("--no-paper", action="store_true", help="skip the EfficientNet-B3 / 512 px pair")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="only rewrite the section of --out from a results JSON of an earlier run")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        meta = {k: saved[k] for k in ("command", "date", "machine", "wall_s", "settings")}
+        update_section(args.out, SECTION, render(meta, saved["comparisons"], saved["configs"]))
+        return 0
     q = args.quick
 
     def pick(value: int | None, quick: int, full: int) -> int:
