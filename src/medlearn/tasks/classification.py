@@ -206,7 +206,7 @@ class ImageClassifier(LightningModule):
         self.results[stage] = {"auc_mean": res.mean, **{f"auc/{k}": v for k, v in res.per_class.items()}}
         binary = self._binary.pop(stage, None)
         if binary is not None:
-            rates = binary.compute().as_dict()
+            rates = {k: v for k, v in binary.compute().as_dict().items() if k != "accuracy"}  # acc is logged
             for name, v in rates.items():
                 self.log(f"{stage}/{name}", v, sync_dist=False)
             self.results[stage].update(rates)
@@ -261,7 +261,13 @@ class ImageClassifier(LightningModule):
         ax.tick_params(axis="x", rotation=45)
         png = save_figure(fig, Path(run_dir) / "figures" / f"{stage}_auc_per_class.png")
         rows = [[n, r[f"auc/{n}"]] for n in self.class_names]
+        header = ["class", "AUC"]
+        if "sensitivity" in r:  # positive_class: the binary rates of that class
+            k = self.class_names[self.hparams.positive_class]
+            rows = [[f"AUC {n}", v] for n, v in rows]
+            rows += [[f"sensitivity {k}", r["sensitivity"]], [f"specificity {k}", r["specificity"]]]
+            header = ["metric", "value"]
         return [Section(f"{stage} ROC-AUC", self.load_report or "random initialisation", [png],
-                        table=(["class", "AUC"], rows))]
+                        table=(header, rows))]
 
 
