@@ -49,9 +49,9 @@ from typing import Any
 
 __all__ = [
     "StepBench", "BenchConfig", "Comparison", "PeakMemory", "time_step", "run_interleaved",
-    "run_isolated", "compare", "machine_info", "machine_markdown", "comparison_table",
+    "run_isolated", "compare", "default_threads", "machine_info", "machine_markdown", "comparison_table",
     "markdown_table", "update_section", "write_json", "utc_now", "DOC_INTRO",
-    "default_threads", "bench_parser", "Budget", "command_line", "drift_summary", "drift_table",
+    "bench_parser", "Budget", "command_line", "drift_summary", "drift_table",
     "section_header", "run_meta", "finish",
 ]
 
@@ -404,6 +404,12 @@ def compare(results: Mapping[str, Mapping[str, Any]], comparisons: Sequence[Comp
 
 
 # -- machine ------------------------------------------------------------------------------------
+def default_threads() -> int:
+    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env ``MEDLEARN_THREADS``
+    or min(2, cores)), without importing Lightning in the parent."""
+    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -546,12 +552,6 @@ def utc_now() -> str:
 
 
 # -- the driver skeleton every bench_*.py shares -------------------------------------------------
-def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env or min(2, cores)),
-    without importing Lightning in the parent."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
-
-
 def bench_parser(doc: str | None, name: str, quick_help: str) -> argparse.ArgumentParser:
     """Arguments every benchmark script takes; add the script's own with ``add_argument``.
 

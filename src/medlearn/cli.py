@@ -65,9 +65,9 @@ def _lightning_cli(argv: list[str]) -> None:
             if progress == "line":
                 config["enable_progress_bar"] = False
             if self.subcommand == "predict":
-                from medlearn.engine.predict import CSVPredictionWriter
+                from medlearn.engine.predict import prediction_writer
 
-                config["callbacks"].append(CSVPredictionWriter(run_dir))
+                config["callbacks"].append(prediction_writer(self.model, run_dir))
             plugins = config.get("plugins") or []
             plugins = plugins if isinstance(plugins, list) else [plugins]
             if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):

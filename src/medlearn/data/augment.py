@@ -10,6 +10,9 @@ resized crop (area fraction and aspect ratio, as torchvision's ``RandomResizedCr
 horizontal flip. Intensity part: brightness and contrast jitter (``ColorJitter`` semantics on gray
 images), normalisation, then Cutout (DeVries & Taylor 2017) holes zeroed after normalisation as in
 the C2L code. Hue/saturation/grayscale are no-ops on gray radiographs and are not modelled.
+
+Keypoints follow the geometric part: draw the matrices with :meth:`ViewAugment.affine`, pass them to
+``forward(x, theta)`` and move the points with :func:`affine_points`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ViewAugment", "AugmentParams"]
+__all__ = ["ViewAugment", "AugmentParams", "affine_points"]
 
 
 @dataclass
@@ -83,11 +86,13 @@ class ViewAugment(nn.Module):
         theta[:, 1, 2] = cy
         return theta
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """One view per image; ``theta`` ``(B, 2, 3)``: use these matrices (e.g. to move keypoints along)."""
         p = self.p
         b, c = x.shape[:2]
         x = x.float()
-        theta = self.affine(b, x.device)
+        if theta is None:
+            theta = self.affine(b, x.device)
         grid = F.affine_grid(theta, [b, c, p.out_size, p.out_size], align_corners=False)
         v = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if p.brightness > 0:
@@ -115,6 +120,23 @@ class ViewAugment(nn.Module):
             hole = (dy >= 0) & (dy < side) & (dx >= 0) & (dx < side)
             mask = mask * (~hole).float()
         return mask
+
+
+def affine_points(theta: torch.Tensor, points: torch.Tensor, in_size: tuple[int, int],
+                  out_size: tuple[int, int]) -> torch.Tensor:
+    """Where ``points (B, 2)`` (pixel ``(x, y)`` of the input) land in ``grid_sample(x, affine_grid(theta))``.
+
+    ``affine_grid(theta)`` maps each output position ``q`` (normalised, ``align_corners=False``) to the
+    input position ``A q + t`` it samples; a point of the input therefore lands at ``A^-1 (p - t)``.
+    ``in_size`` / ``out_size`` are ``(H, W)``. Points may land outside the output.
+    """
+    th = theta.double()
+    h_in, w_in = in_size
+    h_out, w_out = out_size
+    p = points.double()
+    pn = torch.stack([(2 * p[:, 0] + 1) / w_in - 1, (2 * p[:, 1] + 1) / h_in - 1], dim=1)
+    q = torch.linalg.solve(th[:, :, :2], (pn - th[:, :, 2]).unsqueeze(-1)).squeeze(-1)
+    return torch.stack([((q[:, 0] + 1) * w_out - 1) / 2, ((q[:, 1] + 1) * h_out - 1) / 2], dim=1).to(points.dtype)
 
 
 def center_view(x: torch.Tensor, out_size: int, mean: float, std: float) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from medlearn.data.chestxray14 import ImageRecord
 from medlearn.io.errors import DataError
 
-__all__ = ["RadiographDataset", "load_radiograph", "to_unit_range"]
+__all__ = ["ImageCache", "RadiographDataset", "load_gray", "load_radiograph", "to_unit_range"]
 
 _DTYPE_BITS = {"uint8": 8, "int8": 8, "uint16": 16, "int16": 16, "uint32": 32, "int32": 32}
 
@@ -89,20 +89,11 @@ def _min_max(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def load_radiograph(path: str | Path, image_size: int) -> torch.Tensor:
-    """Decode one radiograph to a gray ``(1, image_size, image_size)`` float32 tensor in [0, 1].
+def load_gray(path: str | Path) -> torch.Tensor:
+    """Decode one 2D image to a gray ``(1, H, W)`` float32 tensor in [0, 1], at its own size.
 
     Decoding goes through :func:`medlearn.io.read_image`; colour images become gray (mean over
-    the colour channels, alpha dropped); pixels are scaled by :func:`to_unit_range`; the image is
-    resized (aspect ratio not kept) with ``area`` interpolation when shrinking both sides, else
-    bilinear with antialiasing.
-
-    Args:
-        path: the image file.
-        image_size: output side in pixels.
-
-    Returns:
-        ``(1, image_size, image_size)`` float32 tensor in [0, 1].
+    the colour channels, alpha dropped); pixels are scaled by :func:`to_unit_range`.
 
     Raises:
         DataError: naming ``path`` if the file cannot be read or is not a single 2D image.
@@ -125,7 +116,26 @@ def load_radiograph(path: str | Path, image_size: int) -> torch.Tensor:
     if array.shape[0] in (2, 4):  # gray+alpha or RGBA: drop alpha
         array = array[:-1]
     x = to_unit_range(array, meta or {}, path).mean(axis=0, keepdims=True)
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]  # (1, 1, H, W)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def load_radiograph(path: str | Path, image_size: int) -> torch.Tensor:
+    """Decode one radiograph to a gray ``(1, image_size, image_size)`` float32 tensor in [0, 1].
+
+    Decoding and gray conversion as :func:`load_gray`; the image is resized (aspect ratio not
+    kept) with ``area`` interpolation when shrinking both sides, else bilinear with antialiasing.
+
+    Args:
+        path: the image file.
+        image_size: output side in pixels.
+
+    Returns:
+        ``(1, image_size, image_size)`` float32 tensor in [0, 1].
+
+    Raises:
+        DataError: naming ``path`` if the file cannot be read or is not a single 2D image.
+    """
+    t = load_gray(path)[None]  # (1, 1, H, W)
     h, w = t.shape[-2:]
     if (h, w) != (image_size, image_size):
         if h >= image_size and w >= image_size:
@@ -133,6 +143,58 @@ def load_radiograph(path: str | Path, image_size: int) -> torch.Tensor:
         else:
             t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
     return t[0].clamp_(0.0, 1.0)
+
+
+class ImageCache:
+    """A preallocated in-memory block of ``n`` images ``shape = (C, H, W)`` in [0, 1], filled lazily.
+
+    ``torch.uint8`` storage quantises to 1/255 (at most 0.5/255 from the stored value);
+    ``torch.float16`` keeps 16-bit sources' depth at twice the memory. One block (not a Python
+    object per item) keeps the memory bound exact; forked DataLoader workers share a block filled
+    before they start copy-on-write.
+
+    Args:
+        n: number of images.
+        shape: ``(C, H, W)`` of each image.
+        dtype: ``torch.uint8`` or ``torch.float16``.
+
+    Raises:
+        ValueError: another dtype.
+    """
+
+    def __init__(self, n: int, shape: Sequence[int], dtype: torch.dtype = torch.uint8) -> None:
+        self.check_dtype(dtype)
+        self.store = torch.empty((n, *shape), dtype=dtype)
+        self.filled = torch.zeros(n, dtype=torch.bool)
+
+    @staticmethod
+    def check_dtype(dtype: torch.dtype) -> None:
+        """Raise ``ValueError`` unless ``dtype`` is ``torch.uint8`` or ``torch.float16``."""
+        if dtype not in (torch.uint8, torch.float16):
+            raise ValueError(f"cache_dtype must be torch.uint8 or torch.float16, got {dtype}")
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the block."""
+        return self.store.numel() * self.store.element_size()
+
+    def has(self, index: int) -> bool:
+        return bool(self.filled[index])
+
+    def put(self, index: int, image: torch.Tensor) -> None:
+        """Store ``image`` (in [0, 1]) at ``index``."""
+        if self.store.dtype == torch.uint8:
+            self.store[index] = torch.round(image.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+        else:
+            self.store[index] = image.to(torch.float16)
+        self.filled[index] = True
+
+    def get(self, index: int) -> torch.Tensor:
+        """The stored image as float32."""
+        stored = self.store[index]
+        if stored.dtype == torch.uint8:
+            return stored.to(torch.float32) / 255.0
+        return stored.to(torch.float32)
 
 
 class RadiographDataset(Dataset):
@@ -178,8 +240,7 @@ class RadiographDataset(Dataset):
     ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
-        if cache_dtype not in (torch.uint8, torch.float16):
-            raise ValueError(f"cache_dtype must be torch.uint8 or torch.float16, got {cache_dtype}")
+        ImageCache.check_dtype(cache_dtype)
         if len(records) == 0:
             raise ValueError("RadiographDataset needs at least one record")
         self.image_size = int(image_size)
@@ -205,12 +266,7 @@ class RadiographDataset(Dataset):
                 raise ValueError(f"records have labels of different lengths {sorted(lengths)}")
             self.labels = torch.from_numpy(np.stack([np.asarray(lab, dtype=np.float32) for lab in labels]))
         self.cache = bool(cache)
-        self._cache_dtype = cache_dtype
-        self._store: torch.Tensor | None = None
-        self._filled: torch.Tensor | None = None
-        if self.cache:
-            self._store = torch.empty((len(self.paths), 1, self.image_size, self.image_size), dtype=cache_dtype)
-            self._filled = torch.zeros(len(self.paths), dtype=torch.bool)
+        self._cache = ImageCache(len(self.paths), (1, self.image_size, self.image_size), cache_dtype) if cache else None
 
     @property
     def n_classes(self) -> int:
@@ -220,31 +276,23 @@ class RadiographDataset(Dataset):
     @property
     def cache_bytes(self) -> int:
         """Memory the cache block takes when full (0 without cache)."""
-        return 0 if self._store is None else self._store.numel() * self._store.element_size()
+        return 0 if self._cache is None else self._cache.nbytes
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _image(self, index: int) -> torch.Tensor:
-        if self._store is None or self._filled is None:
+        if self._cache is None:
             return load_radiograph(self.paths[index], self.image_size)
-        if not bool(self._filled[index]):
-            x = load_radiograph(self.paths[index], self.image_size)
-            if self._cache_dtype == torch.uint8:
-                self._store[index] = torch.round(x * 255.0).to(torch.uint8)
-            else:
-                self._store[index] = x.to(torch.float16)
-            self._filled[index] = True
-        stored = self._store[index]
-        if stored.dtype == torch.uint8:
-            return stored.to(torch.float32) / 255.0
-        return stored.to(torch.float32)
+        if not self._cache.has(index):
+            self._cache.put(index, load_radiograph(self.paths[index], self.image_size))
+        return self._cache.get(index)
 
     def fill_cache(self) -> None:
         """Decode every image not cached yet (no-op without cache)."""
-        if self._filled is not None:
+        if self._cache is not None:
             for i in range(len(self)):
-                if not bool(self._filled[i]):
+                if not self._cache.has(i):
                     self._image(i)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""Write predictions to a CSV in the run folder (``medlearn predict``)."""
+"""Write predictions into the run folder (``medlearn predict``).
+
+By default a CSV of per-class probabilities (:class:`CSVPredictionWriter`); a module whose output
+needs another format (a challenge's submission files, overlays) provides its own writer through a
+``prediction_writer(run_dir)`` method, which :func:`prediction_writer` picks up.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,13 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-__all__ = ["CSVPredictionWriter"]
+__all__ = ["CSVPredictionWriter", "prediction_writer"]
+
+
+def prediction_writer(model: Any, run_dir: str | Path) -> BasePredictionWriter:
+    """``model.prediction_writer(run_dir)`` when the module provides one, else :class:`CSVPredictionWriter`."""
+    make = getattr(model, "prediction_writer", None)
+    return make(run_dir) if callable(make) else CSVPredictionWriter(run_dir)
 
 
 class CSVPredictionWriter(BasePredictionWriter):

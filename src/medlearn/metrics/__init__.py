@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from medlearn.metrics.binary import BinaryMetric, BinaryResult, binary_metrics, sensitivity_specificity
 from medlearn.metrics.classification import AUCResult, MultiLabelAUC, multilabel_auc
+from medlearn.metrics.keypoints import KeypointDistance, KeypointResult, keypoint_summary, point_distances
 from medlearn.metrics.multiclass import (
     MulticlassMetrics,
     MulticlassResult,
@@ -11,5 +13,7 @@ from medlearn.metrics.multiclass import (
     multiclass_metrics,
 )
 
-__all__ = ["AUCResult", "MultiLabelAUC", "multilabel_auc", "MulticlassMetrics", "MulticlassResult",
-           "confusion_matrix", "expected_calibration_error", "multiclass_metrics"]
+__all__ = ["AUCResult", "MultiLabelAUC", "multilabel_auc", "BinaryMetric", "BinaryResult", "binary_metrics",
+           "sensitivity_specificity", "KeypointDistance", "KeypointResult", "keypoint_summary", "point_distances",
+           "MulticlassMetrics", "MulticlassResult", "confusion_matrix", "expected_calibration_error",
+           "multiclass_metrics"]

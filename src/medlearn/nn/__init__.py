@@ -1,8 +1,11 @@
-"""Networks shared by the methods: the backbone factory and small heads."""
+"""Networks shared by the methods: the backbone factory, U-Nets, shared blocks and keypoint heatmaps."""
 
 from __future__ import annotations
 
 from medlearn.nn.backbones import Backbone, PlainCNN, SmallCNN, build_backbone, list_backbones
+from medlearn.nn.heatmaps import decode_heatmap, gaussian_heatmap, soft_argmax
+from medlearn.nn.pyramid_pooling import PyramidPooling
 from medlearn.nn.unet import BackboneUNet, encoder_stages
 
-__all__ = ["Backbone", "BackboneUNet", "PlainCNN", "SmallCNN", "build_backbone", "encoder_stages", "list_backbones"]
+__all__ = ["Backbone", "BackboneUNet", "PlainCNN", "PyramidPooling", "SmallCNN", "build_backbone", "decode_heatmap",
+           "encoder_stages", "gaussian_heatmap", "list_backbones", "soft_argmax"]

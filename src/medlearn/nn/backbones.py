@@ -8,7 +8,8 @@ and any input channel count through ``in_channels``. Pooling is adaptive, so any
 (the original C2L code used a fixed 7x7 pool that only accepted 224 px inputs).
 
 Two small networks are written here by hand because no library has them: ``plaincnn`` and
-``smallcnn``, the plain conv-BN-ReLU encoders of the CPU-scale experiments in the method specs.
+``smallcnn``, the plain conv-BN-ReLU encoders of the CPU-scale experiments in the method specs
+(``smallcnn-w16``: widths 16-32-64-64, the encoder of the AS-OCT spec's CPU experiment).
 
 Examples:
     >>> import torch
@@ -97,11 +98,12 @@ class PlainCNN(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Tiny encoder for CPU-scale 3D experiments: 4 x [conv3 - BN - ReLU], max-pool between, GAP.
+    """Tiny encoder for CPU-scale experiments: one [conv3 - BN - ReLU] per width, max-pool between, GAP.
 
     Widths 8/16/32/64 by default (~73 k parameters in 3D), full resolution in the first layer: the
-    encoder of the Rubik's-cube spec's CPU experiment. Needs inputs of at least 8 voxels per axis
-    (three 2x poolings). Written by hand: no library ships this exact net.
+    encoder of the Rubik's-cube spec's CPU experiment (``smallcnn``); ``smallcnn3`` (16/32/64) and
+    ``smallcnn-w16`` (16/32/64/64) are the CCL-Net and AS-OCT specs' CPU encoders. Needs inputs of at
+    least ``2 ** (len(widths) - 1)`` pixels per axis. Written by hand: no library ships this exact net.
 
     Args:
         spatial_dims: 2 or 3.
@@ -186,6 +188,8 @@ _FACTORIES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
     "smallcnn": _smallcnn(),
     # three conv blocks 16/32/64 with max-pooling: the CCL-Net spec's CPU experiment
     "smallcnn3": _smallcnn((16, 32, 64)),
+    # 16-32-64-64: the AS-OCT spec's CPU encoder
+    "smallcnn-w16": _smallcnn((16, 32, 64, 64)),
     "plaincnn-w32": _plaincnn(32),
 }
 

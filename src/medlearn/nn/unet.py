@@ -23,16 +23,21 @@ name          stages (channels at stride)                          total stride
 ``plaincnn``  16 @2, 32 @4, 128 @8 (``plaincnn-w32``: x2 widths)   8
 ``resnet*``   stem 64 @2, layer1 @4, layer2 @8, layer3 @16,         32
               layer4 @32 (MONAI ResNet-10 ... 152)
+``efficient-  stem + stack 1 @2, stack 2 @4, stack 3 @8,            32
+net-b*``      stacks 4-5 @16, stacks 6-7 @32 (MONAI EfficientNet-B0 ... B7; the
+              stride 2-32 features of ``EfficientNetBNFeatures`` / timm's ``features_only``)
 ============  ==================================================  =====================
 
-DenseNet and EfficientNet encoders are not supported here (:func:`encoder_stages` raises a
-``ValueError``); MONAI's ``monai.networks.nets.FlexibleUNet`` provides U-Nets on EfficientNet and
-ResNet encoders for those.
+DenseNet encoders are not supported here (:func:`encoder_stages` raises a ``ValueError``).
+
+``ppm_bins`` adds a pyramid pooling module (:class:`~medlearn.nn.pyramid_pooling.PyramidPooling`,
+PSPNet) on the deepest feature map before the decoder: the EfficientNet + skip connections + PPM
+localiser of the AS-OCT method (Yuan et al., arXiv:1910.10414).
 
 The output has the input's spatial size when every spatial size is a multiple of the encoder's
 total stride (:attr:`BackboneUNet.total_stride`: 8 for ``smallcnn`` / ``plaincnn``, 32 for the
-ResNets); other sizes raise a ``ValueError`` (pad the volume, or use sliding-window inference with
-a window that is a multiple of it).
+ResNets and EfficientNets); other sizes raise a ``ValueError`` (pad the volume, or use
+sliding-window inference with a window that is a multiple of it).
 
 Examples:
     >>> import torch
@@ -47,18 +52,21 @@ from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import Convolution, UpSample
+from monai.networks.nets.efficientnet import EfficientNet
 from monai.networks.nets.resnet import ResNet
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.pooling import _AvgPoolNd, _MaxPoolNd
 
 from medlearn.nn.backbones import Backbone, PlainCNN, SmallCNN, build_backbone
+from medlearn.nn.pyramid_pooling import PyramidPooling
 
 __all__ = ["BackboneUNet", "EncoderStage", "encoder_stages", "SUPPORTED_ENCODERS"]
 
 #: Backbone families :func:`encoder_stages` can cut into stages (``resnet*`` = any MONAI ResNet).
-SUPPORTED_ENCODERS: tuple[str, ...] = ("smallcnn", "plaincnn", "plaincnn-w32", "resnet10", "resnet18", "resnet34",
-                                       "resnet50", "resnet101", "resnet152")
+SUPPORTED_ENCODERS: tuple[str, ...] = ("smallcnn", "smallcnn-w16", "plaincnn", "plaincnn-w32", "resnet10", "resnet18",
+                                       "resnet34", "resnet50", "resnet101", "resnet152",
+                                       *(f"efficientnet-b{i}" for i in range(8)))
 
 
 class EncoderStage(nn.Sequential):
@@ -99,7 +107,7 @@ def _channels_of(modules: Sequence[nn.Module]) -> int:
     raise ValueError("cannot infer the output channels of an encoder stage (no conv or norm layer)")
 
 
-def _split_sequential(features: nn.Sequential) -> list[EncoderStage]:
+def _split_sequential(features: Sequence[nn.Module]) -> list[EncoderStage]:
     """Cut a plain conv stack into stages, a new stage starting at each downsampling module."""
     groups: list[list[nn.Module]] = []
     strides: list[int] = []
@@ -125,6 +133,12 @@ def _resnet_stages(net: ResNet) -> list[EncoderStage]:
     return stages
 
 
+def _efficientnet_stages(net: EfficientNet) -> list[EncoderStage]:
+    """Stem, then MBConv stacks; a stage starts at each stack that downsamples (head conv excluded)."""
+    stem = nn.Sequential(net._conv_stem_padding, net._conv_stem, net._bn0, net._swish)
+    return _split_sequential([stem, *net._blocks])
+
+
 def encoder_stages(backbone: Backbone) -> list[EncoderStage]:
     """Cut a factory backbone into its resolution stages, shallow to deep.
 
@@ -133,7 +147,8 @@ def encoder_stages(backbone: Backbone) -> list[EncoderStage]:
     them in order is the backbone's forward pass without its global pooling. The stages hold the
     backbone's own modules (no copies): training them trains the backbone.
 
-    Supported: ``smallcnn``, ``plaincnn`` (any width) and MONAI ``resnet10..152``.
+    Supported: ``smallcnn``, ``plaincnn`` (any width), MONAI ``resnet10..152`` and
+    ``efficientnet-b0..b7`` (without their 1x1 head convolution, which only feeds the pooled features).
 
     Args:
         backbone: a :class:`~medlearn.nn.backbones.Backbone` from :func:`~medlearn.nn.build_backbone`.
@@ -142,19 +157,20 @@ def encoder_stages(backbone: Backbone) -> list[EncoderStage]:
         The stages; strides strictly increase.
 
     Raises:
-        ValueError: an unsupported encoder (DenseNet, EfficientNet ...); the message points to MONAI's
-            ``FlexibleUNet``.
+        ValueError: an unsupported encoder (DenseNet).
     """
     body = backbone.body if isinstance(backbone, Backbone) else backbone
     if isinstance(body, (SmallCNN, PlainCNN)):
         return _split_sequential(body.features)
     if isinstance(body, ResNet):
         return _resnet_stages(body)
+    if isinstance(body, EfficientNet):
+        return _efficientnet_stages(body)
     name = getattr(backbone, "name", type(body).__name__)
     raise ValueError(
-        f"BackboneUNet cannot use the encoder {name!r}: only smallcnn, plaincnn and the MONAI ResNets "
-        f"(resnet10..152) are cut into U-Net stages. For DenseNet / EfficientNet encoders use MONAI's "
-        f"monai.networks.nets.FlexibleUNet (EfficientNet and ResNet encoders)."
+        f"BackboneUNet cannot use the encoder {name!r}: only smallcnn, plaincnn, the MONAI ResNets "
+        f"(resnet10..152) and EfficientNets (efficientnet-b0..b7) are cut into U-Net stages. For DenseNet "
+        f"encoders use MONAI's monai.networks.nets.FlexibleUNet."
     )
 
 
@@ -195,6 +211,8 @@ class BackboneUNet(nn.Module):
             skip of each level (the classic symmetric U-Net), and half the shallowest skip width
             (at least 8) for the levels without skip. Its length must be :attr:`n_decoder_levels`.
         norm: decoder normalisation (MONAI name: ``"batch"``, ``"instance"`` ...).
+        ppm_bins: grid sizes of a pyramid pooling module on the deepest feature map (PSPNet: 1, 2,
+            3, 6); ``None``: no PPM (the plain U-Net).
 
     Attributes:
         backbone: the encoder (:class:`~medlearn.nn.backbones.Backbone`; keys ``backbone.body.*``).
@@ -207,10 +225,17 @@ class BackboneUNet(nn.Module):
     """
 
     def __init__(self, backbone: str, spatial_dims: int, in_channels: int, out_channels: int,
-                 decoder_channels: Sequence[int] | None = None, norm: str = "batch") -> None:
+                 decoder_channels: Sequence[int] | None = None, norm: str = "batch",
+                 ppm_bins: Sequence[int] | None = None) -> None:
         super().__init__()
         self.backbone = build_backbone(backbone, spatial_dims, in_channels)
         stages = encoder_stages(self.backbone)
+        # backbone parts outside every stage (EfficientNet's 1x1 head conv, which only feeds the pooled
+        # features) get no gradient here: freeze them, so optimisers and DDP see only what is used
+        in_stages = {id(p) for st in stages for p in st.parameters()}
+        for p in self.backbone.parameters():
+            if id(p) not in in_stages:
+                p.requires_grad_(False)
         # a plain list (not a ModuleList): the parameters belong to self.backbone only, so the
         # state dict has each tensor once, under backbone.*
         self.stages = stages
@@ -244,6 +269,8 @@ class BackboneUNet(nn.Module):
             levels.append(_DecoderLevel(spatial_dims, c_in, c_skip, c_out, stride_in // stride_out, norm))
             c_in, stride_in = c_out, stride_out
         self.decoder = nn.ModuleList(levels)
+        deepest = stages[-1].out_channels
+        self.ppm = PyramidPooling(spatial_dims, deepest, ppm_bins, norm=norm) if ppm_bins else None
         self.head = Convolution(spatial_dims, c_in, out_channels, kernel_size=1, conv_only=True, bias=True)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -271,7 +298,7 @@ class BackboneUNet(nn.Module):
                              f"that is a multiple of it")
         feats = self.encode(x)
         skips = feats[:-1][::-1]
-        y = feats[-1]
+        y = feats[-1] if self.ppm is None else self.ppm(feats[-1])
         for i, level in enumerate(self.decoder):
             y = level(y, skips[i] if i < len(skips) else None)
         return self.head(y)

@@ -22,9 +22,10 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SYNTHESIZERS", "get_synth", "list_synth", "register_synth"]
+__all__ = ["SYNTHESIZERS", "get_synth", "list_synth", "prepare_out_dir", "register_synth"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,6 +83,20 @@ def get_synth(name: str) -> Callable[..., Any]:
         raise KeyError(f"unknown synthesizer {name!r}; known: {known}") from None
 
 
+def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
+    """The output folder of a generator: refuse a file, and a non-empty folder unless ``overwrite``.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or a non-empty folder and ``overwrite`` is False.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; refusing to write into it (pass overwrite=True)")
+    return out
+
+
 def list_synth() -> dict[str, str]:
     """List the registered generators.
 
@@ -92,6 +107,7 @@ def list_synth() -> dict[str, str]:
 
 
 # Generators register themselves on import; keep these imports below the registry definitions.
+from medlearn.synth import asoct as _asoct  # noqa: E402,F401
 from medlearn.synth import brats as _brats  # noqa: E402,F401
 from medlearn.synth import chestxray as _chestxray  # noqa: E402,F401
 from medlearn.synth import headct as _headct  # noqa: E402,F401

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from medlearn.io import write_image
-from medlearn.synth import register_synth
+from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["BRATS_LABELS", "CONTRASTS", "INTENSITY_SCALE", "MODALITIES", "brats_affine", "brats_rng",
            "render_brats_case", "write_brats"]
@@ -275,11 +275,7 @@ def write_brats(
         raise ValueError(f"size must be >= 16, got {size}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; refusing to write into it (pass overwrite=True)")
+    out = prepare_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
 
     affine = brats_affine(size)

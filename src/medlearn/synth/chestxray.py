@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medlearn.synth import register_synth
+from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["FINDINGS", "image_rng", "render_chest_radiograph", "to_uint8", "write_chestxray14"]
 
@@ -267,11 +267,7 @@ def write_chestxray14(
     if not 0 <= n_test <= n_images:
         raise ValueError(f"n_test must be in [0, n_images={n_images}], got {n_test}")
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; refusing to write into it (pass overwrite=True)")
+    out = prepare_out_dir(out, overwrite)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
 

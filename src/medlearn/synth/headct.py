@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from medlearn.io import write_image
-from medlearn.synth import register_synth
+from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["LESION_CLASSES", "head_rng", "headct_geometry", "parse_spacing", "render_head_ct", "write_headct"]
 
@@ -354,11 +354,7 @@ def write_headct(
     if not 0 <= n_test <= n_volumes:
         raise ValueError(f"n_test must be in [0, n_volumes={n_volumes}], got {n_test}")
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; refusing to write into it (pass overwrite=True)")
+    out = prepare_out_dir(out, overwrite)
     volumes = out / "volumes"
     volumes.mkdir(parents=True, exist_ok=True)
 

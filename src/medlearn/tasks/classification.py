@@ -3,7 +3,9 @@
 Self-supervised methods (C2L, Rubik's cube) are judged by how well their encoder transfers: a new
 linear head on the pretrained backbone, trained end to end (fine-tune) or alone on frozen features
 (linear probe). ``ImageClassifier`` is that downstream model for 2D and 3D, multi-label (sigmoid +
-BCE, per-class ROC-AUC, ChestX-ray14 style) or multi-class (softmax + CE, accuracy).
+BCE, per-class ROC-AUC, ChestX-ray14 style) or multi-class (softmax + CE, accuracy). With
+``positive_class`` a multi-class head is also scored as a binary detector of that class (AUC,
+sensitivity, specificity: AS-OCT angle closure, screening tasks).
 
 Pretrained weights come in through :func:`medlearn.engine.checkpoint.load_pretrained`, which maps key
 prefixes (``student.backbone.`` of a C2L checkpoint -> ``backbone.``) and refuses partial loads.
@@ -23,7 +25,7 @@ from torch import nn
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
 from medlearn.engine.checkpoint import PRETRAINED_PREFIXES, load_encoder
 from medlearn.engine.report import Section, save_figure
-from medlearn.metrics import MultiLabelAUC
+from medlearn.metrics import BinaryMetric, MultiLabelAUC
 from medlearn.nn import build_backbone
 from medlearn.optim import build_scheduler
 
@@ -58,12 +60,20 @@ class ImageClassifier(LightningModule):
         dropout: dropout before the head.
         head_norm: standardise the pooled features before the head (non-affine BatchNorm); the
             usual choice for linear probes.
+        class_weights: multi-class only: cross-entropy weight per class (e.g. up-weighting a
+            minority class); ``None``: unweighted.
+        positive_class: multi-class only: also log ``{stage}/auc``, ``{stage}/sensitivity`` and
+            ``{stage}/specificity`` of this class against the rest (its softmax probability as the
+            score, positive at ``>= threshold``), and select ``best.ckpt`` on ``val/auc``.
+        threshold: decision threshold of those binary rates.
     """
 
     @property
     def monitor(self) -> tuple[str, str]:
         """Metric and mode for ``best.ckpt``."""
-        return ("val/auc_mean", "max") if self.hparams.multilabel else ("val/acc", "max")
+        if self.hparams.multilabel:
+            return ("val/auc_mean", "max")
+        return ("val/auc", "max") if self.hparams.positive_class is not None else ("val/acc", "max")
 
     def __init__(
         self,
@@ -89,10 +99,19 @@ class ImageClassifier(LightningModule):
         norm_std: float = 0.226,
         dropout: float = 0.0,
         head_norm: bool = False,
+        class_weights: list[float] | None = None,
+        positive_class: int | None = None,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+        if multilabel and (class_weights is not None or positive_class is not None):
+            raise ValueError("class_weights and positive_class are for multi-class heads (multilabel=False)")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"{len(class_weights)} class_weights for num_classes={num_classes}")
+        if positive_class is not None and not 0 <= positive_class < num_classes:
+            raise ValueError(f"positive_class must be in [0, {num_classes}), got {positive_class}")
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         self.save_hyperparameters()
@@ -114,7 +133,10 @@ class ImageClassifier(LightningModule):
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
         self._metrics: dict[str, MultiLabelAUC] = {}
+        self._binary: dict[str, BinaryMetric] = {}
         self.results: dict[str, dict[str, float]] = {}
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
 
     def load_backbone(self, checkpoint: str | Path, prefix: str = "auto") -> str:
         """Load backbone weights from a pretraining checkpoint (see :func:`load_pretrained`)."""
@@ -147,7 +169,7 @@ class ImageClassifier(LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.hparams.multilabel:
             return F.binary_cross_entropy_with_logits(logits.float(), y.float())
-        return F.cross_entropy(logits.float(), y.long().view(-1))
+        return F.cross_entropy(logits.float(), y.long().view(-1), weight=self.class_weights)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
@@ -166,7 +188,11 @@ class ImageClassifier(LightningModule):
             self.log(f"{stage}/acc", acc, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
             # one-vs-rest ROC-AUC per class, macro mean
             onehot = F.one_hot(y.long().view(-1), self.hparams.num_classes).float()
-            self._metrics.setdefault(stage, MultiLabelAUC(self.class_names)).update(torch.softmax(logits, 1), onehot)
+            probs = torch.softmax(logits.float(), 1)
+            self._metrics.setdefault(stage, MultiLabelAUC(self.class_names)).update(probs, onehot)
+            k = self.hparams.positive_class
+            if k is not None:
+                self._binary.setdefault(stage, BinaryMetric(self.hparams.threshold)).update(probs[:, k], onehot[:, k])
 
     def _eval_end(self, stage: str) -> None:
         m = self._metrics.pop(stage, None)
@@ -178,6 +204,12 @@ class ImageClassifier(LightningModule):
             if not np.isnan(v):
                 self.log(f"{stage}/auc/{name}", v, sync_dist=False)
         self.results[stage] = {"auc_mean": res.mean, **{f"auc/{k}": v for k, v in res.per_class.items()}}
+        binary = self._binary.pop(stage, None)
+        if binary is not None:
+            rates = {k: v for k, v in binary.compute().as_dict().items() if k != "accuracy"}  # acc is logged
+            for name, v in rates.items():
+                self.log(f"{stage}/{name}", v, sync_dist=False)
+            self.results[stage].update(rates)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -191,10 +223,15 @@ class ImageClassifier(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
+    @torch.no_grad()
+    def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, num_classes)`` (sigmoid if multi-label, else softmax) of raw images
+        (evaluation preprocessing: resized to ``image_size`` and normalised)."""
+        logits = self(self._prep(images, False)).float()
+        return torch.sigmoid(logits) if self.hparams.multilabel else torch.softmax(logits, 1)
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        logits = self(self._prep(batch["image"], False))
-        probs = torch.sigmoid(logits) if self.hparams.multilabel else torch.softmax(logits, 1)
-        return {"name": batch.get("name"), "probs": probs.float().cpu()}
+        return {"name": batch.get("name"), "probs": self.predict_probs(batch["image"]).cpu()}
 
     def configure_optimizers(self) -> Any:
         h = self.hparams
@@ -224,7 +261,13 @@ class ImageClassifier(LightningModule):
         ax.tick_params(axis="x", rotation=45)
         png = save_figure(fig, Path(run_dir) / "figures" / f"{stage}_auc_per_class.png")
         rows = [[n, r[f"auc/{n}"]] for n in self.class_names]
+        header = ["class", "AUC"]
+        if "sensitivity" in r:  # positive_class: the binary rates of that class
+            k = self.class_names[self.hparams.positive_class]
+            rows = [[f"AUC {n}", v] for n, v in rows]
+            rows += [[f"sensitivity {k}", r["sensitivity"]], [f"specificity {k}", r["specificity"]]]
+            header = ["metric", "value"]
         return [Section(f"{stage} ROC-AUC", self.load_report or "random initialisation", [png],
-                        table=(["class", "AUC"], rows))]
+                        table=(header, rows))]
 
 
