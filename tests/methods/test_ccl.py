@@ -53,6 +53,27 @@ def test_mlp_projection_option():
     assert out.v.shape == (4, 3) and isinstance(head.proj, torch.nn.Sequential)
 
 
+def test_posterior_soft_label_source_is_the_running_class_mean():
+    torch.manual_seed(0)
+    head = CCLHead(6, 3, emb_dim=2, soft_source="posterior", posterior_momentum=0.5)
+    expected = head.soft_label_matrix().clone()  # starts at the correlation soft labels
+    for _ in range(3):
+        h, y = torch.randn(8, 6), torch.tensor([0, 0, 1, 1, 1, 0, 0, 1])  # class 2 absent
+        out = head(h, y)
+        p = torch.softmax(out.logits.detach(), dim=1)
+        for k in (0, 1):  # naive per-class mean, then the EMA
+            expected[k] = 0.5 * expected[k] + 0.5 * p[y == k].mean(0)
+        torch.testing.assert_close(out.q, expected[y])
+    torch.testing.assert_close(head.soft_label_matrix(), expected)
+    assert "class_posterior" in head.state_dict()
+    head.eval()
+    frozen = head.soft_label_matrix()
+    head(torch.randn(4, 6), torch.tensor([0, 1, 2, 2]))
+    torch.testing.assert_close(head.soft_label_matrix(), frozen)  # no update outside training
+    with pytest.raises(ValueError):
+        CCLHead(6, 3, soft_source="mean")
+
+
 def test_relu_soft_labels_and_unrelated_classes():
     c = torch.tensor([[1.0, 0.5, -0.2], [0.5, 1.0, 0.0], [-0.2, 0.0, 1.0]])
     q = soft_labels_from_correlation(c, form="relu")

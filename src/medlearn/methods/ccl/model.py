@@ -15,7 +15,11 @@ uncertain choice being an argument:
   correlation: the "geometrical explanation");
 * soft label of class ``y``: ``q_y = softmax(t * C[y, :])`` (``soft_form="softmax"``) or
   ``relu(C[y, :]) / sum`` (``"relu"``), recomputed from the current embeddings at every step and
-  detached (a constant target).
+  detached (a constant target);
+* alternative source (``soft_source="posterior"``, the spec's online-label-smoothing variant):
+  ``q_y`` = running mean over class-``y`` training samples of the metric posterior ``p_ccl``
+  (exponential moving average per class with ``posterior_momentum``, starting from the
+  correlation soft labels; a buffer, so it is saved in checkpoints).
 
 The block is a training-time plug-in: inference uses the classification head only.
 """
@@ -77,6 +81,8 @@ class CCLHead(nn.Module):
         soft_temp: ``t`` of the soft labels.
         soft_form: ``"softmax"`` or ``"relu"``.
         detach_input: read ``h.detach()`` (the metric terms then train only this block).
+        soft_source: ``"correlation"`` (default: from ``C``) or ``"posterior"`` (class-mean ``p_ccl``).
+        posterior_momentum: EMA momentum of the ``"posterior"`` source, per training step.
         proj_hidden: 0 = one linear projection (spec default [I]); > 0 = a two-layer MLP with this width.
 
     Examples:
@@ -87,8 +93,13 @@ class CCLHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int, emb_dim: int = 4, scale: float = 16.0, soft_temp: float = 4.0,
-                 soft_form: str = "softmax", detach_input: bool = True, proj_hidden: int = 0) -> None:
+                 soft_form: str = "softmax", detach_input: bool = True, proj_hidden: int = 0,
+                 soft_source: str = "correlation", posterior_momentum: float = 0.9) -> None:
         super().__init__()
+        if soft_source not in ("correlation", "posterior"):
+            raise ValueError(f"soft_source must be 'correlation' or 'posterior', got {soft_source!r}")
+        if not 0.0 <= posterior_momentum < 1.0:
+            raise ValueError(f"posterior_momentum must be in [0, 1), got {posterior_momentum}")
         if not 1 <= emb_dim <= 4096:
             raise ValueError(f"emb_dim must be in [1, 4096], got {emb_dim}")
         if soft_form not in ("softmax", "relu"):
@@ -104,6 +115,12 @@ class CCLHead(nn.Module):
         # unit-norm random init: with Adam the angular step is ~lr / ||e||, so a large init norm would
         # freeze the geometry (and with it the correlations) near its random start
         self.class_emb = nn.Parameter(F.normalize(torch.randn(num_classes, emb_dim), dim=1))
+        self.soft_source = soft_source
+        self.posterior_momentum = float(posterior_momentum)
+        if soft_source == "posterior":
+            with torch.no_grad():
+                start = soft_labels_from_correlation(self.correlation().float(), self.soft_temp, self.soft_form)
+            self.register_buffer("class_posterior", start)
 
     def class_embeddings(self) -> torch.Tensor:
         """``(K, d)`` unit-norm class embeddings."""
@@ -117,7 +134,21 @@ class CCLHead(nn.Module):
     @torch.no_grad()
     def soft_label_matrix(self) -> torch.Tensor:
         """``(K, K)`` current soft labels (row = true class), detached."""
+        if self.soft_source == "posterior":
+            return self.class_posterior.clone()
         return soft_labels_from_correlation(self.correlation().float(), self.soft_temp, self.soft_form)
+
+    @torch.no_grad()
+    def _update_posterior(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """EMA of the class-mean metric posterior, for the classes present in the batch."""
+        p = torch.softmax(logits.detach().float(), dim=1)
+        y = labels.long()
+        sums = torch.zeros_like(self.class_posterior).index_add_(0, y, p)
+        counts = torch.bincount(y, minlength=self.num_classes).to(p.dtype)
+        seen = counts > 0
+        m = self.posterior_momentum
+        mean = sums[seen] / counts[seen, None]
+        self.class_posterior[seen] = m * self.class_posterior[seen] + (1 - m) * mean
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> CCLOutput:
         """Embeddings, metric logits, correlations and (with ``labels``) the detached soft labels."""
@@ -127,5 +158,10 @@ class CCLHead(nn.Module):
         corr = e @ e.t()
         q = None
         if labels is not None:
-            q = soft_labels_from_correlation(corr.detach().float(), self.soft_temp, self.soft_form)[labels.long()]
+            if self.soft_source == "posterior":
+                if self.training:
+                    self._update_posterior(logits, labels)
+                q = self.class_posterior[labels.long()].clone()
+            else:
+                q = soft_labels_from_correlation(corr.detach().float(), self.soft_temp, self.soft_form)[labels.long()]
         return CCLOutput(v, e, logits, corr, q)

@@ -71,6 +71,10 @@ class CCLClassifier(ImageClassifier):
             proxy-based metric learning trains its proxies faster than the network (Proxy-NCA uses
             100x), and the correlations can only be learned if the embeddings move.
         proj_hidden: CCL projection: 0 = one linear layer (default), > 0 = two-layer MLP of this width.
+        soft_source: ``"correlation"`` (default: soft labels from the learned correlations) or
+            ``"posterior"`` (running class mean of the CCL block's metric posterior, the
+            online-label-smoothing reading).
+        posterior_momentum: per-step EMA momentum of the ``"posterior"`` source.
     """
 
     @property
@@ -121,6 +125,8 @@ class CCLClassifier(ImageClassifier):
         input_noise: float = 0.0,
         ccl_lr_mult: float = 10.0,
         proj_hidden: int = 0,
+        soft_source: str = "correlation",
+        posterior_momentum: float = 0.9,
     ) -> None:
         if multilabel:
             raise ValueError("CCLClassifier is single-label (multilabel must be False)")
@@ -148,7 +154,7 @@ class CCLClassifier(ImageClassifier):
         self.ccl_loss: CCLLoss | None = None
         if soft_labels == "ccl":
             self.ccl = CCLHead(self.backbone.out_features, num_classes, emb_dim, scale, soft_temp, soft_form,
-                               detach_input, proj_hidden)
+                               detach_input, proj_hidden, soft_source, posterior_momentum)
             self.ccl_loss = CCLLoss(lambda_soft, lambda_dml, lambda_geo, geo_form)
         self.__dict__["_teacher"] = self._load_teacher(teacher) if soft_labels == "kd" else None
         if pretrained:
