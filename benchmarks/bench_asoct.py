@@ -27,10 +27,7 @@ scale and 1 + 4 steps at paper scale. The section between ``<!-- asoct:start -->
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shlex
 import statistics
 import sys
 import time
@@ -41,17 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     BenchConfig,
+    Budget,
     Comparison,
     StepBench,
+    bench_parser,
+    command_line,
     compare,
     comparison_table,
-    default_threads,
+    finish,
     machine_info,
-    machine_markdown,
     run_interleaved,
+    run_meta,
+    section_header,
     update_section,
-    utc_now,
-    write_json,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,24 +111,12 @@ def plan(threads: int, paper_batch: int, with_paper: bool) -> tuple[list[BenchCo
 
 def render(meta: dict[str, Any], rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
     s = meta["settings"]
-    lines = [
-        "## AS-OCT (scleral-spur localisation inference)",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}  ",
-        f"Settings: demo scale {s['warmup']} warm-up + {s['iters']} timed steps, paper scale {s['paper_warmup']} + "
-        f"{s['paper_iters']}, per repeat; {s['repeats']} interleaved repeat(s), median; torch threads {s['threads']}; "
-        f"wall time {meta['wall_s']:.0f} s.",
-    ]
-    if s["quick"]:
-        lines += ["", "> Smoke run (`--quick`): too few steps for the numbers to mean much."]
+    lines = section_header(
+        "AS-OCT (scleral-spur localisation inference)", meta,
+        f"demo scale {s['warmup']} warm-up + {s['iters']} timed steps, paper scale {s['paper_warmup']} + "
+        f"{s['paper_iters']}, per repeat; {s['repeats']} interleaved repeat(s), median; torch threads {s['threads']}")
     params = {k: v["info"]["params"] for k, v in results.items()}
     lines += [
-        "",
-        "Machine:",
-        "",
-        machine_markdown(meta["machine"]),
-        "",
         "A step = `SpurLocalizer.predict_points` on one batch of angle views (resize to the network input, "
         "normalise, forward, decode to sub-pixel coordinates), eval mode, `torch.no_grad`, no Trainer and no data "
         "loading; img/s = angle views per second. The peer is the same config with `head: regression` (same "
@@ -147,44 +134,24 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], results: dict[str, 
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke: 1 repeat, a few steps")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to update")
-    p.add_argument("--json", default=None, help="results JSON (default: next to --out, '<stem>-asoct.json')")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: MEDLEARN_THREADS or min(2, cores), as set_cpu_threads)")
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
+def main(argv: list[str] | None = None) -> int:
+    p = bench_parser(__doc__, "asoct", "smoke: 1 repeat, a few steps")
     p.add_argument("--paper-batch", type=int, default=2)
     p.add_argument("--no-paper", action="store_true", help="skip the EfficientNet-B3 / 512 px pair")
     p.add_argument("--render", default=None, metavar="JSON",
                    help="only rewrite the section of --out from a results JSON of an earlier run")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = p.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
         meta = {k: saved[k] for k in ("command", "date", "machine", "wall_s", "settings")}
         update_section(args.out, SECTION, render(meta, saved["comparisons"], saved["configs"]))
         return 0
-    q = args.quick
-
-    def pick(value: int | None, quick: int, full: int) -> int:
-        return value if value is not None else (quick if q else full)
-
-    warmup, iters, repeats = pick(args.warmup, 1, 3), pick(args.iters, 2, 20), pick(args.repeats, 1, 5)
-    paper_warmup, paper_iters = (1, 2) if q else (1, 4)
-    threads = args.threads if args.threads is not None else default_threads()
-    out = Path(args.out)
-    json_path = Path(args.json) if args.json else out.with_name(out.stem + "-asoct.json")
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("MEDLEARN_THREADS",) if k in os.environ)
-    cmd = " ".join(x for x in [env, "python benchmarks/bench_asoct.py",
-                               shlex.join(sys.argv[1:] if argv is None else argv)] if x)
+    budget = Budget(args)
+    warmup, iters, repeats = budget.pick("warmup", 1, 3), budget.pick("iters", 2, 20), budget.pick("repeats", 1, 5)
+    paper_warmup, paper_iters = (1, 2) if args.quick else (1, 4)
+    threads = budget.threads
+    budget.settings.update(paper_warmup=paper_warmup, paper_iters=paper_iters, paper_batch=args.paper_batch)
+    cmd = command_line("benchmarks/bench_asoct.py", argv)
     t0 = time.perf_counter()
     machine = machine_info()
     demo, demo_cmp, paper, paper_cmp = plan(threads, args.paper_batch, not args.no_paper)
@@ -194,20 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         paper_res = run_interleaved(paper, paper_warmup, paper_iters, repeats, preload=PRELOAD)
         rows += compare(paper_res, paper_cmp)
         results.update(paper_res)
-    try:
-        machine["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    meta = {"command": cmd, "date": utc_now(), "machine": machine, "wall_s": time.perf_counter() - t0,
-            "settings": {"quick": q, "warmup": warmup, "iters": iters, "paper_warmup": paper_warmup,
-                         "paper_iters": paper_iters, "repeats": repeats, "threads": threads,
-                         "paper_batch": args.paper_batch}}
-    body = render(meta, rows, results)
-    update_section(out, SECTION, body)
-    write_json(json_path, {**meta, "configs": results, "comparisons": rows})
-    print(body)
-    print(f"\nwrote {out} (section {SECTION!r}) and {json_path}", file=sys.stderr)
-    return 0
+    meta = run_meta(cmd, t0, machine, budget)
+    return finish(budget, SECTION, meta, render(meta, rows, results), {"configs": results, "comparisons": rows})
 
 
 if __name__ == "__main__":

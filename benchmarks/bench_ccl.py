@@ -25,9 +25,6 @@ be ~1, the same work).
 
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
 import sys
 import time
 import warnings
@@ -38,16 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     BenchConfig,
+    Budget,
     Comparison,
     StepBench,
+    bench_parser,
+    command_line,
     compare,
     comparison_table,
+    finish,
     machine_info,
-    machine_markdown,
     run_interleaved,
-    update_section,
-    utc_now,
-    write_json,
+    run_meta,
+    section_header,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,10 +94,6 @@ def make_ccl_step(spec: dict[str, Any]) -> StepBench:
 
 
 # -- the plan (parent) ----------------------------------------------------------------------------
-def default_threads() -> int:
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
-
-
 def plan(threads: int, quick: bool) -> tuple[list[BenchConfig], list[Comparison]]:
     rows = [("resnet18", 64, 32, "ResNet-18, 64 px, batch 32"),
             ("efficientnet-b0", 64, 32, "EfficientNet-B0, 64 px, batch 32"),
@@ -126,22 +121,11 @@ def plan(threads: int, quick: bool) -> tuple[list[BenchConfig], list[Comparison]
 def render(meta: dict[str, Any], rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
     s = meta["settings"]
     ccl_params = {k.removesuffix("-ccl"): v["info"] for k, v in results.items() if k.endswith("-ccl")}
-    lines = [
-        "## CCL-Net (CCL block vs plain head)",
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}  ",
-        f"Settings: {s['warmup']} warm-up + {s['iters']} timed steps per repeat, {s['repeats']} interleaved "
-        f"repeat(s), median; torch threads {s['threads']}; wall time {meta['wall_s']:.0f} s.",
-    ]
-    if s["quick"]:
-        lines += ["", "> Smoke run (`--quick`): too few steps for the numbers to mean much."]
+    lines = section_header(
+        "CCL-Net (CCL block vs plain head)", meta,
+        f"{s['warmup']} warm-up + {s['iters']} timed steps per repeat, {s['repeats']} interleaved repeat(s), "
+        f"median; torch threads {s['threads']}")
     lines += [
-        "",
-        "Machine:",
-        "",
-        machine_markdown(meta["machine"]),
-        "",
         "A step = `CCLClassifier.training_step` (training view, backbone, linear head; for CCL-Net also the CCL "
         "block: projection to d=4, 7 class embeddings, correlation-derived soft labels, KL + metric + correlation "
         "losses) + backward + Adam, called directly (no Trainer, no data loading), model from "
@@ -161,42 +145,17 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]], results: dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    p.add_argument("--json", default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
-    args = p.parse_args(argv)
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
-    iters = args.iters if args.iters is not None else (3 if args.quick else 20)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    threads = args.threads if args.threads is not None else default_threads()
-    out = Path(args.out)
-    json_path = Path(args.json) if args.json else out.with_name(out.stem + "-ccl.json")
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("MEDLEARN_THREADS",) if k in os.environ)
-    cmd = " ".join(x for x in [env, "python benchmarks/bench_ccl.py",
-                               shlex.join(sys.argv[1:] if argv is None else argv)] if x)
+    budget = Budget(bench_parser(__doc__, "ccl", "smoke: 2 warm-up + 3 timed steps, 1 repeat").parse_args(argv))
+    warmup, iters, repeats = budget.pick("warmup", 2, 5), budget.pick("iters", 3, 20), budget.pick("repeats", 1, 3)
+    threads = budget.threads
+    cmd = command_line("benchmarks/bench_ccl.py", argv)
     t0 = time.perf_counter()
     machine = machine_info()
-    configs, comps = plan(threads, args.quick)
+    configs, comps = plan(threads, budget.args.quick)
     results = run_interleaved(configs, warmup, iters, repeats, preload=PRELOAD)
     rows = compare(results, comps)
-    try:
-        machine["loadavg_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    meta = {"command": cmd, "date": utc_now(), "machine": machine, "wall_s": time.perf_counter() - t0,
-            "settings": {"quick": args.quick, "warmup": warmup, "iters": iters, "repeats": repeats,
-                         "threads": threads}}
-    body = render(meta, rows, results)
-    update_section(out, SECTION, body)
-    write_json(json_path, {**meta, "configs": results, "comparisons": rows})
-    print(body)
-    print(f"\nwrote {out} (section {SECTION!r}) and {json_path}", file=sys.stderr)
-    return 0
+    meta = run_meta(cmd, t0, machine, budget)
+    return finish(budget, SECTION, meta, render(meta, rows, results), {"configs": results, "comparisons": rows})
 
 
 if __name__ == "__main__":
