@@ -36,11 +36,15 @@ test-slow: $(VENV)/.installed
 	@PYTHON=$(BIN)/python tools/fetch-test-data
 	MEDLEARN_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow"
 
-reproduce: $(VENV)/.installed
-	$(BIN)/medlearn reproduce c2l
+METHODS := c2l rubik ccl asoct
 
+# every method's CPU-scale reproduction in turn (about 35 min here); one: medlearn reproduce NAME
+reproduce: $(VENV)/.installed
+	for m in $(METHODS); do $(BIN)/medlearn reproduce $$m || exit 1; done
+
+# every benchmark script in turn; one: python benchmarks/bench_NAME.py
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/bench_c2l.py --out docs/benchmarks.md
+	for m in $(METHODS); do $(BIN)/python benchmarks/bench_$$m.py --out docs/benchmarks.md || exit 1; done
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache
