@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from medlearn.data.chestxray14 import ImageRecord
 from medlearn.io.errors import DataError
 
-__all__ = ["ImageCache", "RadiographDataset", "load_gray", "load_radiograph", "to_unit_range"]
+__all__ = ["ImageCache", "RadiographDataset", "load_gray", "load_image", "load_radiograph", "resize_square",
+           "to_unit_range"]
 
 _DTYPE_BITS = {"uint8": 8, "int8": 8, "uint16": 16, "int16": 16, "uint32": 32, "int32": 32}
 
@@ -89,17 +90,21 @@ def _min_max(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def load_gray(path: str | Path) -> torch.Tensor:
-    """Decode one 2D image to a gray ``(1, H, W)`` float32 tensor in [0, 1], at its own size.
+def load_image(path: str | Path, channels: int = 1) -> torch.Tensor:
+    """Decode one 2D image to a ``(channels, H, W)`` float32 tensor in [0, 1], at its own size.
 
-    Decoding goes through :func:`medlearn.io.read_image`; colour images become gray (mean over
-    the colour channels, alpha dropped); pixels are scaled by :func:`to_unit_range`.
+    Decoding goes through :func:`medlearn.io.read_image`; alpha is dropped; pixels are scaled by
+    :func:`to_unit_range`. ``channels=1``: colour becomes gray (mean over the colour channels);
+    ``channels=3``: colour stays RGB and gray is repeated.
 
     Raises:
         DataError: naming ``path`` if the file cannot be read or is not a single 2D image.
+        ValueError: ``channels`` other than 1 or 3.
     """
     from medlearn.io import read_image  # io is a sibling package; imported late on purpose
 
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
     try:
         array, meta = read_image(path)
     except DataError:
@@ -115,34 +120,41 @@ def load_gray(path: str | Path) -> torch.Tensor:
         raise DataError(path, f"expected one 2D image (C, H, W) with 1-4 channels, got shape {array.shape}")
     if array.shape[0] in (2, 4):  # gray+alpha or RGBA: drop alpha
         array = array[:-1]
-    x = to_unit_range(array, meta or {}, path).mean(axis=0, keepdims=True)
+    x = to_unit_range(array, meta or {}, path)
+    if channels == 1:
+        x = x.mean(axis=0, keepdims=True)
+    elif x.shape[0] == 1:
+        x = np.repeat(x, 3, axis=0)
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def load_gray(path: str | Path) -> torch.Tensor:
+    """:func:`load_image` with one channel: a gray ``(1, H, W)`` float32 tensor in [0, 1]."""
+    return load_image(path, 1)
+
+
+def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``(C, H, W)`` -> ``(C, size, size)`` in [0, 1] (aspect ratio not kept): ``area`` interpolation
+    when shrinking both sides, else bilinear with antialiasing."""
+    t = image[None]
+    h, w = t.shape[-2:]
+    if (h, w) != (size, size):
+        if h >= size and w >= size:
+            t = F.interpolate(t, size=(size, size), mode="area")
+        else:
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t[0].clamp_(0.0, 1.0)
 
 
 def load_radiograph(path: str | Path, image_size: int) -> torch.Tensor:
     """Decode one radiograph to a gray ``(1, image_size, image_size)`` float32 tensor in [0, 1].
 
-    Decoding and gray conversion as :func:`load_gray`; the image is resized (aspect ratio not
-    kept) with ``area`` interpolation when shrinking both sides, else bilinear with antialiasing.
-
-    Args:
-        path: the image file.
-        image_size: output side in pixels.
-
-    Returns:
-        ``(1, image_size, image_size)`` float32 tensor in [0, 1].
+    Decoding and gray conversion as :func:`load_gray`, resizing as :func:`resize_square`.
 
     Raises:
         DataError: naming ``path`` if the file cannot be read or is not a single 2D image.
     """
-    t = load_gray(path)[None]  # (1, 1, H, W)
-    h, w = t.shape[-2:]
-    if (h, w) != (image_size, image_size):
-        if h >= image_size and w >= image_size:
-            t = F.interpolate(t, size=(image_size, image_size), mode="area")
-        else:
-            t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
-    return t[0].clamp_(0.0, 1.0)
+    return resize_square(load_gray(path), image_size)
 
 
 class ImageCache:

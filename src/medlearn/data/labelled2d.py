@@ -42,12 +42,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.chestxray14 import IMAGE_SUFFIXES, subsample
-from medlearn.data.datasets import to_unit_range
+from medlearn.data.datasets import load_image, resize_square
 from medlearn.data.sampling import EpochBalancedSampler, seeded_loader
 from medlearn.io.errors import DataError
 
@@ -301,38 +300,7 @@ def load_image2d(path: str | Path, image_size: int, channels: int = 3) -> torch.
     Raises:
         DataError: naming ``path`` if it cannot be read or is not one 2D image.
     """
-    from medlearn.io import read_image
-
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    try:
-        array, meta = read_image(path)
-    except DataError:
-        raise
-    except Exception as exc:  # any decoder failure becomes a DataError naming the file
-        raise DataError(path, f"cannot read image: {type(exc).__name__}: {exc}") from exc
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim == 4 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 3 or array.shape[0] not in (1, 2, 3, 4) or min(array.shape[1:]) < 1:
-        raise DataError(path, f"expected one 2D image (C, H, W) with 1-4 channels, got shape {array.shape}")
-    if array.shape[0] in (2, 4):
-        array = array[:-1]
-    x = to_unit_range(array, meta or {}, path)
-    if channels == 1:
-        x = x.mean(axis=0, keepdims=True)
-    elif x.shape[0] == 1:
-        x = np.repeat(x, 3, axis=0)
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-    h, w = t.shape[-2:]
-    if (h, w) != (image_size, image_size):
-        if h >= image_size and w >= image_size:
-            t = F.interpolate(t, size=(image_size, image_size), mode="area")
-        else:
-            t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
-    return t[0].clamp_(0.0, 1.0)
+    return resize_square(load_image(path, channels), image_size)
 
 
 class LabelledImageDataset(Dataset):

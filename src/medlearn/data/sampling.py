@@ -20,19 +20,17 @@ __all__ = ["EpochShuffleSampler", "EpochBalancedSampler", "seeded_loader", "grou
 T = TypeVar("T")
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)``.
+class _EpochSeeded(Sampler[int]):
+    """The epoch bookkeeping of the samplers here: a private generator seeded from ``(seed, epoch)``.
 
     Lightning calls :meth:`set_epoch` before every epoch. Where nobody does (plain PyTorch loops,
     or under Lightning's DDP sampler wrapper), the epoch advances by itself on every iteration.
-
-    Args:
-        data_source: the dataset (only its length is used).
-        seed: base seed.
+    Subclasses set ``n`` and implement :meth:`_draw`.
     """
 
-    def __init__(self, data_source: Sized, seed: int = 0) -> None:
-        self.n = len(data_source)
+    n: int
+
+    def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
         self.epoch = 0
         self._explicit = False
@@ -41,9 +39,11 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = int(epoch)
         self._explicit = True
 
+    def _draw(self, generator: torch.Generator) -> list[int]:
+        raise NotImplementedError
+
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
+        order = self._draw(torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         if not self._explicit:
             self.epoch += 1
         self._explicit = False
@@ -53,7 +53,24 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
-class EpochBalancedSampler(Sampler[int]):
+class EpochShuffleSampler(_EpochSeeded):
+    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)`` (epoch handling
+    as :class:`_EpochSeeded`).
+
+    Args:
+        data_source: the dataset (only its length is used).
+        seed: base seed.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.n = len(data_source)
+
+    def _draw(self, generator: torch.Generator) -> list[int]:
+        return torch.randperm(self.n, generator=generator).tolist()
+
+
+class EpochBalancedSampler(_EpochSeeded):
     """Class-balanced sampling with replacement, reproducible from ``(seed, epoch)``.
 
     Each epoch draws ``len(labels)`` indices (or ``num_samples``) with probability proportional to
@@ -67,30 +84,16 @@ class EpochBalancedSampler(Sampler[int]):
     """
 
     def __init__(self, labels: Sequence[int] | torch.Tensor, seed: int = 0, num_samples: int | None = None) -> None:
+        super().__init__(seed)
         lab = torch.as_tensor(labels, dtype=torch.long).view(-1)
         if lab.numel() == 0:
             raise ValueError("EpochBalancedSampler needs at least one label")
         counts = torch.bincount(lab).double()
         self.weights = 1.0 / counts[lab]
         self.n = int(num_samples or lab.numel())
-        self.seed = int(seed)
-        self.epoch = 0
-        self._explicit = False
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._explicit = True
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist()
-        if not self._explicit:
-            self.epoch += 1
-        self._explicit = False
-        return iter(order)
-
-    def __len__(self) -> int:
-        return self.n
+    def _draw(self, generator: torch.Generator) -> list[int]:
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=generator).tolist()
 
 
 def seeded_loader(ds: Dataset, batch_size: int, train: bool, drop_last: bool, num_workers: int,
