@@ -47,7 +47,7 @@ from medlearn.data.chestxray14 import IMAGE_SUFFIXES
 from medlearn.data.datasets import ImageCache, load_gray
 from medlearn.data.image_view import ImageView
 from medlearn.data.sampling import group_split, seeded_loader
-from medlearn.io.errors import DataError
+from medlearn.io.errors import DataError, name_issues
 
 __all__ = [
     "AGE_COLUMNS",
@@ -251,12 +251,7 @@ def read_age(
         name = _text(row["ASOCT_Name"])
         path = folder / name
         size: tuple[int, int] | None = None
-        if not name:
-            issues.append("empty ASOCT_Name")
-        elif name in first_row:
-            issues.append(f"duplicate image name, first on line {first_row[name]}")
-        else:
-            first_row[name] = line
+        issues += name_issues(name, line, first_row, empty="empty ASOCT_Name")
         if name and not path.is_file():
             issues.append(f"image {name} not found in {folder}")
         elif name:

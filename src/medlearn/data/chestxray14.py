@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from medlearn.data.sampling import group_split
-from medlearn.io.errors import DataError
+from medlearn.io.errors import DataError, name_issues
 
 __all__ = [
     "CHESTXRAY14_LABELS",
@@ -206,12 +206,7 @@ def read_chestxray14(
     for i, (name, patient, text) in enumerate(zip(names, patients, findings)):
         line = i + 2  # header is line 1
         issues: list[str] = []
-        if not name:
-            issues.append("empty Image Index")
-        elif name in first_row:
-            issues.append(f"duplicate image name, first on line {first_row[name]}")
-        else:
-            first_row[name] = line
+        issues += name_issues(name, line, first_row, empty="empty Image Index")
         if not patient:
             issues.append("empty Patient ID")
         if text not in parsed:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from medlearn.data.labelled2d import LabelledImage, index_images, resolve_image
-from medlearn.io.errors import DataError
+from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["ISIC2018_CLASSES", "ISIC2018_DIAGNOSES", "ISIC2018_SPLITS", "find_isic2018", "read_isic2018"]
 
@@ -140,12 +140,7 @@ def read_isic2018(root: str | Path, split: str = "Training", check_files: bool =
     for i, name in enumerate(names):
         line = i + 2
         issues: list[str] = []
-        if not name:
-            issues.append("empty image name")
-        elif name in first:
-            issues.append(f"duplicate image, first on line {first[name]}")
-        else:
-            first[name] = line
+        issues += name_issues(name, line, first, duplicate="duplicate image")
         vec: list[float] = []
         for c, col in zip(ISIC2018_CLASSES, values):
             try:

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from medlearn.data.chestxray14 import IMAGE_SUFFIXES, subsample
 from medlearn.data.datasets import load_image, resize_square
 from medlearn.data.sampling import EpochBalancedSampler, seeded_loader
-from medlearn.io.errors import DataError
+from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["LabelledImage", "LabelledImageDataModule", "LabelledImageDataset", "GROUP_COLUMNS", "index_images",
            "load_image2d", "read_image_table", "resolve_image", "stratified_group_split"]
@@ -203,12 +203,7 @@ def read_image_table(
     for i, (name, lab, grp, spl) in enumerate(zip(names, labels, groups, splits)):
         line = i + 2
         issues: list[str] = []
-        if not name:
-            issues.append("empty image name")
-        elif name in first:
-            issues.append(f"duplicate image, first on line {first[name]}")
-        else:
-            first[name] = line
+        issues += name_issues(name, line, first, duplicate="duplicate image")
         if not lab:
             issues.append("empty label")
             k = -1

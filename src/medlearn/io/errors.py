@@ -37,3 +37,22 @@ class DataError(ValueError):
             if len(self.problems) > len(shown):
                 msg += f"\n  ... and {len(self.problems) - len(shown)} more"
         super().__init__(msg)
+
+
+def name_issues(name: str, line: int, first_line: dict[str, int], empty: str = "empty image name",
+                duplicate: str = "duplicate image name") -> list[str]:
+    """Row checks shared by the table readers: an empty or repeated image name.
+
+    ``first_line`` maps each name seen so far to its line and is updated with ``name``.
+
+    Examples:
+        >>> seen = {}
+        >>> name_issues("a.png", 2, seen), name_issues("a.png", 3, seen), name_issues("", 4, seen)
+        ([], ['duplicate image name, first on line 2'], ['empty image name'])
+    """
+    if not name:
+        return [empty]
+    if name in first_line:
+        return [f"{duplicate}, first on line {first_line[name]}"]
+    first_line[name] = line
+    return []
