@@ -60,7 +60,7 @@ rather than overwrite unless ``overwrite=True``. DICOM is read-only.
 
 from __future__ import annotations
 
-from medlearn.io._common import FormatMismatchWarning, PrecisionLossWarning, detect_format
+from medlearn.io._common import FormatMismatchWarning, PrecisionLossWarning, atomic_write_text, detect_format
 from medlearn.io.api import read_image, write_image
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
@@ -68,6 +68,7 @@ from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_
 from medlearn.io.nifti import read_nifti, reorient_to, write_nifti
 
 __all__ = [
+    "atomic_write_text",
     "DataError",
     "FormatMismatchWarning",
     "PrecisionLossWarning",

@@ -387,6 +387,16 @@ def atomic_write(
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text (``\\n`` line ends) atomically, replacing ``path`` if it exists."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+
+    return atomic_write(path, write, overwrite=True)
+
+
 def cast_for_writing(array: np.ndarray, dtype: np.dtype, path: str | Path) -> np.ndarray:
     """Cast ``array`` to ``dtype`` for writing, refusing anything that would change values silently.
 
