@@ -250,8 +250,11 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
             for arm, ck in (("rubik", r.last_ckpt), ("random", None)):
                 dice = _segment(broot, ck, segment_cases, seed, out / f"segment-{arm}-s{seed}")
                 seg_rows.append({"arm": arm, "seed": seed, **dice})
+    seg_cfg = load_config(config_dir("rubik") / "demo_segment.yaml")
+    patch = (seg_cfg["data"]["init_args"].get("train_transform") or {}).get("init_args", {})
     run = {"rows": rows, "seg_rows": seg_rows, "segment_cases": segment_cases, "n_brats": n_brats,
-           "segment_epochs": int(load_config(config_dir("rubik") / "demo_segment.yaml")["trainer"]["max_epochs"]),
+           "segment_epochs": int(seg_cfg["trainer"]["max_epochs"]),
+           "segment_patch": patch.get("size"), "segment_pos_ratio": patch.get("pos_ratio", 0.5),
            "brats_epochs": brats_epochs if segment_cases else 0,
            "seeds": list(seeds), "probe_sizes": list(probe_sizes), "finetune_size": finetune_size,
            "n_volumes": n_volumes, "pretrain_epochs": pretrain_epochs, "pretrain_seconds": pre_seconds,
@@ -299,8 +302,9 @@ def table_from_results(run: dict[str, Any]) -> str:
         lines += ["", f"Segmentation transfer (synthetic BraTS, {run['n_brats']} cases of 48^3; Rubik pretraining "
                   f"{run.get('brats_epochs', 40)} epochs on the training cases, configs/rubik/demo_brats.yaml; U-Net "
                   f"fine-tuned on {run['segment_cases']} labelled cases, {run.get('segment_epochs', 15)} epochs"
-                  + (" on random 32^3 patches, two in three tumour-centred"
-                     if run.get("segment_epochs", 15) != 15 else "")
+                  + (f" on random {'x'.join(map(str, run['segment_patch']))} patches, a share of "
+                     f"{run.get('segment_pos_ratio', 0.5):.2f} centred on tumour" if run.get("segment_patch")
+                     else " on whole volumes")
                   + ", configs/rubik/demo_segment.yaml): "
                   f"test Dice per region, mean ± sd over seeds {seeds}.", "",
                   "| encoder init | WT | TC | ET | mean |", "|---|---|---|---|---|"]
