@@ -190,3 +190,12 @@ def test_registry() -> None:
     for name, p in list(params.items())[1:]:
         assert p.default is not inspect.Parameter.empty and p.annotation is not inspect.Parameter.empty, name
     assert inspect.getdoc(write_chestxray14).splitlines()[0]
+
+
+def test_held_out_count_default_and_bounds():
+    from medlearn.synth import held_out_count
+
+    assert [held_out_count(None, n, "n") for n in (0, 1, 2, 8, 10)] == [0, 0, 1, 2, 2]
+    assert held_out_count(3, 10, "n") == 3
+    with pytest.raises(ValueError, match=r"n_test must be in \[0, n_images=4\], got 5"):
+        held_out_count(5, 4, "n_images")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SYNTHESIZERS", "get_synth", "list_synth", "prepare_out_dir", "register_synth"]
+__all__ = ["SYNTHESIZERS", "get_synth", "list_synth", "prepare_out_dir", "register_synth", "held_out_count"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +95,20 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; refusing to write into it (pass overwrite=True)")
     return out
+
+
+def held_out_count(n_test: int | None, n: int, what: str) -> int:
+    """How many of ``n`` items a generator puts in its test split: ``n_test``, or by default a
+    quarter (at least 1 and at most ``n - 1`` when ``n > 1``, else 0).
+
+    Raises:
+        ValueError: ``n_test`` outside ``[0, n]`` (the message names the ``what`` argument).
+    """
+    if n_test is None:
+        n_test = min(max(round(0.25 * n), 1), n - 1) if n > 1 else 0
+    if not 0 <= n_test <= n:
+        raise ValueError(f"n_test must be in [0, {what}={n}], got {n_test}")
+    return n_test
 
 
 def list_synth() -> dict[str, str]:

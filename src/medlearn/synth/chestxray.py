@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from medlearn.io import atomic_write_text
-from medlearn.synth import prepare_out_dir, register_synth
+from medlearn.synth import held_out_count, prepare_out_dir, register_synth
 
 __all__ = ["FINDINGS", "image_rng", "render_chest_radiograph", "to_uint8", "write_chestxray14"]
 
@@ -258,10 +258,7 @@ def write_chestxray14(
         raise ValueError(f"prevalence must be in [0, 1], got {prevalence}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if n_test is None:
-        n_test = min(max(round(0.25 * n_images), 1), n_images - 1) if n_images > 1 else 0
-    if not 0 <= n_test <= n_images:
-        raise ValueError(f"n_test must be in [0, n_images={n_images}], got {n_test}")
+    n_test = held_out_count(n_test, n_images, "n_images")
 
     out = prepare_out_dir(out, overwrite)
     images = out / "images"

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from medlearn.io import atomic_write_text, write_image
-from medlearn.synth import prepare_out_dir, register_synth
+from medlearn.synth import held_out_count, prepare_out_dir, register_synth
 
 __all__ = ["LESION_CLASSES", "head_rng", "headct_geometry", "parse_spacing", "render_head_ct", "write_headct"]
 
@@ -344,10 +344,7 @@ def write_headct(
         raise ValueError(f"seed must be >= 0, got {seed}")
     spacing = parse_spacing(spacing)
     shape, affine = headct_geometry(size, spacing)  # validates size
-    if n_test is None:
-        n_test = min(max(round(0.25 * n_volumes), 1), n_volumes - 1) if n_volumes > 1 else 0
-    if not 0 <= n_test <= n_volumes:
-        raise ValueError(f"n_test must be in [0, n_volumes={n_volumes}], got {n_test}")
+    n_test = held_out_count(n_test, n_volumes, "n_volumes")
 
     out = prepare_out_dir(out, overwrite)
     volumes = out / "volumes"
