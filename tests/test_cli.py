@@ -36,11 +36,21 @@ def test_fit_then_finetune_then_test_through_lightning_cli(tmp_path, capsys):
     main(["fit", *common, "--model.init_args.pretrained", str(pre / "checkpoints/last.ckpt"),
           "--trainer.max_epochs", "2"])
     assert (ft / "checkpoints/best.ckpt").is_file() and (ft / "figures").is_dir()
+    trained = (ft / "metrics.csv").read_text()
+    trained_config = (ft / "config.yaml").read_text()
     capsys.readouterr()
     main(["test", *common, "--ckpt_path", str(ft / "checkpoints/best.ckpt")])
-    assert "test/auc_mean" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test/auc_mean" in out and str(ft / "test") in out
+    # evaluation writes beside the training records, never over them; the report shows both
+    assert (ft / "metrics.csv").read_text() == trained and (ft / "config.yaml").read_text() == trained_config
+    assert "test/auc_mean" in (ft / "test" / "metrics.csv").read_text() and (ft / "test" / "config.yaml").is_file()
+    html = (ft / "report.html").read_text()
+    assert "Training curves" in html and "Test run" in html and "test/auc_mean" in html
+    assert "test/figures/test_auc_per_class.png" in html
     main(["predict", *common, "--ckpt_path", str(ft / "checkpoints/best.ckpt")])
-    lines = (ft / "predictions.csv").read_text().splitlines()
+    assert (ft / "metrics.csv").read_text() == trained
+    lines = (ft / "predict" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "name,Cardiomegaly,Effusion,Nodule,Consolidation"
     assert len(lines) == 1 + 15 and lines[1].endswith(tuple("0123456789"))  # 60 images, 25% test
 

@@ -4,7 +4,8 @@
 
     medlearn list                              registered methods
     medlearn demo [NAME ...]                   built-in demos on synthetic data, summary table
-    medlearn reproduce NAME                    CPU-scale reproduction; table to docs/results.md
+    medlearn reproduce NAME [--out DIR --resume]
+                                               CPU-scale reproduction; table to docs/results.md
     medlearn synth NAME --out DIR [...]        synthetic data in a public dataset layout
     medlearn fit|validate|test|predict --config FILE [--section.key value ...]
                                                LightningCLI over any medlearn model and datamodule
@@ -34,45 +35,32 @@ def _lightning_cli(argv: list[str]) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.cli import LightningCLI
 
-    from medlearn.engine.checkpoint import AtomicCheckpointIO
-    from medlearn.engine.trainer import set_cpu_threads, trainer_callbacks
-    from medlearn.io.errors import DataError
+    from medlearn.engine.config import link_input_size
+    from medlearn.engine.trainer import TRAINER_DEFAULTS, open_run_folder, set_cpu_threads, trainer_arguments
 
     class MedlearnCLI(LightningCLI):
         def add_arguments_to_parser(self, parser: Any) -> None:
             parser.add_argument("--overwrite", type=bool, default=False,
                                 help="allow `fit` to write into a run folder that already holds checkpoints")
+            parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+
+        def before_instantiate_classes(self) -> None:
+            sub = self.config.get(str(self.subcommand), self.config)
+            if sub.get("model") is not None and sub.get("data") is not None:
+                link_input_size(sub["model"], sub["data"])
 
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
-            from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-            run_dir = Path(config.get("default_root_dir") or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-            config["default_root_dir"] = str(run_dir)
             sub = self.config.get(str(self.subcommand), self.config)
-            existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
-            if self.subcommand == "fit" and existing and not sub.get("ckpt_path") and not sub.get("overwrite"):
-                raise DataError(run_dir, f"this run folder already holds {len(existing)} checkpoint(s); resume "
-                                         "with --ckpt_path <run>/checkpoints/last.ckpt, choose another "
-                                         "--trainer.default_root_dir, or pass --overwrite true")
-            if config.get("logger") in (None, True):
-                config["logger"] = [CSVLogger(save_dir=str(run_dir), name="", version=""),
-                                    TensorBoardLogger(save_dir=str(run_dir), name="tb", version="",
-                                                      default_hp_metric=False)]
-            monitor, mode = getattr(self.model, "monitor", (None, "max"))
-            progress = "rich" if sys.stdout.isatty() else "line"
-            config["callbacks"] = list(config.get("callbacks") or []) + trainer_callbacks(
-                run_dir, monitor, mode, progress=progress, report=self.subcommand == "fit")
-            if progress == "line":
-                config["enable_progress_bar"] = False
-            if self.subcommand == "predict":
-                from medlearn.engine.predict import prediction_writer
-
-                config["callbacks"].append(prediction_writer(self.model, run_dir))
-            plugins = config.get("plugins") or []
-            plugins = plugins if isinstance(plugins, list) else [plugins]
-            if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):
-                plugins.append(AtomicCheckpointIO())
-            config["plugins"] = plugins
+            folder = open_run_folder(config.get("default_root_dir"), str(self.subcommand),
+                                     resume=bool(sub.get("ckpt_path")), overwrite=bool(sub.get("overwrite")))
+            user_cbs = config.get("callbacks") or []
+            args = trainer_arguments(folder, self.model, progress="rich" if sys.stdout.isatty() else "line",
+                                     callbacks=user_cbs if isinstance(user_cbs, list) else [user_cbs],
+                                     plugins=config.get("plugins"), logger=config.get("logger"))
+            config.update(args)
+            if folder.records != folder.root:
+                print(f"medlearn: {self.subcommand} records go to {folder.records} "
+                      f"(the training records in {folder.root} are kept)", flush=True)
             return super()._instantiate_trainer(config, callbacks)
 
     set_cpu_threads(None)
@@ -134,8 +122,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if spec.reproduce is None:
         print(f"{args.name} has no reproduction recipe", file=sys.stderr)
         return 2
-    out = _fresh_out(args.out, "reproduce", args.overwrite)
-    kwargs: dict[str, Any] = {"out_dir": out / spec.name, "results_md": args.results or None}
+    if args.resume and not args.out:
+        print("medlearn: --resume needs the --out folder of the interrupted reproduction", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.resume else _fresh_out(args.out, "reproduce", args.overwrite)
+    kwargs: dict[str, Any] = {"out_dir": out / spec.name, "results_md": args.results or None, "resume": args.resume}
     if args.seeds:
         kwargs["seeds"] = tuple(args.seeds)
     print(spec.reproduce(**kwargs))
@@ -193,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name")
     r.add_argument("--out", default=None, help="output folder (default runs/reproduce/<timestamp>)")
     r.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted reproduction in --out, keeping its finished runs (results.json)")
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
     _synth_parser(sub)

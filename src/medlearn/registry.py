@@ -49,6 +49,10 @@ class MethodSpec:
         reproduce: ``reproduce(out_dir, **options) -> str`` (markdown table), or ``None``.
         contract_data_for: per-config data writers for configs whose layout differs from
             ``write_contract_data``'s (e.g. a BraTS segmentation config of a method pretrained on CT).
+        encoders: the method's modules whose checkpoints offer an encoder for transfer, and its
+            key prefix there (``{C2L: "student.backbone."}``). :func:`register` declares it on the
+            class; every checkpoint then carries it, and ``pretrained: <ckpt>`` in a downstream
+            config finds the encoder without a prefix table in the engine.
     """
 
     name: str
@@ -59,6 +63,7 @@ class MethodSpec:
     demo: Callable[..., DemoResult]
     reproduce: Callable[..., str] | None = None
     contract_data_for: dict[str, Callable[[Path], Path]] = field(default_factory=dict)
+    encoders: dict[type, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def contract_writer(self, config: str) -> Callable[[Path], Path]:
@@ -67,7 +72,14 @@ class MethodSpec:
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to the registry (re-registering the same name replaces it)."""
+    """Add ``spec`` to the registry (re-registering the same name replaces it).
+
+    Declares ``spec.encoders`` on the module classes (their ``encoder_prefix``).
+    """
+    for cls, prefix in spec.encoders.items():
+        if not prefix.endswith("."):
+            raise ValueError(f"{spec.name}: encoder prefix {prefix!r} of {cls.__name__} must end with '.'")
+        cls.encoder_prefix = prefix  # type: ignore[attr-defined]
     _REGISTRY[spec.name] = spec
     return spec
 

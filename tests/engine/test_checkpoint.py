@@ -59,7 +59,9 @@ def _c2l_state(backbone="plaincnn"):
     sd = enc.state_dict()
     student = {f"student.{k}": v for k, v in sd.items()}
     teacher = {f"teacher.{k}": v + 1 for k, v in sd.items() if v.is_floating_point()}
-    return {"state_dict": {**student, **teacher}}, enc
+    # what a C2L checkpoint carries: the module and the encoder its MethodSpec declares
+    declared = {"module": "medlearn.methods.c2l.module.C2L", "encoder_prefix": "student.backbone."}
+    return {"state_dict": {**student, **teacher}, "medlearn": declared}, enc
 
 
 def test_load_pretrained_maps_student_backbone_into_classifier():
@@ -96,6 +98,30 @@ def test_classifier_pretrained_argument_auto_prefix(tmp_path):
     assert torch.equal(clf.backbone.state_dict()["body.features.0.weight"],
                        enc.backbone.state_dict()["body.features.0.weight"])
     assert "loaded" in clf.load_report
+
+
+def test_undeclared_encoder_needs_an_explicit_prefix(tmp_path):
+    ckpt, enc = _c2l_state()
+    p = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": ckpt["state_dict"]}, p)  # e.g. a state dict saved by hand
+    with pytest.raises(CheckpointError, match=r"declares no encoder.*'student\.', 'teacher\.'"):
+        ImageClassifier("plaincnn", 2, 1, num_classes=2, pretrained=str(p))
+    clf = ImageClassifier("plaincnn", 2, 1, num_classes=2, pretrained=str(p), pretrained_prefix="student.backbone.")
+    assert torch.equal(clf.backbone.state_dict()["body.features.0.weight"],
+                       enc.backbone.state_dict()["body.features.0.weight"])
+
+
+def test_method_checkpoints_declare_their_encoder():
+    from medlearn.methods.c2l.module import C2L
+    from medlearn.methods.rubik.module import Rubik
+    from medlearn.tasks.segmentation import Segmenter
+
+    assert (C2L.encoder_prefix, Rubik.encoder_prefix) == ("student.backbone.", "octad.encoder.")
+    assert (ImageClassifier.encoder_prefix, Segmenter.encoder_prefix) == ("backbone.", "net.backbone.")
+    ckpt: dict = {}
+    ImageClassifier("plaincnn", 2, 1, num_classes=2).on_save_checkpoint(ckpt)
+    assert ckpt["medlearn"]["encoder_prefix"] == "backbone."
+    assert ckpt["medlearn"]["module"] == "medlearn.tasks.classification.ImageClassifier"
 
 
 def test_linear_probe_freezes_backbone_and_bn_stats():

@@ -1,17 +1,19 @@
 """The contract every registered method meets, generated from the registry.
 
 For each method and each of its demo configs: build from the config, read one batch of synthetic
-data written in the public layout through the real reader, one training step on CPU with a finite
-loss and gradients on every trainable parameter, then checkpoint save -> load -> identical outputs.
+data written in the public layout through the real reader, one training step on CPU through the
+module's ``contract_step`` (automatic or manual optimisation alike) with finite losses and gradients
+on every parameter each loss must reach, then a short fit through the run builder, checkpoint
+save -> load -> identical outputs (one or several inputs, from ``contract_inputs``).
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
 from lightning.pytorch import seed_everything
 
 from medlearn.engine.config import instantiate_class, load_config
+from medlearn.engine.contract import reload_problems, training_step_problems
 from medlearn.engine.run import fit_from_config
 from medlearn.registry import config_dir, get_method, list_methods
 
@@ -43,24 +45,12 @@ def test_contract(method, config, data_roots, tmp_path):
     dm = instantiate_class(cfg["data"])
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    model.train()
-    loss = model.training_step(batch, 0)
-    assert torch.isfinite(loss), f"{method}/{config}: loss {loss}"
-    loss.backward()
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable
-    no_grad = [n for n, p in trainable if p.grad is None]
-    assert not no_grad, f"no gradient reaches {no_grad[:5]}"
-    assert sum(float(p.grad.abs().sum()) for _, p in trainable) > 0
+    problems = training_step_problems(model, batch)
+    assert not problems, f"{method}/{config}: {problems}"
 
     # a real (short) fit writes last.ckpt through the engine; reload it weights-only
     model = instantiate_class(cfg["model"])
     res = fit_from_config(cfg, tmp_path / "run", test=False, progress="none", model=model)
     assert res.last_ckpt.is_file() and (tmp_path / "run" / "report.html").is_file()
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "metrics.csv").is_file()
-    loaded = type(model).load_from_checkpoint(res.last_ckpt, map_location="cpu", weights_only=True)
-    model.eval()
-    loaded.eval()
-    x = torch.rand_like(model.example_input_array)
-    with torch.no_grad():
-        assert torch.equal(model(x), loaded(x))
+    assert not reload_problems(model, res.last_ckpt)

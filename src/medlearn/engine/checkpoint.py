@@ -23,12 +23,8 @@ from torch import nn
 
 from medlearn.io.errors import DataError
 
-__all__ = ["AtomicCheckpointIO", "atomic_save", "safe_load", "load_pretrained", "load_encoder", "LoadReport",
-           "CheckpointError", "PRETRAINED_PREFIXES"]
-
-#: Where pretraining checkpoints keep their encoder, tried in order by :func:`load_encoder`: C2L's
-#: student, Rubik's Siamese-Octad, generic encoders, downstream classifiers and segmenters.
-PRETRAINED_PREFIXES = ("student.backbone.", "octad.encoder.", "encoder.backbone.", "backbone.", "net.backbone.")
+__all__ = ["AtomicCheckpointIO", "atomic_save", "safe_load", "load_pretrained", "load_encoder", "encoder_prefix_of",
+           "LoadReport", "CheckpointError"]
 
 
 class CheckpointError(DataError):
@@ -164,29 +160,48 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, Any]
     return report
 
 
-def load_encoder(model: nn.Module, checkpoint: str | Path, dst_prefix: str, prefix: str = "auto",
-                 candidates: tuple[str, ...] = PRETRAINED_PREFIXES) -> str:
+def encoder_prefix_of(checkpoint: str | Path | Mapping[str, Any]) -> str:
+    """The encoder prefix a checkpoint offers for transfer, as its module declared it.
+
+    Every :class:`~medlearn.engine.module.MethodModule` writes ``{"medlearn": {"module": ...,
+    "encoder_prefix": ...}}`` into its checkpoints (a method declares the prefix in its
+    :class:`~medlearn.registry.MethodSpec`, a task on its class), so the engine never guesses.
+
+    Raises:
+        CheckpointError: the checkpoint declares no encoder (its module offers none, or it was not
+            written by medlearn); the message lists the key prefixes it holds, for an explicit prefix.
+    """
+    ckpt = safe_load(checkpoint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)
+    where = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "<checkpoint>"
+    info = ckpt.get("medlearn")
+    prefix = info.get("encoder_prefix") if isinstance(info, Mapping) else None
+    if not prefix:
+        sd = ckpt.get("state_dict", ckpt)
+        tops = sorted({k.split(".")[0] + "." for k in sd}) if isinstance(sd, Mapping) else []
+        module = info.get("module") if isinstance(info, Mapping) else None
+        raise CheckpointError(where, ("its module " + str(module) if module else "it") + " declares no encoder to "
+                              f"transfer; give the encoder's key prefix explicitly (top-level prefixes: {tops[:8]})")
+    return str(prefix)
+
+
+def load_encoder(model: nn.Module, checkpoint: str | Path, dst_prefix: str, prefix: str = "auto") -> str:
     """Load a pretraining checkpoint's encoder into ``model``'s ``dst_prefix`` (e.g. ``"backbone."``).
 
     Args:
         model: the downstream model.
         checkpoint: a checkpoint path.
         dst_prefix: where the encoder lives in ``model``.
-        prefix: the encoder's prefix in the checkpoint, or ``"auto"``: the first of ``candidates``
-            that the checkpoint has.
-        candidates: prefixes tried by ``"auto"``.
+        prefix: the encoder's prefix in the checkpoint, or ``"auto"``: the prefix the checkpoint
+            declares (:func:`encoder_prefix_of`).
 
     Returns:
         A one-line description of what was loaded (for reports).
 
     Raises:
-        CheckpointError: no candidate prefix found, or the weights do not fit (see :func:`load_pretrained`).
+        CheckpointError: no declared prefix (with ``"auto"``), or the weights do not fit (see
+            :func:`load_pretrained`).
     """
     if prefix == "auto":
-        sd = safe_load(checkpoint).get("state_dict", {})
-        found = next((p for p in candidates if any(k.startswith(p) for k in sd)), None)
-        if found is None:
-            raise CheckpointError(checkpoint, f"no encoder keys under any of {list(candidates)}")
-        prefix = found
+        prefix = encoder_prefix_of(checkpoint)
     report = load_pretrained(model, checkpoint, {prefix: dst_prefix}, ignore=("num_batches_tracked",))
     return f"encoder from {checkpoint} ({prefix}*): {report}"

@@ -16,15 +16,21 @@ from typing import Any
 
 import yaml
 
-__all__ = ["load_config", "apply_overrides", "instantiate_class", "dump_config"]
+__all__ = ["load_config", "apply_overrides", "instantiate_class", "dump_config", "resolve_links", "INPUT_SIZE_LINKS"]
+
+#: The network input size is set once per config: a model argument named here that is left out
+#: (or ``null``) takes the data's ``image_size`` (the size images are decoded at). Configs that
+#: decode larger than they feed the network (random crops) set both.
+INPUT_SIZE_LINKS = ("image_size", "view_size")
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read a YAML config and apply ``{"model.init_args.lr": 0.1, ...}`` overrides."""
+    """Read a YAML config, apply ``{"model.init_args.lr": 0.1, ...}`` overrides, then the links
+    (:func:`resolve_links`), as ``medlearn fit`` does."""
     path = Path(path)
     with path.open(encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
-    return apply_overrides(cfg, overrides or {})
+    return resolve_links(apply_overrides(cfg, overrides or {}))
 
 
 def apply_overrides(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,6 +42,49 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
+    return out
+
+
+def _class_params(class_path: str) -> set[str]:
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    params: set[str] = set()
+    for klass in cls.__mro__:  # keyword arguments handed to a parent's __init__ count too
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            params |= {p for p in inspect.signature(init).parameters if p not in ("self", "args", "kwargs")}
+    return params
+
+
+def link_input_size(model: Any, data: Any) -> None:
+    """Give ``model["init_args"]`` the data's ``image_size`` where its input-size argument is unset.
+
+    ``model`` and ``data`` are ``{"class_path", "init_args"}`` mappings (a dict, or LightningCLI's
+    namespace); changed in place.
+    """
+    try:
+        size = data["init_args"]["image_size"]
+        model_args = model["init_args"]
+        params = _class_params(str(model["class_path"]))
+    except (KeyError, TypeError, AttributeError, ImportError, ValueError):
+        return
+    if size is None:
+        return
+    for name in INPUT_SIZE_LINKS:
+        if name in params and (name not in model_args or model_args[name] is None):
+            model_args[name] = size
+
+
+def resolve_links(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``cfg`` with the declared links applied (:data:`INPUT_SIZE_LINKS`)."""
+    out = copy.deepcopy(dict(cfg))
+    if isinstance(out.get("model"), Mapping) and isinstance(out.get("data"), Mapping):
+        out["model"].setdefault("init_args", {})
+        if out["model"]["init_args"] is None:
+            out["model"]["init_args"] = {}
+        link_input_size(out["model"], out["data"])
     return out
 
 

@@ -1,16 +1,23 @@
 """Run reports: ``report.html`` with PNG figures, written into the run folder.
 
-A report is a list of :class:`Section` (heading, text, tables, figures). Methods add their own
-sections (sample grids, per-class bars) through ``report_sections(run_dir)`` on their
-LightningModule; :class:`ReportCallback` writes the loss curves from the run's metrics CSV and the
-method's sections when ``fit`` ends. Figures use matplotlib's non-interactive Agg backend.
+A report is a list of :class:`Section` (heading, text, a table, figures). A run's report is made of
+parts, one per stage that ran in the folder (``fit``, then any ``validate`` / ``test``): each part
+is stored in ``report.json`` beside ``report.html``, so an evaluation run later (``medlearn test``
+on the run folder) adds its part and the page shows training and evaluation together.
+:class:`ReportCallback` writes a part when a stage ends: the curves of the stage's
+``metrics.csv``, the module's ``report_sections(run_dir, stage)`` (sample grids, per-class bars),
+the stage's metrics and the checkpoints. Figure links are relative to the report, so the page
+opens with its figures wherever the run folder is moved or however it was named (relative or
+absolute). Figures use matplotlib's non-interactive Agg backend.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,17 +30,63 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
 
-__all__ = ["Section", "write_report", "plot_metric_curves", "ReportCallback", "save_figure"]
+from medlearn.io import atomic_write_text  # noqa: E402
+
+__all__ = ["Section", "write_report", "plot_metric_curves", "ReportCallback", "save_figure", "update_run_report",
+           "REPORT_PARTS"]
+
+#: Order of the parts of a run report.
+REPORT_PARTS = ("fit", "validate", "test")
 
 
 @dataclass
 class Section:
-    """One block of a report."""
+    """One block of a report.
+
+    Attributes:
+        heading: the section title.
+        text: a paragraph under it.
+        figures: PNG files (anywhere under the run folder).
+        table: ``(header, rows)``.
+    """
 
     heading: str
     text: str = ""
     figures: list[Path] = field(default_factory=list)
     table: tuple[Sequence[str], Sequence[Sequence[Any]]] | None = None
+
+    def to_json(self, base: Path) -> dict[str, Any]:
+        """A JSON-safe dict, figure paths relative to ``base``."""
+        table = None
+        if self.table is not None:
+            header, rows = self.table
+            table = [[str(h) for h in header], [[_jsonable(v) for v in r] for r in rows]]
+        return {"heading": self.heading, "text": self.text, "table": table,
+                "figures": [_relative(Path(f), base) for f in self.figures]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], base: Path) -> Section:
+        """Inverse of :meth:`to_json`."""
+        table = None
+        if d.get("table") is not None:
+            header, rows = d["table"]
+            table = (list(header), [list(r) for r in rows])
+        return cls(str(d.get("heading", "")), str(d.get("text", "")), [base / f for f in d.get("figures", [])], table)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return None if math.isnan(f) else f
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (both resolved against the working directory first)."""
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:
@@ -46,25 +99,22 @@ def save_figure(fig: Any, path: str | Path) -> Path:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "nan"
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
     return html.escape(str(v))
 
 
-def write_report(run_dir: str | Path, title: str, sections: Sequence[Section], name: str = "report.html") -> Path:
-    """Write ``run_dir/report.html`` (figure paths are made relative to ``run_dir``)."""
-    run_dir = Path(run_dir)
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
-        "th{background:#eee}img{max-width:100%;margin:.5em 0;border:1px solid #ddd}"
-        "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p><small>written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
-        f"in {html.escape(str(run_dir))}</small></p>",
-    ]
+_STYLE = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+          "th{background:#eee}img{max-width:100%;margin:.5em 0;border:1px solid #ddd}"
+          "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}h2.part{border-top:2px solid #888;padding-top:.5em}"
+          "</style>")
+
+
+def _render_sections(sections: Sequence[Section], run_dir: Path) -> list[str]:
+    parts: list[str] = []
     for s in sections:
         parts.append(f"<h2>{html.escape(s.heading)}</h2>")
         if s.text:
@@ -77,12 +127,65 @@ def write_report(run_dir: str | Path, title: str, sections: Sequence[Section], n
             parts.append("</table>")
         for fig in s.figures:
             fig = Path(fig)
-            rel = fig.relative_to(run_dir) if fig.is_absolute() and fig.is_relative_to(run_dir) else fig
-            parts.append(f"<div><img src='{html.escape(str(rel))}' alt='{html.escape(fig.stem)}'></div>")
-    parts.append("</body></html>")
+            rel = _relative(fig, run_dir)
+            parts.append(f"<div><img src='{html.escape(rel)}' alt='{html.escape(fig.stem)}'></div>")
+    return parts
+
+
+def _page(title: str, run_dir: Path, body: Sequence[str]) -> str:
+    return "\n".join([
+        "<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>", _STYLE,
+        "</head><body>", f"<h1>{html.escape(title)}</h1>",
+        f"<p><small>written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+        f"in {html.escape(str(run_dir.resolve()))}</small></p>", *body, "</body></html>"])
+
+
+def write_report(run_dir: str | Path, title: str, sections: Sequence[Section], name: str = "report.html") -> Path:
+    """Write ``run_dir/report.html`` (figure links relative to ``run_dir``, atomically)."""
+    run_dir = Path(run_dir)
     out = run_dir / name
-    out.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_text(out, _page(title, run_dir, _render_sections(sections, run_dir)))
     return out
+
+
+def update_run_report(run_dir: str | Path, part: str, title: str, sections: Sequence[Section],
+                      note: str = "") -> Path:
+    """Store ``part`` (``"fit"``, ``"validate"``, ``"test"``) of a run's report and rewrite ``report.html``
+    with every stored part (the others are kept as they were).
+
+    Args:
+        run_dir: the run folder (``report.html`` and ``report.json`` go here).
+        part: the stage the sections belong to.
+        title: the page title (the ``fit`` part's wins).
+        sections: this part's sections.
+        note: a line under the part's banner (e.g. where its records are).
+    """
+    run_dir = Path(run_dir)
+    store = run_dir / "report.json"
+    parts: dict[str, Any] = {}
+    if store.is_file():
+        try:
+            parts = dict(json.loads(store.read_text(encoding="utf-8")).get("parts", {}))
+        except (ValueError, AttributeError):
+            parts = {}  # an unreadable store is rebuilt from this part
+    parts[part] = {"title": title, "note": note, "sections": [s.to_json(run_dir) for s in sections]}
+    atomic_write_text(store, json.dumps({"parts": parts}, indent=1))
+    order = [p for p in REPORT_PARTS if p in parts] + sorted(p for p in parts if p not in REPORT_PARTS)
+    body: list[str] = []
+    for p in order:
+        entry = parts[p]
+        if p != "fit" or len(order) > 1:
+            body.append(f"<h2 class='part'>{html.escape(_PART_NAMES.get(p, p))}</h2>")
+            if entry.get("note"):
+                body.append(f"<p><small>{html.escape(entry['note'])}</small></p>")
+        body += _render_sections([Section.from_json(d, run_dir) for d in entry.get("sections", [])], run_dir)
+    title = parts.get("fit", parts[order[0]]).get("title", title)
+    out = run_dir / "report.html"
+    atomic_write_text(out, _page(title, run_dir, body))
+    return out
+
+
+_PART_NAMES = {"fit": "Training", "validate": "Validation run", "test": "Test run"}
 
 
 def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
@@ -119,32 +222,65 @@ def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str 
 
 
 class ReportCallback(Callback):
-    """Write ``report.html`` (curves + the module's ``report_sections``) when ``fit`` ends."""
+    """Write this stage's part of the run's ``report.html`` when ``fit``, ``validate`` or ``test`` ends.
 
-    def __init__(self, title: str | None = None) -> None:
+    Args:
+        run_dir: the run folder (where ``report.html`` is).
+        records: where this stage's ``metrics.csv`` and figures go (``run_dir`` for a training run;
+            a subfolder for an evaluation of a finished run). Default: ``run_dir``.
+        title: page title (default: ``"<Module> run"``).
+    """
+
+    def __init__(self, run_dir: str | Path, records: str | Path | None = None, title: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.records = Path(records) if records is not None else self.run_dir
         self.title = title
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if not trainer.is_global_zero:
-            return
-        write_run_report(trainer, pl_module, self.title)
+        if trainer.is_global_zero:
+            write_run_report(trainer, pl_module, "fit", self.run_dir, self.records, self.title)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero and trainer.state.fn == "validate":
+            write_run_report(trainer, pl_module, "validate", self.run_dir, self.records, self.title)
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.is_global_zero:
+            write_run_report(trainer, pl_module, "test", self.run_dir, self.records, self.title)
 
 
-def write_run_report(trainer: Any, pl_module: Any, title: str | None = None) -> Path:
-    """Report for a finished Lightning run, in ``trainer.default_root_dir``."""
-    run_dir = Path(trainer.default_root_dir)
+def _stage_metrics(trainer: Any, stage: str) -> list[list[Any]]:
+    prefix = {"validate": "val/", "test": "test/"}[stage]
+    rows = []
+    for k, v in sorted(trainer.callback_metrics.items()):
+        if k.startswith(prefix) and k.count("/") == 1 and getattr(v, "numel", lambda: 1)() == 1:
+            rows.append([k, float(v)])
+    return rows
+
+
+def write_run_report(trainer: Any, pl_module: Any, stage: str = "fit", run_dir: str | Path | None = None,
+                     records: str | Path | None = None, title: str | None = None) -> Path:
+    """The ``stage`` part of a run's report (see :class:`ReportCallback`)."""
+    run_dir = Path(run_dir if run_dir is not None else trainer.default_root_dir)
+    records = Path(records) if records is not None else run_dir
     sections: list[Section] = []
-    csv = next((Path(lg.log_dir) / "metrics.csv" for lg in trainer.loggers if type(lg).__name__ == "CSVLogger"),
-               None)
-    if csv is not None:
-        png = plot_metric_curves(csv, run_dir / "figures" / "curves.png")
+    csv = records / "metrics.csv"
+    if stage == "fit":
+        png = plot_metric_curves(csv, records / "figures" / "curves.png")
         if png is not None:
-            sections.append(Section("Training curves", f"from {csv.name}", [png]))
+            sections.append(Section("Training curves", f"from {_relative(csv, run_dir)}", [png]))
+    else:
+        rows = _stage_metrics(trainer, stage)
+        if rows:
+            sections.append(Section(f"{stage} metrics", f"records in {_relative(records, run_dir)}",
+                                    table=(["metric", "value"], rows)))
     extra = getattr(pl_module, "report_sections", None)
     if callable(extra):
-        sections.extend(extra(run_dir))
-    ckpt_dir = run_dir / "checkpoints"
-    ckpts = sorted(p.name for p in ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
-    if ckpts:
-        sections.append(Section("Checkpoints", ", ".join(ckpts)))
-    return write_report(run_dir, title or f"{type(pl_module).__name__} run", sections)
+        sections.extend(extra(records, stage))
+    if stage == "fit":
+        ckpt_dir = run_dir / "checkpoints"
+        ckpts = sorted(p.name for p in ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+        if ckpts:
+            sections.append(Section("Checkpoints", ", ".join(ckpts)))
+    note = "" if records == run_dir else f"records: {_relative(records, run_dir)}/"
+    return update_run_report(run_dir, stage, title or f"{type(pl_module).__name__} run", sections, note)

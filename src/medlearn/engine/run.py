@@ -1,4 +1,9 @@
-"""Run one config end to end (fit, then test when the data has a test split) in a run folder."""
+"""Run one config in a run folder: fit (then test on the best checkpoint), or predict.
+
+The recipes (demos, reproductions) and the tests run configs through these functions; the CLI
+runs the same configs through LightningCLI. Both build their trainers with the run builder
+(:mod:`medlearn.engine.trainer`), so a config gives the same numbers either way.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,11 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from medlearn.engine.config import dump_config, instantiate_class
+from medlearn.engine.config import dump_config, instantiate_class, resolve_links
 from medlearn.engine.seed import seed_everything
-from medlearn.engine.trainer import make_trainer
+from medlearn.engine.trainer import TRAINER_DEFAULTS, make_trainer, open_run_folder, trainer_arguments
 
-__all__ = ["fit_from_config", "RunResult"]
+__all__ = ["fit_from_config", "predict_from_config", "RunResult"]
 
 
 @dataclass
@@ -30,31 +35,42 @@ class RunResult:
     test: dict[str, float] = field(default_factory=dict)
 
 
+def _trainer_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in dict(cfg.get("trainer") or {}).items() if k != "default_root_dir"}
+
+
 def fit_from_config(cfg: Mapping[str, Any], run_dir: str | Path, test: bool = True, progress: str = "line",
-                    prefix: str = "", model: LightningModule | None = None) -> RunResult:
+                    prefix: str = "", model: LightningModule | None = None, overwrite: bool = True) -> RunResult:
     """Fit the model of ``cfg`` on its data in ``run_dir``; test on the best checkpoint if asked.
 
-    The resolved ``cfg`` is written to ``run_dir/config.yaml`` first.
+    The resolved ``cfg`` is written to ``run_dir/config.yaml`` first. The test results are logged
+    into the same ``metrics.csv`` and added to ``report.html``.
+
+    Args:
+        cfg: a config as :func:`medlearn.engine.config.load_config` reads it.
+        run_dir: the run folder.
+        test: test the best (else last) checkpoint when the data has a test split.
+        progress: ``"line"``, ``"rich"``, ``"none"`` or ``"auto"``.
+        prefix: text before each epoch line.
+        model: an already built model (default: built from ``cfg["model"]``).
+        overwrite: allow a folder that already holds checkpoints (recipes rerun into their own folders).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = dict(cfg)
-    cfg.setdefault("trainer", {})
-    cfg["trainer"] = {**cfg["trainer"], "default_root_dir": str(run_dir)}
-    dump_config(cfg, run_dir / "config.yaml")
+    folder = open_run_folder(run_dir, "fit", overwrite=overwrite)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    cfg = resolve_links(cfg)
+    cfg["trainer"] = {**dict(cfg.get("trainer") or {}), "default_root_dir": str(folder.root)}
+    dump_config(cfg, folder.root / "config.yaml")
     seed = cfg.get("seed_everything")
     if seed is not None:
         seed_everything(int(seed), workers=True, verbose=False)
     t0 = time.perf_counter()
     model = model or instantiate_class(cfg["model"])
     dm = instantiate_class(cfg["data"])
-    monitor, mode = getattr(model, "monitor", (None, "max"))
-    tkw = {k: v for k, v in cfg["trainer"].items() if k != "default_root_dir"}
+    tkw = _trainer_options(cfg)
     max_epochs = int(tkw.pop("max_epochs", 10))
-    trainer = make_trainer(run_dir, max_epochs=max_epochs, monitor=monitor, mode=mode, progress=progress,
-                           prefix=prefix, **tkw)
+    trainer = make_trainer(folder, max_epochs=max_epochs, progress=progress, prefix=prefix, model=model, **tkw)
     trainer.fit(model, datamodule=dm)
-    ck = run_dir / "checkpoints"
+    ck = folder.checkpoints
     best = ck / "best.ckpt" if (ck / "best.ckpt").is_file() else None
     results: dict[str, float] = {}
     if test:
@@ -62,7 +78,29 @@ def fit_from_config(cfg: Mapping[str, Any], run_dir: str | Path, test: bool = Tr
     if test and getattr(dm, "test_set", None) is not None:
         out = trainer.test(model, datamodule=dm, ckpt_path=str(best) if best else None, verbose=False)
         results = {k: float(v) for k, v in (out[0] if out else {}).items()}
-        from medlearn.engine.report import write_run_report
+    return RunResult(folder.root, model, dm, time.perf_counter() - t0, ck / "last.ckpt", best, results)
 
-        write_run_report(trainer, model)  # refresh the report with the test results
-    return RunResult(run_dir, model, dm, time.perf_counter() - t0, ck / "last.ckpt", best, results)
+
+def predict_from_config(cfg: Mapping[str, Any], run_dir: str | Path, ckpt_path: str | Path | None = None,
+                        progress: str = "none") -> Path:
+    """``medlearn predict`` in Python: predictions of ``cfg``'s model on its data's predict split.
+
+    Returns:
+        The folder the predictions were written to (``run_dir``, or a new ``predict`` subfolder
+        when ``run_dir`` holds a training run).
+    """
+    folder = open_run_folder(run_dir, "predict")
+    cfg = resolve_links(cfg)
+    model = instantiate_class(cfg["model"])
+    dm = instantiate_class(cfg["data"])
+    folder.records.mkdir(parents=True, exist_ok=True)
+    dump_config({**cfg, "trainer": {**dict(cfg.get("trainer") or {}), "default_root_dir": str(folder.root)}},
+                folder.records / "config.yaml")
+    from lightning.pytorch import Trainer
+
+    tkw = _trainer_options(cfg)
+    args = trainer_arguments(folder, model, progress=progress, plugins=tkw.pop("plugins", None),
+                             logger=tkw.pop("logger", False))
+    trainer = Trainer(**{**TRAINER_DEFAULTS, **args, **tkw})
+    trainer.predict(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, return_predictions=False)
+    return folder.records

@@ -1,18 +1,26 @@
-"""Trainer factory: medlearn's defaults for every run.
+"""The run builder: one place that turns a run folder into a configured Lightning ``Trainer``.
 
-Each run writes into one folder::
+``medlearn fit | validate | test | predict`` (LightningCLI) and the demo / reproduce recipes
+(:mod:`medlearn.engine.run`) build their trainers here, so every run gets the same folder checks,
+loggers, callbacks, checkpoint I/O and report. A training run writes into one folder::
 
     run_dir/
       config.yaml          resolved configuration (LightningCLI or the recipe)
       checkpoints/         last.ckpt, best.ckpt (atomic writes, weights-only loads)
       metrics.csv          every logged scalar (CSVLogger)
       tb/                  TensorBoard events
-      report.html, figures/*.png
+      report.html, report.json, figures/*.png
 
-Defaults: rich progress bar on a terminal (one line per epoch otherwise), CSV + TensorBoard
-loggers, last + best checkpoints on the module's monitored metric, RNG state in checkpoints,
-seeding. Everything is a plain ``lightning.pytorch.Trainer`` argument, so ``devices``,
-``strategy="ddp"``, ``precision="bf16-mixed"`` work unchanged.
+An evaluation (``validate``, ``test``, ``predict``) of a finished run never touches the training
+records: it writes its own ``metrics.csv``, ``config.yaml`` and figures (or predictions) into a new
+subfolder (``run_dir/test``, then ``test-2`` ...), and adds its part to ``run_dir/report.html``.
+An evaluation pointed at a folder that holds no training run writes there directly.
+
+Defaults (:data:`TRAINER_DEFAULTS`, also the CLI's): rich progress bar on a terminal (one line per
+epoch otherwise), CSV + TensorBoard loggers, last + best checkpoints on the module's monitored
+metric, RNG state in checkpoints, no sanity-check batches. Everything else is a plain
+``lightning.pytorch.Trainer`` argument, so ``devices``, ``strategy="ddp"``,
+``precision="bf16-mixed"`` work unchanged.
 """
 
 from __future__ import annotations
@@ -20,19 +28,29 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from medlearn.engine.checkpoint import AtomicCheckpointIO
 from medlearn.engine.report import ReportCallback
 from medlearn.engine.seed import RNGStateCallback
+from medlearn.io.errors import DataError
 
-__all__ = ["make_trainer", "trainer_callbacks", "EpochLine", "set_cpu_threads"]
+__all__ = ["make_trainer", "trainer_callbacks", "trainer_arguments", "run_loggers", "open_run_folder", "RunFolder",
+           "DataHandover", "EpochLine", "set_cpu_threads", "TRAINER_DEFAULTS", "STAGES"]
+
+STAGES = ("fit", "validate", "test", "predict")
+
+#: medlearn's ``Trainer`` defaults (recipes and ``medlearn fit`` alike; a config may override them).
+TRAINER_DEFAULTS: dict[str, Any] = {"enable_model_summary": False, "log_every_n_steps": 10,
+                                    "num_sanity_val_steps": 0}
 
 
 def set_cpu_threads(n: int | None = None) -> int:
@@ -47,6 +65,77 @@ def set_cpu_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+# ------------------------------------------------------------------------------------ run folder
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a stage of a run writes.
+
+    Attributes:
+        root: the run folder (``checkpoints/``, ``report.html``).
+        stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+        records: where this stage's loggers, resolved config and figures (or predictions) go: ``root``
+            for training, a fresh subfolder for an evaluation of a training run.
+    """
+
+    root: Path
+    stage: str
+    records: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        """``root/checkpoints``."""
+        return self.root / "checkpoints"
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    ck = root / "checkpoints"
+    return sorted(ck.glob("*.ckpt")) if ck.is_dir() else []
+
+
+def holds_training_run(root: str | Path) -> bool:
+    """Whether ``root`` holds a training run's records (checkpoints or a ``metrics.csv``)."""
+    root = Path(root)
+    return bool(_checkpoints(root)) or (root / "metrics.csv").is_file()
+
+
+def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False,
+                    overwrite: bool = False) -> RunFolder:
+    """Check and claim a run folder for ``stage``.
+
+    Args:
+        root: the folder (``None``: ``runs/<timestamp>``).
+        stage: one of :data:`STAGES`.
+        resume: ``fit`` continues from a checkpoint of this folder (``--ckpt_path``).
+        overwrite: ``fit`` may write over a finished run's checkpoints.
+
+    Returns:
+        The :class:`RunFolder`; an evaluation of a training run gets a new ``<stage>[-N]`` subfolder.
+
+    Raises:
+        DataError: ``fit`` into a folder that already holds checkpoints, without ``resume`` or
+            ``overwrite`` (nothing is written).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    path = Path(root) if root else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if stage == "fit":
+        existing = _checkpoints(path)
+        if existing and not resume and not overwrite:
+            raise DataError(path, f"this run folder already holds {len(existing)} checkpoint(s); resume "
+                                  "with --ckpt_path <run>/checkpoints/last.ckpt, choose another "
+                                  "--trainer.default_root_dir, or pass --overwrite true")
+        return RunFolder(path, stage, path)
+    if not holds_training_run(path):
+        return RunFolder(path, stage, path)
+    records = path / stage
+    n = 2
+    while records.exists():
+        records = path / f"{stage}-{n}"
+        n += 1
+    return RunFolder(path, stage, records)
+
+
+# ---------------------------------------------------------------------------------- callbacks
 class EpochLine(Callback):
     """Print one line per epoch (for logs and non-interactive terminals)."""
 
@@ -67,59 +156,128 @@ class EpochLine(Callback):
               f"({time.perf_counter() - self._t0:.1f}s)  {body}", flush=True)
 
 
-def trainer_callbacks(run_dir: str | Path, monitor: str | None, mode: str = "max", progress: str = "auto",
-                      report: bool = True, prefix: str = "") -> list[Callback]:
-    """The default callbacks: checkpoints (last + best), RNG state, progress, report."""
-    ckdir = Path(run_dir) / "checkpoints"
+class DataHandover(Callback):
+    """Hand the training data's ``data_info()`` to the module's ``receive_data`` once, when ``fit``
+    sets up (after the DataModule's ``setup``, before the optimisers are built).
+
+    The one place where what a model needs from its data (training-set size, class counts, input
+    size) crosses over; modules do not read ``trainer.datamodule``.
+    """
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = trainer.datamodule
+        info = getattr(dm, "data_info", None)
+        receive = getattr(pl_module, "receive_data", None)
+        if callable(info) and callable(receive):
+            receive(info())
+
+
+def trainer_callbacks(run_dir: str | Path | RunFolder, monitor: str | None, mode: str = "max", progress: str = "auto",
+                      report: bool = True, prefix: str = "", stage: str = "fit") -> list[Callback]:
+    """The default callbacks of a stage.
+
+    ``fit``: best (on ``monitor``) and last checkpoints, RNG state in checkpoints, data hand-over,
+    progress, report. Evaluations: progress and report.
+    """
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(Path(run_dir), stage, Path(run_dir))
     cbs: list[Callback] = []
-    if monitor:
-        cbs.append(ModelCheckpoint(dirpath=ckdir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                                   auto_insert_metric_name=False, enable_version_counter=False))
-    # last.ckpt after every epoch, on its own: Lightning's save_last only refreshes "last" when a
-    # top-k checkpoint was written, which would leave a stale file to resume from.
-    cbs += [
-        ModelCheckpoint(dirpath=ckdir, filename="last", monitor=None, save_top_k=1, auto_insert_metric_name=False,
-                        enable_version_counter=False),
-        RNGStateCallback(),
-    ]
+    if folder.stage == "fit":
+        if monitor:
+            cbs.append(ModelCheckpoint(dirpath=folder.checkpoints, filename="best", monitor=monitor, mode=mode,
+                                       save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False))
+        # last.ckpt after every epoch, on its own: Lightning's save_last only refreshes "last" when a
+        # top-k checkpoint was written, which would leave a stale file to resume from.
+        cbs += [
+            ModelCheckpoint(dirpath=folder.checkpoints, filename="last", monitor=None, save_top_k=1,
+                            auto_insert_metric_name=False, enable_version_counter=False),
+            RNGStateCallback(),
+            DataHandover(),
+        ]
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "line"
     if progress == "rich":
         cbs.append(RichProgressBar())
-    elif progress == "line":
+    elif progress == "line" and folder.stage == "fit":
         cbs.append(EpochLine(prefix))
-    if report:
-        cbs.append(ReportCallback())
+    if report and folder.stage != "predict":
+        cbs.append(ReportCallback(folder.root, folder.records))
     return cbs
 
 
-def make_trainer(run_dir: str | Path, max_epochs: int = 10, monitor: str | None = None, mode: str = "max",
+def run_loggers(folder: RunFolder) -> list[Logger]:
+    """CSV (``records/metrics.csv``) and TensorBoard (``records/tb``) loggers."""
+    return [CSVLogger(save_dir=str(folder.records), name="", version=""),
+            TensorBoardLogger(save_dir=str(folder.records), name="tb", version="", default_hp_metric=False)]
+
+
+def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[str, str] | None = None,
+                      progress: str = "auto", prefix: str = "", report: bool = True,
+                      callbacks: Sequence[Callback] = (), plugins: Any = None, logger: Any = None) -> dict[str, Any]:
+    """``Trainer`` arguments of a run folder: loggers, callbacks, checkpoint I/O, progress display.
+
+    Args:
+        folder: from :func:`open_run_folder`.
+        model: the module (its ``monitor`` selects ``best.ckpt``; its ``prediction_writer`` writes
+            ``predict`` results into ``folder.records``).
+        monitor: ``(metric, mode)`` for ``best.ckpt`` instead of the model's.
+        progress: ``"rich"``, ``"line"`` (one line per epoch), ``"none"`` or ``"auto"``.
+        prefix: text before each epoch line.
+        report: write the stage's part of ``report.html``.
+        callbacks: extra callbacks (after medlearn's).
+        plugins: the user's plugins (an ``AtomicCheckpointIO`` is added unless one is a checkpoint IO).
+        logger: the user's logger setting (``None`` / ``True``: medlearn's loggers; ``False``: none).
+    """
+    folder.records.mkdir(parents=True, exist_ok=True)
+    if progress == "auto":
+        progress = "rich" if sys.stdout.isatty() else "line"
+    metric, mode = monitor or getattr(model, "monitor", None) or (None, "max")
+    cbs = trainer_callbacks(folder, metric, mode, progress, report, prefix) + list(callbacks)
+    if folder.stage == "predict" and model is not None:
+        writer = getattr(model, "prediction_writer", None)
+        if callable(writer):
+            cbs.append(writer(folder.records))
+        else:
+            from medlearn.engine.predict import CSVPredictionWriter
+
+            cbs.append(CSVPredictionWriter(folder.records))
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
+    if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return {
+        "default_root_dir": str(folder.root),
+        "logger": run_loggers(folder) if logger in (None, True) else logger,
+        "callbacks": cbs,
+        "plugins": plugins,
+        "enable_progress_bar": progress == "rich",
+    }
+
+
+def make_trainer(run_dir: str | Path | RunFolder, max_epochs: int = 10, monitor: str | None = None, mode: str = "max",
                  progress: str = "auto", report: bool = True, callbacks: list[Callback] | None = None,
-                 prefix: str = "", **trainer_kwargs: Any) -> Trainer:
+                 prefix: str = "", model: Any = None, **trainer_kwargs: Any) -> Trainer:
     """A ``Trainer`` with medlearn's defaults writing into ``run_dir``.
 
     Args:
-        run_dir: the run folder (created).
+        run_dir: the run folder (created), or a :class:`RunFolder` from :func:`open_run_folder`.
         max_epochs: epochs.
-        monitor: metric for ``best.ckpt`` (``None``: only ``last.ckpt``).
+        monitor: metric for ``best.ckpt`` (``None``: the ``model``'s, else only ``last.ckpt``).
         mode: ``"max"`` or ``"min"`` for ``monitor``.
         progress: ``"rich"``, ``"line"`` (one line per epoch), ``"none"`` or ``"auto"``.
-        report: write ``report.html`` at the end of fit.
+        report: write ``report.html`` at the end of each stage.
         callbacks: extra callbacks.
         prefix: text before each epoch line.
+        model: the module to be trained (its monitor and prediction writer are used).
         **trainer_kwargs: any other ``Trainer`` argument (``accelerator``, ``devices``, ``strategy``,
             ``precision``, ``deterministic``, ``limit_train_batches`` ...).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loggers = [CSVLogger(save_dir=str(run_dir), name="", version=""),
-               TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)]
-    cbs = trainer_callbacks(run_dir, monitor, mode, progress, report, prefix) + list(callbacks or [])
-    kwargs: dict[str, Any] = dict(
-        default_root_dir=str(run_dir), max_epochs=max_epochs, logger=loggers, callbacks=cbs,
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=progress in ("rich", "auto") and sys.stdout.isatty(),
-        enable_model_summary=False, log_every_n_steps=10, num_sanity_val_steps=0,
-    )
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(Path(run_dir), "fit", Path(run_dir))
+    args = trainer_arguments(folder, model, monitor=(monitor, mode) if monitor else None, progress=progress,
+                             prefix=prefix, report=report,
+                             callbacks=callbacks or (), plugins=trainer_kwargs.pop("plugins", None),
+                             logger=trainer_kwargs.pop("logger", None))
+    kwargs: dict[str, Any] = {**TRAINER_DEFAULTS, "max_epochs": max_epochs, **args}
     kwargs.update(trainer_kwargs)
     if kwargs.get("accelerator") is None:
         kwargs.pop("accelerator", None)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medlearn.engine.distributed import gather_cat
+from medlearn.nn.distributed import gather_cat
 
 __all__ = ["MomentumQueue", "info_nce", "InfoNCELoss", "NCEQueueLoss", "contrast_logits"]
 

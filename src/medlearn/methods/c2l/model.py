@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medlearn.engine.distributed import broadcast_, gather_cat, rank, world_size
+from medlearn.nn.distributed import broadcast_, gather_cat, rank, world_size
 from medlearn.nn import build_backbone
 
 __all__ = ["C2LEncoder", "shuffled_forward"]
