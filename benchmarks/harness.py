@@ -519,23 +519,11 @@ def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def update_section(path: str | Path, key: str, body: str, intro: str = DOC_INTRO) -> Path:
-    """Put ``body`` between ``<!-- key:start -->`` and ``<!-- key:end -->`` in ``path``.
+    """Put ``body`` between ``<!-- key:start -->`` and ``<!-- key:end -->`` in ``path`` (created with
+    ``intro``): medlearn's one markdown section writer, :func:`medlearn.engine.experiment.write_section`."""
+    from medlearn.engine.experiment import write_section
 
-    The file is created with ``intro`` if absent; a missing section is appended; the rest of the
-    file is left as it is.
-    """
-    path = Path(path)
-    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    text = path.read_text(encoding="utf-8") if path.exists() else intro.rstrip() + "\n"
-    i, j = text.find(start), text.find(end)
-    if i >= 0 and j > i:
-        text = text[:i] + block + text[j + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_section(path, key, body, intro)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -59,8 +59,8 @@ def test_evaluation_maps_predictions_back_to_the_original_scan(age, monkeypatch)
         return gaussian_heatmap(torch.nan_to_num(truth), (32, 32), 1.5).double()
 
     monkeypatch.setattr(model, "forward", perfect)
-    model._eval_step(batch, "val")
-    res = model._metrics["val"].compute()
+    model.evaluation_step(batch, 0, "val")
+    res = model.pop_stage_state("val").compute()
     assert res.n == int(batch["has_point"].sum()) > 0
     assert res.aed < 2e-3 and res.within[3.0] == 1.0
 
@@ -74,8 +74,8 @@ def test_classifier_binary_metrics_and_class_weights(age):
     logits = model(model._prep(batch["image"], False))
     want = F.cross_entropy(logits, batch["label"], weight=torch.tensor([1.0, 3.0]))
     assert float(model._loss(logits, batch["label"])) == pytest.approx(float(want))
-    model._eval_step(batch, "val")
-    m = model._binary["val"].compute()
+    model.evaluation_step(batch, 0, "val")
+    m = model.pop_stage_state("val")["binary"].compute()
     assert m.n_positive == int((batch["label"] == 1).sum())
     with pytest.raises(ValueError, match="multi-class"):
         ImageClassifier(num_classes=2, multilabel=True, positive_class=1)

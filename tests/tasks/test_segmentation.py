@@ -1,4 +1,4 @@
-"""BackboneUNet and VolumeSegmenter: shapes, gradients, pretrained encoders, labels, Dice, inference, a fit."""
+"""BackboneUNet and Segmenter: shapes, gradients, pretrained encoders, labels, Dice, inference, a fit."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from medlearn.engine.checkpoint import CheckpointError, load_pretrained
 from medlearn.engine.config import load_config
 from medlearn.engine.run import fit_from_config
 from medlearn.methods.rubik.module import Rubik
+from medlearn.metrics.segmentation import (
+    BRATS,
+    RegionSet,
+    SegmentationMetrics,
+    classes_to_labels,
+    labels_to_classes,
+)
 from medlearn.nn import Backbone
 from medlearn.nn.unet import BackboneUNet, encoder_stages
 from medlearn.registry import config_dir
 from medlearn.synth.brats import write_brats
-from medlearn.tasks.segmentation import (
-    RandomPatch,
-    RegionDice,
-    VolumeSegmenter,
-    classes_to_labels,
-    labels_to_classes,
-    random_patch,
-)
+from medlearn.tasks.segmentation import RandomPatch, Segmenter, random_patch
 
 # ------------------------------------------------------------------------------------ the U-Net
 
@@ -76,7 +76,9 @@ def rubik_ckpt(tmp_path_factory):
             if "running" in name:
                 buf.add_(torch.rand_like(buf))
     path = tmp_path_factory.mktemp("rubik") / "rubik.ckpt"
-    torch.save({"state_dict": rubik.state_dict()}, path)
+    ckpt = {"state_dict": rubik.state_dict()}
+    rubik.on_save_checkpoint(ckpt)  # what Lightning adds: the module and the encoder it declares
+    torch.save(ckpt, path)
     return path, {k: v.clone() for k, v in rubik.state_dict().items() if k.startswith("octad.encoder.")}
 
 
@@ -95,7 +97,7 @@ def test_load_rubik_encoder_into_unet(rubik_ckpt):
 
 def test_segmenter_pretrained_auto_prefix(rubik_ckpt):
     path, enc = rubik_ckpt
-    model = VolumeSegmenter(backbone="smallcnn", in_channels=4, pretrained=str(path))
+    model = Segmenter(backbone="smallcnn", in_channels=4, pretrained=str(path))
     assert "octad.encoder." in model.load_report
     sd = model.state_dict()
     for k, v in enc.items():
@@ -103,7 +105,7 @@ def test_segmenter_pretrained_auto_prefix(rubik_ckpt):
 
 
 def test_freeze_encoder_epochs():
-    model = VolumeSegmenter(backbone="smallcnn", in_channels=1, freeze_encoder_epochs=2)
+    model = Segmenter(backbone="smallcnn", in_channels=1, freeze_encoder_epochs=2)
     model.train()
     assert not any(p.requires_grad for p in model.net.backbone.parameters())
     assert not model.net.backbone.training and model.net.decoder.training
@@ -137,25 +139,29 @@ def _naive_regions(lab: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"WT": (lab == 1) | (lab == 2) | (lab == 4), "TC": (lab == 1) | (lab == 4), "ET": lab == 4}
 
 
+def _dice(m: SegmentationMetrics) -> dict[str, float]:
+    return {k.removeprefix("dice/"): v for k, v in m.compute().items() if k.startswith("dice/")}
+
+
 def test_dice_hand_worked_case():
     # one case, 1 x 4 x 4 x 1: ground truth ET 2 voxels, core 1, oedema 3
     true = torch.zeros(1, 1, 4, 4, 1, dtype=torch.long)
     true[0, 0, 0, :2, 0] = 4
     true[0, 0, 1, 0, 0] = 1
     true[0, 0, 2, :3, 0] = 2
-    m = RegionDice(["WT", "TC", "ET"], "brats", [0, 1, 2, 4])
+    m = SegmentationMetrics(BRATS)
     m.update(true.clone(), true)
-    assert m.compute() == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert _dice(m) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
     m.reset()
     m.update(torch.zeros_like(true), true)
-    assert m.compute() == {"WT": 0.0, "TC": 0.0, "ET": 0.0}
+    assert _dice(m) == {"WT": 0.0, "TC": 0.0, "ET": 0.0}
     m.reset()
     # by hand: prediction = everything tumour labelled oedema, plus one false-positive voxel
     pred = torch.where(true > 0, 2, 0)
     pred[0, 0, 3, 3, 0] = 2
     # WT: |P|=7, |T|=6, overlap 6 -> 12/13; TC: |P|=0, |T|=3 -> 0; ET: |P|=0, |T|=2 -> 0
     m.update(pred, true)
-    got = m.compute()
+    got = _dice(m)
     assert got["WT"] == pytest.approx(12 / 13) and got["TC"] == 0.0 and got["ET"] == 0.0
 
 
@@ -167,17 +173,17 @@ def test_dice_matches_naive_over_cases():
     pred[2] = 0  # an empty prediction
     true[1][true[1] == 4] = 2  # a case without enhancing tumour (ET empty)
     pred[1][pred[1] == 4] = 1
-    m = RegionDice(["WT", "TC", "ET"], "brats", [0, 1, 2, 4])
+    m = SegmentationMetrics(BRATS)
     m.update(pred[:2], true[:2])  # accumulated over two batches
     m.update(pred[2:], true[2:])
-    got = m.compute()
+    got = _dice(m)
     for r in ("WT", "TC", "ET"):
         naive = [_naive_dice(_naive_regions(pred[i])[r], _naive_regions(true[i])[r]) for i in range(3)]
         assert got[r] == pytest.approx(sum(naive) / 3, abs=1e-6), r
     assert _naive_dice(_naive_regions(pred[1])["ET"], _naive_regions(true[1])["ET"]) == 1.0  # both empty
-    lab = RegionDice(["c1", "c2", "c4"], "labels", [0, 1, 2, 4])
+    lab = SegmentationMetrics(RegionSet.per_label([0, 1, 2, 4], ["bg", "c1", "c2", "c4"]))
     lab.update(pred, true)
-    got = lab.compute()
+    got = _dice(lab)
     for name, v in zip(["c1", "c2", "c4"], [1, 2, 4]):
         naive = [_naive_dice(pred[i] == v, true[i] == v) for i in range(3)]
         assert got[name] == pytest.approx(sum(naive) / 3, abs=1e-6), name
@@ -188,8 +194,8 @@ def test_dice_matches_naive_over_cases():
 
 def test_sliding_window_equals_whole_volume():
     torch.manual_seed(0)
-    whole = VolumeSegmenter(backbone="smallcnn", in_channels=4)
-    sw = VolumeSegmenter(backbone="smallcnn", in_channels=4, roi_size=(16, 16, 16), sw_batch_size=2)
+    whole = Segmenter(backbone="smallcnn", in_channels=4)
+    sw = Segmenter(backbone="smallcnn", in_channels=4, roi_size=(16, 16, 16), sw_batch_size=2)
     sw.load_state_dict(whole.state_dict())
     whole.eval()
     sw.eval()
@@ -239,7 +245,7 @@ def test_fit_from_config_and_reload(tmp_path):
     assert "val/dice_mean" in metrics.columns and metrics["val/dice_mean"].notna().sum() == 2
     assert (tmp_path / "run" / "figures" / "test_dice_per_region.png").is_file()
     assert (tmp_path / "run" / "figures" / "test_example_slice.png").is_file()
-    loaded = VolumeSegmenter.load_from_checkpoint(res.best_ckpt, map_location="cpu", weights_only=True)
+    loaded = Segmenter.load_from_checkpoint(res.best_ckpt, map_location="cpu", weights_only=True)
     model = res.model  # after test: the best checkpoint's weights
     model.eval()
     loaded.eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medlearn.tasks.classification import ImageClassifier
 from medlearn.tasks.probe import Features, ProbeResult, extract_features, linear_probe
-from medlearn.tasks.segmentation import RandomPatch, VolumeSegmenter, random_patch
+from medlearn.tasks.segmentation import RandomPatch, Segmenter, random_patch
 
 __all__ = ["ImageClassifier", "Features", "ProbeResult", "extract_features", "linear_probe", "RandomPatch",
-           "VolumeSegmenter", "random_patch"]
+           "Segmenter", "random_patch"]

@@ -7,8 +7,9 @@ BCE, per-class ROC-AUC, ChestX-ray14 style) or multi-class (softmax + CE, accura
 ``positive_class`` a multi-class head is also scored as a binary detector of that class (AUC,
 sensitivity, specificity: AS-OCT angle closure, screening tasks).
 
-Pretrained weights come in through :func:`medlearn.engine.checkpoint.load_pretrained`, which maps key
-prefixes (``student.backbone.`` of a C2L checkpoint -> ``backbone.``) and refuses partial loads.
+Pretrained weights come in through :func:`medlearn.engine.checkpoint.load_encoder`: the checkpoint
+declares where its encoder is (``student.backbone.`` in a C2L checkpoint), the keys are mapped to
+``backbone.`` and a partial load is refused.
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import nn
 
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
-from medlearn.engine.checkpoint import PRETRAINED_PREFIXES, load_encoder
+from medlearn.engine.checkpoint import load_encoder
+from medlearn.engine.module import MethodModule
 from medlearn.engine.report import Section, save_figure
 from medlearn.metrics import BinaryMetric, MultiLabelAUC
 from medlearn.nn import build_backbone
-from medlearn.optim import build_scheduler
 
-__all__ = ["ImageClassifier", "PRETRAINED_PREFIXES"]
+__all__ = ["ImageClassifier"]
+
+#: network input side of 2D models built on their own (configs link it to the data's ``image_size``)
+DEFAULT_IMAGE_SIZE = 224
 
 
-class ImageClassifier(LightningModule):
+class ImageClassifier(MethodModule):
     """Backbone + linear head, optionally initialised from a pretraining checkpoint.
 
     Args:
@@ -44,13 +47,15 @@ class ImageClassifier(LightningModule):
         multilabel: sigmoid/BCE with per-class AUC (``True``) or softmax/CE with accuracy and
             one-vs-rest per-class AUC.
         pretrained: checkpoint to initialise the backbone from (``None``: random init, "scratch").
-        pretrained_prefix: the backbone's key prefix in that checkpoint, or ``"auto"``.
+        pretrained_prefix: the backbone's key prefix in that checkpoint, or ``"auto"`` (the prefix
+            the checkpoint declares).
         freeze_backbone: linear probe: backbone frozen (BatchNorm statistics too), head trained.
         optimizer: ``"adam"`` or ``"sgd"``.
         lr: learning rate.
         weight_decay: weight decay.
         schedule: ``"cosine"``, ``"step"`` or ``"constant"``.
-        image_size: network input side (2D).
+        image_size: network input side (2D); ``None``: the data's ``image_size`` in a config (the run
+            builder links them), 224 for a model built on its own.
         crop_scale: training random-resized-crop area range (light augmentation).
         rotation: training rotation, degrees.
         hflip: training horizontal flip probability (volumes: left-right flip).
@@ -67,6 +72,8 @@ class ImageClassifier(LightningModule):
             score, positive at ``>= threshold``), and select ``best.ckpt`` on ``val/auc``.
         threshold: decision threshold of those binary rates.
     """
+
+    encoder_prefix = "backbone."
 
     @property
     def monitor(self) -> tuple[str, str]:
@@ -90,7 +97,7 @@ class ImageClassifier(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         schedule: str = "cosine",
-        image_size: int = 224,
+        image_size: int | None = None,
         crop_scale: tuple[float, float] = (0.7, 1.0),
         rotation: float = 5.0,
         hflip: float = 0.5,
@@ -114,7 +121,9 @@ class ImageClassifier(LightningModule):
             raise ValueError(f"positive_class must be in [0, {num_classes}), got {positive_class}")
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
         self.save_hyperparameters()
+        self.hparams.image_size = image_size
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.backbone = build_backbone(backbone, spatial_dims, in_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -132,9 +141,6 @@ class ImageClassifier(LightningModule):
         if freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
-        self._metrics: dict[str, MultiLabelAUC] = {}
-        self._binary: dict[str, BinaryMetric] = {}
-        self.results: dict[str, dict[str, float]] = {}
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
 
@@ -177,51 +183,36 @@ class ImageClassifier(LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         x, y = batch["image"], batch["label"]
         logits = self(self._prep(x, False))
         self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        auc = self.stage_state(stage, lambda: {"auc": MultiLabelAUC(self.class_names), "binary": None})
         if self.hparams.multilabel:
-            self._metrics.setdefault(stage, MultiLabelAUC(self.class_names)).update(torch.sigmoid(logits), y)
+            auc["auc"].update(torch.sigmoid(logits), y)
         else:
             acc = (logits.argmax(1) == y.long().view(-1)).float().mean()
             self.log(f"{stage}/acc", acc, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
             # one-vs-rest ROC-AUC per class, macro mean
             onehot = F.one_hot(y.long().view(-1), self.hparams.num_classes).float()
             probs = torch.softmax(logits.float(), 1)
-            self._metrics.setdefault(stage, MultiLabelAUC(self.class_names)).update(probs, onehot)
+            auc["auc"].update(probs, onehot)
             k = self.hparams.positive_class
             if k is not None:
-                self._binary.setdefault(stage, BinaryMetric(self.hparams.threshold)).update(probs[:, k], onehot[:, k])
+                if auc["binary"] is None:
+                    auc["binary"] = BinaryMetric(self.hparams.threshold)
+                auc["binary"].update(probs[:, k], onehot[:, k])
 
-    def _eval_end(self, stage: str) -> None:
-        m = self._metrics.pop(stage, None)
-        if m is None:
-            return
-        res = m.compute()
-        self.log(f"{stage}/auc_mean", res.mean, sync_dist=False)
-        for name, v in res.per_class.items():
-            if not np.isnan(v):
-                self.log(f"{stage}/auc/{name}", v, sync_dist=False)
-        self.results[stage] = {"auc_mean": res.mean, **{f"auc/{k}": v for k, v in res.per_class.items()}}
-        binary = self._binary.pop(stage, None)
-        if binary is not None:
-            rates = {k: v for k, v in binary.compute().as_dict().items() if k != "accuracy"}  # acc is logged
-            for name, v in rates.items():
-                self.log(f"{stage}/{name}", v, sync_dist=False)
-            self.results[stage].update(rates)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+    def evaluation_end(self, stage: str) -> dict[str, Any] | None:
+        """Mean and per-class ROC-AUC (+ the positive class's sensitivity / specificity)."""
+        state = self.pop_stage_state(stage)
+        if state is None:
+            return None
+        res = state["auc"].compute()
+        record: dict[str, Any] = {"auc_mean": res.mean, **{f"auc/{k}": v for k, v in res.per_class.items()}}
+        if state["binary"] is not None:  # accuracy is logged per batch already
+            record.update({k: v for k, v in state["binary"].compute().as_dict().items() if k != "accuracy"})
+        return record
 
     @torch.no_grad()
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -233,20 +224,10 @@ class ImageClassifier(LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         return {"name": batch.get("name"), "probs": self.predict_probs(batch["image"]).cpu()}
 
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        if h.optimizer == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=h.lr, momentum=0.9, weight_decay=h.weight_decay)
-        sched = build_scheduler(opt, h.schedule, self.trainer.max_epochs, [int(self.trainer.max_epochs * 0.7)])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    def report_sections(self, run_dir: Path) -> list[Section]:
-        """Per-class AUC bars for the last evaluated split."""
-        stage = "test" if "test" in self.results else "val" if "val" in self.results else None
-        if stage is None:
+    def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
+        """Per-class AUC bars of the evaluated split (validation at the end of ``fit``)."""
+        stage = "val" if stage in ("fit", "validate") else stage
+        if stage not in self.results:
             return []
         import matplotlib.pyplot as plt
 

@@ -1,29 +1,27 @@
-"""Volume segmentation with a U-Net on a (pretrained) factory encoder; Dice per BraTS region.
+"""Segmentation in 2D and 3D with a U-Net on a (pretrained) factory encoder; metrics per region.
 
-The downstream task that judges a self-supervised 3D encoder (Rubik's cube, Zhuang et al., MICCAI
-2019) on dense prediction: a U-Net (Ronneberger et al., MICCAI 2015; 3D U-Net: Çiçek et al., MICCAI
-2016) whose encoder is the factory backbone (:class:`medlearn.nn.unet.BackboneUNet`), initialised
-from a pretraining checkpoint through :func:`medlearn.engine.checkpoint.load_pretrained` (the
-``octad.encoder.`` keys of a Rubik checkpoint -> ``net.backbone.``; refuses partial loads).
+:class:`Segmenter` is the dense-prediction task several methods share: a U-Net (Ronneberger et al.,
+MICCAI 2015; 3D U-Net: Çiçek et al., MICCAI 2016) whose encoder is the factory backbone
+(:class:`medlearn.nn.unet.BackboneUNet`), for images (``spatial_dims=2``) and volumes (``3``). The
+encoder may come from a pretraining checkpoint (a Rubik's cube encoder judged on dense
+prediction): :func:`medlearn.engine.checkpoint.load_encoder` finds the encoder the checkpoint
+declares and refuses partial loads.
 
 Labels: the stored label values (BraTS: 0 background, 1 necrotic / non-enhancing core, 2 oedema,
-4 enhancing tumour) are mapped to class indices ``0..num_classes-1`` by their position in
-``label_values``; the network predicts the classes (softmax), the loss is MONAI's ``DiceCELoss``.
+4 enhancing tumour; fundus masks: 0 / 1 rim / 2 cup) are mapped to class indices
+``0..num_classes-1`` by their position in ``label_values``; the network predicts the classes
+(softmax), the loss is MONAI's ``DiceCELoss``.
 
-Evaluation: BraTS scores the nested regions, not the labels (Menze et al., "The Multimodal Brain
-Tumor Image Segmentation Benchmark (BRATS)", IEEE TMI 2015): whole tumour WT = {1, 2, 4}, tumour
-core TC = {1, 4}, enhancing tumour ET = {4} (:func:`medlearn.data.volumes.brats_regions`). Dice
-per region is MONAI's ``DiceMetric`` accumulated over the epoch (per-case Dice, averaged over
-cases; DDP-gathered). A case whose ground truth region is empty scores 1 if the prediction is
-empty too, else 0 (the BraTS challenge convention; MONAI ``ignore_empty=False``). ``regions=
-"labels"`` reports Dice per label instead (any label set). Validation and test run on whole
-volumes, or with MONAI's sliding-window inference (``roi_size``, overlap 0.25) for volumes larger
+Evaluation scores the regions of a :class:`~medlearn.metrics.segmentation.RegionSet`, given as data
+(``regions: brats`` = WT / TC / ET; ``regions: disc_cup``; ``regions: labels`` = one per label; or a
+``{name: [values]}`` mapping): Dice per region every validation epoch, plus HD95 and mean surface
+distance at test time (:class:`~medlearn.metrics.segmentation.SegmentationMetrics`). Validation and
+test run on whole images, or with MONAI's sliding-window inference (``roi_size``) for inputs larger
 than the training patches.
 
-Patch training: :func:`random_patch` builds a ``train_transform`` for
-:class:`medlearn.data.volumes.VolumeDataModule` that crops one random patch per volume and epoch,
-centred on tumour with probability ``pos_ratio`` (MONAI ``RandCropByPosNegLabeld``).
-From a YAML config (``medlearn fit``, LightningCLI / jsonargparse)::
+Patch training: :class:`RandomPatch` is a ``train_transform`` for the DataModules that crops one
+random patch per item and epoch, centred on foreground with probability ``pos_ratio`` (MONAI
+``RandCropByPosNegLabeld``). From a YAML config (``medlearn fit``, LightningCLI / jsonargparse)::
 
     data:
       class_path: medlearn.data.volumes.VolumeDataModule
@@ -31,129 +29,33 @@ From a YAML config (``medlearn fit``, LightningCLI / jsonargparse)::
         train_transform:
           class_path: medlearn.tasks.segmentation.RandomPatch
           init_args: {size: [128, 128, 128], pos_ratio: 0.5}
-
-(:func:`medlearn.engine.config.instantiate_class`, used by the recipes, does not build nested
-``class_path`` values; there, pass ``train_transform=random_patch(...)`` in Python.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
 from monai.transforms import Compose, EnsureTyped, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
 
-from medlearn.data.volumes import BRATS_LABEL_NAMES, BRATS_LABELS, BRATS_REGIONS, brats_regions
-from medlearn.engine.checkpoint import PRETRAINED_PREFIXES, load_encoder
+from medlearn.engine.checkpoint import load_encoder
+from medlearn.engine.module import MethodModule
 from medlearn.engine.report import Section, save_figure
+from medlearn.metrics.segmentation import (
+    BRATS,
+    RegionSet,
+    SegmentationMetrics,
+    classes_to_labels,
+    labels_to_classes,
+    region_set,
+)
 from medlearn.nn.unet import BackboneUNet
-from medlearn.optim import build_scheduler
 
-__all__ = ["RandomPatch", "RegionDice", "SEGMENTER_PREFIXES", "VolumeSegmenter", "classes_to_labels",
-           "labels_to_classes", "random_patch", "region_masks"]
-
-#: Encoder prefixes tried for ``pretrained_prefix="auto"``: the classifier's, then a segmenter's own.
-SEGMENTER_PREFIXES: tuple[str, ...] = PRETRAINED_PREFIXES
-
-
-# ------------------------------------------------------------------------------ label helpers
-
-
-def labels_to_classes(seg: torch.Tensor, label_values: Sequence[int]) -> torch.Tensor:
-    """Stored label values -> class indices (the position of each value in ``label_values``).
-
-    Args:
-        seg: integer label map, any shape (e.g. ``(B, 1, D, H, W)`` with BraTS values 0/1/2/4).
-        label_values: the label values in class order (``[0, 1, 2, 4]`` -> classes 0..3).
-
-    Returns:
-        ``int64`` class indices, same shape.
-
-    Raises:
-        ValueError: ``seg`` holds a value not in ``label_values``.
-    """
-    values = torch.as_tensor(list(label_values), dtype=torch.long, device=seg.device)
-    lut = torch.full((int(values.max()) + 1,), -1, dtype=torch.long, device=seg.device)
-    lut[values] = torch.arange(len(values), device=seg.device)
-    s = seg.long()
-    outside = (s < 0) | (s >= lut.numel())
-    out = lut[s.clamp(0, lut.numel() - 1)]
-    bad = outside | (out < 0)
-    if bool(bad.any()):
-        found = sorted(int(v) for v in torch.unique(s[bad]).tolist())[:10]
-        raise ValueError(f"label values {found} are not in label_values {list(label_values)}")
-    return out
-
-
-def classes_to_labels(classes: torch.Tensor, label_values: Sequence[int]) -> torch.Tensor:
-    """Class indices -> stored label values (inverse of :func:`labels_to_classes`)."""
-    return torch.as_tensor(list(label_values), dtype=torch.long, device=classes.device)[classes.long()]
-
-
-def region_masks(labels: torch.Tensor, regions: str, label_values: Sequence[int]) -> torch.Tensor:
-    """Evaluated regions as channels, with a background channel first.
-
-    Args:
-        labels: ``(B, 1, ...)`` stored label values.
-        regions: ``"brats"`` (channels background, WT, TC, ET; Menze et al. 2015) or ``"labels"``
-            (one-hot of the classes of ``label_values``, background = class 0).
-        label_values: the label values in class order.
-
-    Returns:
-        ``(B, 1 + R, ...)`` float32 masks (``DiceMetric(include_background=False)`` drops channel 0).
-    """
-    if regions == "brats":
-        r = brats_regions(labels)
-        return torch.cat([1.0 - r[:, :1], r], dim=1)
-    if regions == "labels":
-        classes = labels_to_classes(labels, label_values)[:, 0]
-        return F.one_hot(classes, len(label_values)).movedim(-1, 1).to(torch.float32)
-    raise ValueError(f"regions must be 'brats' or 'labels', got {regions!r}")
-
-
-class RegionDice:
-    """Per-region Dice over an epoch: MONAI ``DiceMetric`` on :func:`region_masks`.
-
-    ``update`` takes predicted and true *label values* ``(B, 1, ...)``; ``compute`` returns
-    ``{region: mean Dice over cases}`` (NaN-free: an empty ground-truth region scores 1 when the
-    prediction is empty, else 0, as BraTS scores it). DDP: MONAI gathers the per-case values of
-    every process in ``aggregate``.
-
-    Args:
-        names: region names (the channels after the background).
-        regions: ``"brats"`` or ``"labels"``.
-        label_values: the label values in class order.
-    """
-
-    def __init__(self, names: Sequence[str], regions: str, label_values: Sequence[int]) -> None:
-        self.names = list(names)
-        self.regions = regions
-        self.label_values = list(label_values)
-        self.metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=False)
-        self.count = 0
-
-    def update(self, pred_labels: torch.Tensor, true_labels: torch.Tensor) -> None:
-        p = region_masks(pred_labels, self.regions, self.label_values)
-        t = region_masks(true_labels, self.regions, self.label_values)
-        self.metric(y_pred=p, y=t)
-        self.count += int(p.shape[0])
-
-    def compute(self) -> dict[str, float]:
-        vals = self.metric.aggregate()
-        assert isinstance(vals, torch.Tensor)
-        return {n: float(v) for n, v in zip(self.names, vals.float().cpu().tolist())}
-
-    def reset(self) -> None:
-        self.metric.reset()
-        self.count = 0
+__all__ = ["RandomPatch", "Segmenter", "random_patch"]
 
 
 # ------------------------------------------------------------------------------ patch sampling
@@ -225,45 +127,52 @@ def random_patch(size: tuple[int, ...], pos_ratio: float = 0.5) -> RandomPatch:
 # ---------------------------------------------------------------------------------- the module
 
 
-class VolumeSegmenter(LightningModule):
-    """U-Net segmentation of volumes (or images) on a factory encoder, optionally pretrained.
+class Segmenter(MethodModule):
+    """U-Net segmentation of images (2D) or volumes (3D) on a factory encoder, optionally pretrained.
 
     Args:
         backbone: encoder name (``smallcnn``, ``plaincnn``, ``resnet10..152``; see
             :mod:`medlearn.nn.unet`).
-        spatial_dims: 3 (volumes) or 2.
-        in_channels: image channels (BraTS: 4 contrasts).
+        spatial_dims: 2 (images) or 3 (volumes).
+        in_channels: image channels (BraTS: 4 contrasts; colour fundus: 3).
         num_classes: classes, background included (BraTS: 4).
-        label_values: the stored label value of each class, in class order (BraTS 0/1/2/4).
-        class_names: names of the classes (``regions="labels"``); default BraTS names for the BraTS
-            values, else ``label_<value>``.
-        regions: ``"brats"`` (Dice per WT / TC / ET; needs ``label_values`` 0/1/2/4) or
-            ``"labels"`` (Dice per non-background class).
+        label_values: the stored label value of each class, in class order, background first
+            (default BraTS 0/1/2/4).
+        class_names: names of the classes; default: the region set's label names where it has
+            them, else ``label_<value>``.
+        regions: what is scored: ``"brats"`` (WT / TC / ET), ``"disc_cup"`` (optic disc and cup),
+            ``"labels"`` (each non-background label) or a ``{name: [label values]}`` mapping.
         pretrained: checkpoint to initialise the encoder from (``None``: random init).
-        pretrained_prefix: the encoder's key prefix in it, or ``"auto"`` (tries
-            :data:`SEGMENTER_PREFIXES`: C2L, Rubik, classifier, segmenter checkpoints).
+        pretrained_prefix: the encoder's key prefix in it, or ``"auto"`` (the prefix the checkpoint
+            declares: C2L, Rubik, classifier and segmenter checkpoints all do).
         freeze_encoder_epochs: keep the encoder frozen (weights and BatchNorm statistics) for this
             many first epochs while the decoder warms up; then train everything. Under DDP use
             ``strategy=ddp_find_unused_parameters_true`` when this is > 0.
         decoder_channels: decoder widths, deepest first (default: symmetric U-Net).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        optimizer: ``"adam"`` (default), ``"adamw"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: weight decay.
         schedule: ``"cosine"``, ``"step"`` or ``"constant"`` (epoch-stepped).
         roi_size: sliding-window size for validation / test / predict (multiples of the encoder's
-            total stride); ``None``: whole volumes (sizes must be multiples of the total stride).
+            total stride); ``None``: whole images (sizes must be multiples of the total stride).
         sw_batch_size: windows per forward pass.
         sw_overlap: window overlap (0.25).
         sw_mode: window blending, ``"constant"`` or ``"gaussian"`` (MONAI).
-        background_value: image value used to pad windows beyond the volume (normalised background).
+        background_value: image value used to pad windows beyond the image (normalised background).
         flip_prob: training mirroring: each spatial axis of each sample flipped with this
             probability (image and mask together).
+        distance_metrics: when to compute HD95 and mean surface distance (in pixels / voxels):
+            ``"test"`` (default), ``"all"`` (validation too) or ``"none"``.
 
     Batches: ``{"image": (B, C, *spatial) float, "seg": (B, 1, *spatial) int}`` with stored label
-    values (:class:`~medlearn.data.volumes.VolumeDataModule` with ``task="segmentation"``).
-    ``predict`` returns ``{"name", "seg"}``: predicted label values ``(B, 1, *spatial)``.
-    ``load_from_checkpoint`` re-runs ``__init__``, which re-reads ``pretrained``; pass
-    ``pretrained=None`` when that file is no longer there (the checkpoint's weights win anyway).
+    values (:class:`~medlearn.data.volumes.VolumeDataModule` with ``task="segmentation"``, or the 2D
+    image + mask DataModule). ``predict`` returns ``{"name", "seg"}``: predicted label values
+    ``(B, 1, *spatial)``. ``load_from_checkpoint`` re-runs ``__init__``, which re-reads
+    ``pretrained``; pass ``pretrained=None`` when that file is no longer there (the checkpoint's
+    weights win anyway).
     """
+
+    encoder_prefix = "net.backbone."
 
     @property
     def monitor(self) -> tuple[str, str]:
@@ -278,11 +187,12 @@ class VolumeSegmenter(LightningModule):
         num_classes: int = 4,
         label_values: list[int] | None = None,
         class_names: list[str] | None = None,
-        regions: str = "brats",
+        regions: str | dict[str, list[int]] = "brats",
         pretrained: str | None = None,
         pretrained_prefix: str = "auto",
         freeze_encoder_epochs: int = 0,
         decoder_channels: tuple[int, ...] | None = None,
+        optimizer: str = "adam",
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         schedule: str = "cosine",
@@ -292,31 +202,34 @@ class VolumeSegmenter(LightningModule):
         sw_mode: str = "constant",
         background_value: float = -1.0,
         flip_prob: float = 0.0,
+        distance_metrics: str = "test",
     ) -> None:
         super().__init__()
         if label_values is None:
-            label_values = list(BRATS_LABELS)
+            label_values = [v for v, _ in BRATS.label_names]
         label_values = [int(v) for v in label_values]
         if len(label_values) != num_classes or len(set(label_values)) != num_classes or min(label_values) < 0:
             raise ValueError(f"label_values must be {num_classes} distinct non-negative values, got {label_values}")
-        if regions not in ("brats", "labels"):
-            raise ValueError(f"regions must be 'brats' or 'labels', got {regions!r}")
-        if regions == "brats" and sorted(label_values) != list(BRATS_LABELS):
-            raise ValueError(f"regions='brats' needs label_values {list(BRATS_LABELS)} (got {label_values}); "
-                             f"use regions='labels' for other label sets")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if roi_size is not None and len(roi_size) != spatial_dims:
             raise ValueError(f"roi_size needs {spatial_dims} values, got {roi_size!r}")
         if freeze_encoder_epochs < 0:
             raise ValueError(f"freeze_encoder_epochs must be >= 0, got {freeze_encoder_epochs}")
+        if distance_metrics not in ("test", "all", "none"):
+            raise ValueError(f"distance_metrics must be 'test', 'all' or 'none', got {distance_metrics!r}")
         self.save_hyperparameters()
         self.hparams.label_values = label_values
+        named = dict(region_set(regions, label_values).label_names) if isinstance(regions, str) and \
+            regions != "labels" else {}
         if class_names is None:
-            class_names = (list(BRATS_LABEL_NAMES) if label_values == list(BRATS_LABELS)
+            class_names = ([named[v] for v in label_values] if set(label_values) <= set(named)
                            else [f"label_{v}" for v in label_values])
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
         self.class_names = list(class_names)
-        self.region_names = list(BRATS_REGIONS) if regions == "brats" else self.class_names[1:]
+        self.regions: RegionSet = region_set(regions, label_values, self.class_names)
+        self.region_names = self.regions.names
         self.net = BackboneUNet(backbone, spatial_dims, in_channels, num_classes, decoder_channels)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.load_report: str | None = None
@@ -326,15 +239,13 @@ class VolumeSegmenter(LightningModule):
             self.load_encoder(pretrained, pretrained_prefix)
         self._encoder_frozen = False
         self._set_encoder_frozen(freeze_encoder_epochs > 0)
-        self._dice: dict[str, RegionDice] = {}
         self._example: dict[str, Any] | None = None
-        self.results: dict[str, dict[str, float]] = {}
 
     # --- weights ---
 
     def load_encoder(self, checkpoint: str | Path, prefix: str = "auto") -> str:
-        """Load the encoder from a pretraining checkpoint (see :func:`load_pretrained`)."""
-        self.load_report = load_encoder(self, checkpoint, "net.backbone.", prefix, SEGMENTER_PREFIXES)
+        """Load the encoder from a pretraining checkpoint (see :func:`load_encoder`)."""
+        self.load_report = load_encoder(self, checkpoint, "net.backbone.", prefix)
         return self.load_report
 
     def _set_encoder_frozen(self, frozen: bool) -> None:
@@ -346,7 +257,7 @@ class VolumeSegmenter(LightningModule):
         elif self.training:
             self.net.backbone.train()
 
-    def train(self, mode: bool = True) -> VolumeSegmenter:  # type: ignore[override]
+    def train(self, mode: bool = True) -> Segmenter:  # type: ignore[override]
         super().train(mode)
         if mode and getattr(self, "_encoder_frozen", False):
             self.net.backbone.eval()  # frozen encoder: BatchNorm statistics too
@@ -362,7 +273,7 @@ class VolumeSegmenter(LightningModule):
         return self.net(x)
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation logits: sliding-window (``roi_size``) or whole-volume."""
+        """Evaluation logits: sliding-window (``roi_size``) or whole-image."""
         h = self.hparams
         if h.roi_size is None:
             return self(x)
@@ -394,7 +305,7 @@ class VolumeSegmenter(LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 
-    def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         x, seg = batch["image"].float(), batch["seg"]
         seg = seg if seg.ndim == x.ndim else seg.unsqueeze(1)
         y = self._targets(seg)
@@ -402,16 +313,16 @@ class VolumeSegmenter(LightningModule):
         self.log(f"{stage}/loss", self.loss_fn(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         pred = classes_to_labels(logits.argmax(1, keepdim=True), self.hparams.label_values)
         true = classes_to_labels(y, self.hparams.label_values)  # canonical values
-        metric = self._dice.setdefault(stage, RegionDice(self.region_names, self.hparams.regions,
-                                                         self.hparams.label_values))
-        metric.update(pred, true)
+        mode = self.hparams.distance_metrics
+        distances = mode == "all" or (mode == "test" and stage == "test")
+        self.stage_state(stage, lambda: SegmentationMetrics(self.regions, distances=distances)).update(pred, true)
         # the report's example: the first case of this epoch's test run, else of the latest validation
         if batch_idx == 0 and (stage == "test" or self._example is None or self._example["stage"] != "test"):
             self._keep_example(x, true, pred, batch.get("name"), stage)
 
     def _keep_example(self, x: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, names: Any,
                       stage: str) -> None:
-        """The first case's axial slice (last axis) through the tumour centre, for the report."""
+        """The first case (3D: its axial slice, last axis, through the foreground centre), for the report."""
         img, gt, pr = x[0, 0].float().cpu().numpy(), true[0, 0].cpu().numpy(), pred[0, 0].cpu().numpy()
         if img.ndim == 3:
             fg = np.flatnonzero((gt > 0).any(axis=(0, 1)))
@@ -420,48 +331,27 @@ class VolumeSegmenter(LightningModule):
         name = names[0] if isinstance(names, (list, tuple)) and names else ""
         self._example = {"stage": stage, "image": img, "true": gt, "pred": pr, "name": str(name)}
 
-    def _eval_end(self, stage: str) -> None:
-        m = self._dice.pop(stage, None)
+    def evaluation_end(self, stage: str) -> dict[str, Any] | None:
+        """Dice per region and their mean (with distances: HD95 and mean surface distance too)."""
+        m: SegmentationMetrics | None = self.pop_stage_state(stage)
         if m is None or m.count == 0:
-            return
-        per = m.compute()
-        mean = float(np.mean(list(per.values())))
-        self.log(f"{stage}/dice_mean", mean, sync_dist=False)
-        for name, v in per.items():
-            self.log(f"{stage}/dice/{name}", v, sync_dist=False)
-        self.results[stage] = {"dice_mean": mean, **{f"dice/{k}": v for k, v in per.items()}}
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+            return None
+        values = m.compute()
+        dice = [values[f"dice/{n}"] for n in self.region_names]
+        return {"dice_mean": float(np.mean(dice)), **{f"dice/{n}": v for n, v in zip(self.region_names, dice)},
+                **{k: v for k, v in values.items() if not k.startswith("dice")}}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         logits = self.infer(batch["image"].float()).float()
         pred = classes_to_labels(logits.argmax(1, keepdim=True), self.hparams.label_values)
         return {"name": batch.get("name"), "seg": pred.cpu()}
 
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        # every parameter (a frozen encoder gets no gradient, so Adam skips it until it is unfrozen)
-        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-        epochs = int(self.trainer.max_epochs or 1)
-        sched = build_scheduler(opt, h.schedule, epochs, [int(epochs * 0.7)])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
     # --- report ---
 
-    def report_sections(self, run_dir: Path) -> list[Section]:
-        """A test (else validation) case's axial slice with ground truth and prediction; Dice bars."""
-        stage = "test" if "test" in self.results else "val" if "val" in self.results else None
-        if stage is None:
+    def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
+        """A case of the evaluated split (3D: an axial slice) with ground truth and prediction; Dice bars."""
+        stage = "val" if stage in ("fit", "validate") else stage
+        if stage not in self.results:
             return []
         import matplotlib.pyplot as plt
         from matplotlib.colors import ListedColormap
@@ -470,18 +360,21 @@ class VolumeSegmenter(LightningModule):
         r = self.results[stage]
         figures: list[Path] = []
         ex = self._example
-        if ex is not None:
+        if ex is not None and ex["stage"] == stage:
             values = list(self.hparams.label_values)
             lut = np.zeros(max(values) + 1, dtype=np.int64)
             lut[values] = np.arange(len(values))
             palette = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0"]
             cmap = ListedColormap([(0.0, 0.0, 0.0, 0.0)] + [palette[i % len(palette)] for i in range(len(values) - 1)])
+            volume = self.hparams.spatial_dims == 3
 
             def overlay(ax: Any, lab: np.ndarray | None, title: str) -> None:
-                ax.imshow(ex["image"].T, cmap="gray", origin="lower")
+                img = ex["image"].T if volume else ex["image"]
+                ax.imshow(img, cmap="gray", origin="lower" if volume else "upper")
                 if lab is not None:
-                    ax.imshow(np.ma.masked_equal(lut[lab], 0).T, cmap=cmap, vmin=0, vmax=len(values) - 1,
-                              alpha=0.55, origin="lower", interpolation="nearest")
+                    shown = np.ma.masked_equal(lut[lab], 0)
+                    ax.imshow(shown.T if volume else shown, cmap=cmap, vmin=0, vmax=len(values) - 1, alpha=0.55,
+                              origin="lower" if volume else "upper", interpolation="nearest")
                 ax.set_title(title)
                 ax.axis("off")
 
@@ -491,7 +384,7 @@ class VolumeSegmenter(LightningModule):
             overlay(axes[2], ex["pred"], "prediction")
             handles = [Patch(color=cmap(i), label=f"{values[i]} {self.class_names[i]}") for i in range(1, len(values))]
             fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
-            figures.append(save_figure(fig, Path(run_dir) / "figures" / f"{ex['stage']}_example_slice.png"))
+            figures.append(save_figure(fig, Path(run_dir) / "figures" / f"{stage}_example_slice.png"))
         names = list(self.region_names)
         vals = [r[f"dice/{n}"] for n in names]
         fig, ax = plt.subplots(figsize=(max(3.5, 0.8 * len(names) + 2), 3.2))
@@ -502,6 +395,9 @@ class VolumeSegmenter(LightningModule):
         figures.append(save_figure(fig, Path(run_dir) / "figures" / f"{stage}_dice_per_region.png"))
         text = (self.load_report or "encoder: random initialisation") + (
             f"; evaluation: sliding window {tuple(self.hparams.roi_size)}" if self.hparams.roi_size else
-            "; evaluation: whole volumes")
-        rows = [[n, r[f"dice/{n}"]] for n in names] + [["mean", r["dice_mean"]]]
-        return [Section(f"{stage} Dice", text, figures, table=(["region", "Dice"], rows))]
+            "; evaluation: whole images")
+        rows = [[n, r[f"dice/{n}"]] + ([r.get(f"hd95/{n}"), r.get(f"asd/{n}")] if "hd95_mean" in r else [])
+                for n in names]
+        rows.append(["mean", r["dice_mean"]] + ([r["hd95_mean"], r["asd_mean"]] if "hd95_mean" in r else []))
+        header = ["region", "Dice"] + (["HD95 (px)", "mean surface distance (px)"] if "hd95_mean" in r else [])
+        return [Section(f"{stage} segmentation", text, figures, table=(header, rows))]

@@ -17,5 +17,6 @@ register(MethodSpec(
     contract_configs=["demo_localize.yaml", "demo_classify.yaml"],
     write_contract_data=write_contract_data,
     demo=demo,
+    encoders={SpurLocalizer: "net.backbone."},
     reproduce=reproduce,
 ))

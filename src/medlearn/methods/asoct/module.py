@@ -22,21 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 
 from medlearn.data.augment import AugmentParams, ViewAugment, affine_points
 from medlearn.data.image_view import views_to_source
+from medlearn.engine.module import MethodModule
 from medlearn.engine.report import Section, save_figure
 from medlearn.losses.keypoint import KeypointRegistrationLoss
 from medlearn.methods.asoct.model import HEADS, build_localizer
-from medlearn.metrics.keypoints import KeypointDistance, KeypointResult
+from medlearn.metrics.keypoints import KeypointDistance
 from medlearn.nn.heatmaps import DECODERS, decode_heatmap
-from medlearn.optim import build_scheduler
 
 __all__ = ["ASOCTPredictor", "SpurLocalizer"]
 
 
-class SpurLocalizer(LightningModule):
+class SpurLocalizer(MethodModule):
     """Scleral-spur localisation on side-normalised angle views (one keypoint per image).
 
     Batches are those of :class:`medlearn.data.age_asoct.ASOCTDataModule`: ``image (B, 1, S, S)`` in
@@ -50,7 +49,8 @@ class SpurLocalizer(LightningModule):
         encoder: backbone factory name (``smallcnn-w16`` on CPU; ``efficientnet-b3`` at paper scale).
         in_channels: input channels.
         image_size: network input side; inputs of another size are resized and the predictions
-            mapped back to the input's pixels.
+            mapped back to the input's pixels. ``None``: the data's ``image_size`` in a config (the
+            run builder links them), 64 for a model built on its own.
         ppm_bins: pyramid pooling grid sizes at the bottleneck (``None``: no PPM).
         decoder_channels: U-Net decoder widths, deepest first (default: the skip widths).
         sigma: target Gaussian's standard deviation in heatmap pixels.
@@ -70,14 +70,17 @@ class SpurLocalizer(LightningModule):
         norm_std: intensity normalisation std.
     """
 
-    monitor = ("val/aed", "min")
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """``best.ckpt`` on the validation average Euclidean distance."""
+        return ("val/aed", "min")
 
     def __init__(
         self,
         head: str = "heatmap",
         encoder: str = "smallcnn-w16",
         in_channels: int = 1,
-        image_size: int = 64,
+        image_size: int | None = None,
         ppm_bins: list[int] | None = None,
         decoder_channels: list[int] | None = None,
         sigma: float = 2.0,
@@ -101,6 +104,7 @@ class SpurLocalizer(LightningModule):
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
+        image_size = 64 if image_size is None else int(image_size)
         self.save_hyperparameters()
         self.net = build_localizer(head, encoder, in_channels, ppm_bins, decoder_channels)
         self.kr_loss = KeypointRegistrationLoss(sigma, beta, lambda_loc, fg_weight)
@@ -108,8 +112,6 @@ class SpurLocalizer(LightningModule):
             out_size=image_size, crop_scale=tuple(crop_scale), crop_ratio=(1.0, 1.0), rotation=rotation, hflip=0.0,
             brightness=0.1, contrast=0.1, cutout_holes=0, mean=norm_mean, std=norm_std)) if augment else None
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
-        self._metrics: dict[str, KeypointDistance] = {}
-        self.results: dict[str, dict[str, float]] = {}
         self._samples: dict[str, torch.Tensor] | None = None
         self._distances: np.ndarray | None = None  # per-angle errors of the last evaluation (report)
 
@@ -185,38 +187,24 @@ class SpurLocalizer(LightningModule):
         return loss
 
     # --- evaluation ------------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         x, factor = self._prep(batch["image"])
         out = self(x)
         loss, _ = self._loss(out, self._rescale(batch["point"].float(), 1 / factor), batch["has_point"].bool())
         self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         pred_image = views_to_source(self._rescale(self._to_points(out), factor), batch["view"])
         target = batch["point_image"].to(torch.float64)
-        self._metrics.setdefault(stage, KeypointDistance(self.hparams.radii)).update(pred_image, target)
+        self.stage_state(stage, lambda: KeypointDistance(self.hparams.radii)).update(pred_image, target)
 
-    def _eval_end(self, stage: str) -> KeypointResult | None:
-        m = self._metrics.pop(stage, None)
+    def evaluation_end(self, stage: str) -> dict[str, Any] | None:
+        """Distances in original-image pixels: mean (AED), median, p95, fractions within the radii;
+        NaN when no angle of the split has a spur (checkpointing copes)."""
+        m: KeypointDistance | None = self.pop_stage_state(stage)
         if m is None:
             return None
         res = m.compute()
-        values = res.as_dict()
-        for k, v in values.items():  # NaN when no angle of the split has a spur (checkpointing copes)
-            self.log(f"{stage}/{k}", v, sync_dist=False)
-        self.results[stage] = {**values, "n": float(res.n)}
         self._distances = m.distances()
-        return res
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+        return {**res.as_dict(), "n": float(res.n)}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         pred = self.predict_points(batch["image"])
@@ -229,18 +217,13 @@ class SpurLocalizer(LightningModule):
 
         return AGESubmissionWriter(run_dir)
 
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-        sched = build_scheduler(opt, h.schedule, self.trainer.max_epochs, [int(self.trainer.max_epochs * 0.7)])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    def report_sections(self, run_dir: Path) -> list[Section]:
-        """Training views with their (augmented) spur, and the error distribution of the last evaluation."""
+    def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
+        """Training views with their (augmented) spur (after ``fit``), and the error distribution of the
+        evaluated split."""
         import matplotlib.pyplot as plt
 
         sections: list[Section] = []
-        if self._samples is not None:
+        if self._samples is not None and stage == "fit":
             xs, ps = self._samples["x"], self._samples["point"]
             fig, axes = plt.subplots(1, len(xs), figsize=(1.6 * len(xs), 1.9), squeeze=False)
             for ax, img, p in zip(axes[0], xs, ps):
@@ -251,9 +234,9 @@ class SpurLocalizer(LightningModule):
             png = save_figure(fig, Path(run_dir) / "figures" / "train_views.png")
             sections.append(Section("Training views", "Network inputs of the first training batch (normalised, "
                                     "augmented if enabled) with the target spur (red).", [png]))
-        stage = "test" if "test" in self.results else "val" if "val" in self.results else None
+        stage = "val" if stage in ("fit", "validate") else stage
         d = self._distances
-        if stage is not None and d is not None and np.isfinite(d).any():
+        if stage in self.results and d is not None and np.isfinite(d).any():
             r = self.results[stage]
             fig, ax = plt.subplots(figsize=(4.5, 3))
             ax.hist(d[np.isfinite(d)], bins=30, color="#4477aa")
@@ -270,7 +253,7 @@ class SpurLocalizer(LightningModule):
         return sections
 
 
-class ASOCTPredictor(LightningModule):
+class ASOCTPredictor(MethodModule):
     """Closure probability and spur position for every angle of new scans, from two trained checkpoints.
 
     For ``medlearn predict``: give the checkpoints of an :class:`~medlearn.tasks.ImageClassifier`
@@ -309,7 +292,7 @@ class ASOCTPredictor(LightningModule):
         if len(classification_columns) != 3 or len(localization_columns) != 5:
             raise ValueError("classification_columns needs 3 names and localization_columns 5")
         self.save_hyperparameters()
-        self.classifier: LightningModule | None = None
+        self.classifier: MethodModule | None = None
         self.localizer: SpurLocalizer | None = None
 
     def load(self) -> None:

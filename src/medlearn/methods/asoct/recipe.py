@@ -14,7 +14,6 @@ mirrored, resized) and run the configs shipped in ``configs/asoct/``.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -24,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from medlearn.engine.config import load_config
-from medlearn.engine.results import mean_sd_cell, paired_cell, select, verdict, write_results_section
-from medlearn.engine.run import fit_from_config
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
+from medlearn.engine.run import fit_from_config, predict_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
 from medlearn.synth.asoct import write_age
@@ -62,15 +61,12 @@ def _classify_cfg(root: Path, seed: int, **over: Any) -> dict[str, Any]:
                        {"data.init_args.root": str(root), "seed_everything": seed, **over})
 
 
-def _predict(classifier: Path, localizer: Path, scans: Path, run_dir: Path) -> None:
-    """``medlearn predict`` with ``configs/asoct/demo_predict.yaml``, as a user runs it."""
-    from medlearn.cli import main
-
-    code = main(["predict", "--config", str(config_dir("asoct") / "demo_predict.yaml"),
-                 "--model.init_args.classifier", str(classifier), "--model.init_args.localizer", str(localizer),
-                 "--data.init_args.predict_root", str(scans), "--trainer.default_root_dir", str(run_dir)])
-    if code:
-        raise RuntimeError(f"medlearn predict failed with exit code {code}")
+def _predict(classifier: Path, localizer: Path, scans: Path, run_dir: Path) -> Path:
+    """``medlearn predict`` with ``configs/asoct/demo_predict.yaml``, as a user runs it (same run builder)."""
+    cfg = load_config(config_dir("asoct") / "demo_predict.yaml", {
+        "model.init_args.classifier": str(classifier), "model.init_args.localizer": str(localizer),
+        "data.init_args.predict_root": str(scans)})
+    return predict_from_config(cfg, run_dir)
 
 
 def demo(out_dir: str | Path = "runs/demo/asoct", n_scans: int = 240, n_new: int = 24, epochs: int | None = None,
@@ -148,41 +144,39 @@ def _demo_report(out: Path, m: dict[str, float]) -> None:
 # ---------------------------------------------------------------------------------------------
 def reproduce(out_dir: str | Path = "runs/reproduce/asoct", seeds: tuple[int, ...] = (0, 1, 2), n_scans: int = 800,
               epochs: int = 8, image_size: int = 64, results_md: str | Path | None = "docs/results.md",
-              threads: int | None = None) -> str:
+              threads: int | None = None, resume: bool = False) -> str:
     """The spec's CPU-scale comparison; returns the markdown table (also written to ``results_md``).
 
     ``demo_localize.yaml`` with the halves resized to ``image_size`` (the spec's suggestion for a CPU
     budget: 64 px) and ``epochs`` epochs. One synthetic AGE set, one patient split; per seed, each arm
-    trains from the same seed (``seed_everything``) on the same batches' order.
+    trains from the same seed (``seed_everything``) on the same batches' order. ``resume`` keeps the
+    finished runs of an interrupted reproduction in ``out_dir``.
     """
     set_cpu_threads(threads)
     out = Path(out_dir)
-    t0 = time.perf_counter()
     root = _data(out, n_scans, seed=0)
-    rows: list[dict[str, Any]] = []
-    size = {"trainer.max_epochs": epochs, "model.init_args.image_size": image_size,
-            "data.init_args.image_size": image_size}
-    split: dict[str, int] = {}
-    for seed in seeds:
-        for arm, (_, over) in ARMS.items():
-            r = fit_from_config(_localize_cfg(root, seed, **over, **size), out / f"{arm}-s{seed}",
-                                prefix=f"[{arm} s={seed}] ")
-            rows.append({"arm": arm, "seed": seed, "seconds": r.seconds,
-                         **{k.removeprefix("test/"): v for k, v in r.test.items()}})
-            split = {k: len(v) for k, v in r.datamodule.splits.items()}
-            shutil.rmtree(r.run_dir / "tb", ignore_errors=True)
-    run = {"rows": rows, "seeds": list(seeds), "n_scans": n_scans, "epochs": epochs, "split_scans": split,
-           "image_size": image_size, "seconds": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(run, indent=1))
-    table = table_from_results(run)
+    size = {"trainer.max_epochs": epochs, "data.init_args.image_size": image_size}
+    exp = Experiment(out, resume, meta={"seeds": list(seeds), "n_scans": n_scans, "epochs": epochs,
+                                        "image_size": image_size})
+
+    def one(arm: str, seed: int) -> dict[str, Any]:
+        r = fit_from_config(_localize_cfg(root, seed, **ARMS[arm][1], **size), out / f"{arm}-s{seed}",
+                            prefix=f"[{arm} s={seed}] ")
+        shutil.rmtree(r.run_dir / "tb", ignore_errors=True)
+        exp.meta["split_scans"] = {k: len(v) for k, v in r.datamodule.splits.items()}
+        return {"seconds": r.seconds, **{k.removeprefix("test/"): v for k, v in r.test.items()}}
+
+    exp.grid(seeds, ARMS, one)
+    exp.save()
+    table = table_from_results({**exp.meta, "rows": exp.rows})
     if results_md:
-        write_results_section(Path(results_md), "asoct", table)
+        write_results_section(Path(results_md), "asoct", table, threads=exp.meta["threads"])
     return table
 
 
 def table_from_results(run: dict[str, Any]) -> str:
     """The markdown table of a reproduction from its ``results.json`` content."""
-    rows, seeds = run["rows"], run["seeds"]
+    rows, seeds, split = run["rows"], run["seeds"], run.get("split_scans", {})
     cols = (("aed", "AED px"), ("median", "median px"), ("p95", "p95 px"), ("within3", "within 3 px"),
             ("within5", "within 5 px"))
     lines = [f"Scleral-spur localisation on the test split of the synthetic AGE set: error in pixels of the original "
@@ -193,31 +187,30 @@ def table_from_results(run: dict[str, Any]) -> str:
         cells = [mean_sd_cell(select(rows, k, arm=arm), 2 if k in ("aed", "median", "p95") else 3) for k, _ in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {np.mean(select(rows, 'seconds', arm=arm)):.0f} |")
 
-    def diff(a: str, b: str, k: str) -> np.ndarray:
-        return select(rows, k, arm=a) - select(rows, k, arm=b)
+    def diff(a: str, b: str, k: str) -> Paired:  # a - b; positive = b has the lower error
+        return paired(rows, k, {"arm": a}, {"arm": b})
 
     lines += ["", "Paired differences (same split and seed; positive = the second arm has the lower error):", "",
               "| comparison | AED: mean diff (wins) | p95: mean diff (wins) |", "|---|---|---|"]
     for a, b in (("regression", "heatmap"), ("regression", "heatmap_kr"), ("heatmap", "heatmap_kr")):
-        lines.append(f"| {a} − {b} | {paired_cell(diff(a, b, 'aed'))} | {paired_cell(diff(a, b, 'p95'))} |")
+        lines.append(f"| {a} − {b} | {diff(a, b, 'aed').cell()} | {diff(a, b, 'p95').cell()} |")
     d_hm = diff("regression", "heatmap_kr", "aed")
     d_kr = diff("heatmap", "heatmap_kr", "aed")
     d_kr95 = diff("heatmap", "heatmap_kr", "p95")
-    not_worse = bool((d_kr.mean() >= -0.3)) if d_kr.size else False
+    not_worse = d_kr.n > 0 and d_kr.mean >= -0.3
     lines += ["", "Reading (computed from the rows above):", "",
-              f"- Heatmap localisation (C) beats direct coordinate regression (A): AED mean {d_hm.mean():+.2f} px, "
-              f"{int((d_hm > 0).sum())}/{d_hm.size} seeds -> {verdict(d_hm, 0.1)}.",
-              f"- The keypoint registration loss (C) vs heatmap MSE (B): AED mean {d_kr.mean():+.2f} px "
-              f"({int((d_kr > 0).sum())}/{d_kr.size} seeds lower with C), p95 mean {d_kr95.mean():+.2f} px "
-              f"({int((d_kr95 > 0).sum())}/{d_kr95.size} seeds lower with C) -> "
+              d_hm.reading("Heatmap localisation (C) beats direct coordinate regression (A), AED", 0.1, 2, " px"),
+              f"- The keypoint registration loss (C) vs heatmap MSE (B): AED mean {d_kr.mean:+.2f} px "
+              f"({d_kr.wins}/{d_kr.n} seeds lower with C), p95 mean {d_kr95.mean:+.2f} px "
+              f"({d_kr95.wins}/{d_kr95.n} seeds lower with C) -> "
               + ("not worse than B by more than 0.3 px" if not_worse else "worse than B by more than 0.3 px")
               + f"; the paper proposes it as an improvement and the spec expects fewer outliers (lower p95): "
-              f"{verdict(d_kr95, 0.1)} at this scale.",
+              f"{d_kr95.verdict(0.1)} at this scale.",
               "- The paper's numbers (AED 12.00 px on the AGE test set, 1st in classification) need the AGE data, "
               "which is not available here.", "",
               f"Setup: {run['n_scans']} synthetic two-sided scans of 192 x 96 px (AGE layout, xlsx table; split by "
-              f"patient into {run['split_scans'].get('train', '?')} train / {run['split_scans'].get('val', '?')} val / "
-              f"{run['split_scans'].get('test', '?')} test scans, two angles each), each half (96 x 96, right one "
+              f"patient into {split.get('train', '?')} train / {split.get('val', '?')} val / "
+              f"{split.get('test', '?')} test scans, two angles each), each half (96 x 96, right one "
               f"mirrored) resized to {run['image_size']} px; smallcnn-w16 encoder (16-32-64-64) in all arms; "
               f"{run['epochs']} epochs, Adam 1e-3, batch 32, best checkpoint on validation AED; heatmap sigma 2 px, "
               "log-quadratic sub-pixel decoding; KR loss: lambda_loc 1 on the diagonal-normalised soft-argmax "

@@ -17,5 +17,6 @@ register(MethodSpec(
     contract_configs=["demo.yaml", "demo_finetune.yaml"],
     write_contract_data=write_contract_data,
     demo=demo,
+    encoders={C2L: "student.backbone."},
     reproduce=reproduce,
 ))

@@ -19,25 +19,23 @@ Choices where the paper or code is unclear are options; see ``methods/c2l/README
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import nn
 
 from medlearn.data.augment import AugmentParams, ViewAugment
+from medlearn.engine.module import MethodModule, OptimSpec
 from medlearn.engine.report import Section, save_figure
 from medlearn.losses import InfoNCELoss, MomentumQueue, NCEQueueLoss
 from medlearn.methods.c2l.model import C2LEncoder, shuffled_forward
-from medlearn.optim import build_scheduler
 
 __all__ = ["C2L"]
 
 
-class C2L(LightningModule):
+class C2L(MethodModule):
     """Comparing-to-Learn contrastive pretraining (student/teacher, queue, mixup terms).
 
     Args:
@@ -46,11 +44,13 @@ class C2L(LightningModule):
         embed_dim: embedding width (128).
         queue_size: negatives K (16384 at paper scale; keep K well below the image count).
         temperature: softmax temperature (0.07).
-        ema: teacher momentum per step (0.999).
+        ema: teacher momentum per step (0.999); the teacher is an EMA copy of the student
+            (:meth:`~medlearn.engine.module.MethodModule.add_ema`).
         mixup: add the two mixup terms (C2L); ``False`` = two-view momentum contrast only.
         mixup_alpha: Beta(a, a) for lambda, folded to ``>= 0.5``.
         loss: ``"infonce"`` (softmax, default) or ``"nce"`` (official default command; needs ``n_data``).
-        n_data: training images, for ``loss="nce"`` (taken from the datamodule when ``None``).
+        n_data: training images, for ``loss="nce"`` (``None``: the training data's size, handed over
+            by the run builder through :meth:`receive_data`).
         teacher_bn: ``"shuffle"`` (ShuffleBN across ranks; ghost BN on one process) or ``"none"``.
         bn_groups: sub-batches of the teacher forward on one process.
         queue_init: ``"uniform"`` (official) or ``"normal"``.
@@ -60,7 +60,8 @@ class C2L(LightningModule):
         schedule: ``"step"`` (x0.1 at ``milestones``) or ``"cosine"``.
         milestones: epochs of the step schedule (60, 80, 100).
         warmup_epochs: linear warm-up epochs (0: none, as the official code).
-        view_size: side of the augmented views (224).
+        view_size: side of the augmented views (224 at paper scale); ``None``: the data's
+            ``image_size`` in a config (the run builder links them), 224 for a model built on its own.
         crop_scale: random-resized-crop area range ((0.2, 1.0)).
         rotation: max rotation in degrees (10).
         hflip: horizontal flip probability (0.5).
@@ -73,8 +74,10 @@ class C2L(LightningModule):
         channels_last: use channels-last memory format (2D).
     """
 
-    #: metric and mode for ``best.ckpt`` (no labels during pretraining: the epoch loss)
-    monitor = ("train/loss", "min")
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """No labels during pretraining: ``best.ckpt`` on the epoch loss."""
+        return ("train/loss", "min")
 
     def __init__(
         self,
@@ -97,7 +100,7 @@ class C2L(LightningModule):
         schedule: str = "step",
         milestones: tuple[int, ...] = (60, 80, 100),
         warmup_epochs: int = 0,
-        view_size: int = 224,
+        view_size: int | None = None,
         crop_scale: tuple[float, float] = (0.2, 1.0),
         rotation: float = 10.0,
         hflip: float = 0.5,
@@ -116,18 +119,17 @@ class C2L(LightningModule):
             raise ValueError(f"teacher_bn must be 'shuffle' or 'none', got {teacher_bn!r}")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {ema}")
+        view_size = 224 if view_size is None else int(view_size)
         self.save_hyperparameters()
         self.student = C2LEncoder(backbone, 2, in_channels, embed_dim)
-        self.teacher = copy.deepcopy(self.student)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = self.add_ema("teacher", "student", ema)
         self.queue = MomentumQueue(queue_size, embed_dim, init=queue_init)
         self.augment = ViewAugment(AugmentParams(
             out_size=view_size, crop_scale=tuple(crop_scale), rotation=rotation, hflip=hflip,
             brightness=brightness, contrast=contrast, cutout_holes=cutout_holes, cutout_size=cutout_size,
             mean=norm_mean, std=norm_std))
-        # The NCE form needs the training-set size; without n_data it is built in setup() from the
-        # datamodule, and n_data is then written back into the hyper-parameters of the checkpoint.
+        # The NCE form needs the training-set size; without n_data it is built in receive_data() from
+        # the training data, and n_data is then written back into the hyper-parameters of the checkpoint.
         self.criterion: nn.Module = (InfoNCELoss(temperature) if loss == "infonce" else
                                      NCEQueueLoss(n_data, temperature) if n_data else nn.Identity())
         self._samples: torch.Tensor | None = None
@@ -137,22 +139,21 @@ class C2L(LightningModule):
             self.teacher.to(memory_format=torch.channels_last)
 
     # -- set-up ---------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
+    def receive_data(self, info: Any) -> None:
+        """``loss="nce"`` without ``n_data``: the NCE normaliser needs the training-set size."""
+        super().receive_data(info)
         if self.hparams.loss == "nce" and not isinstance(self.criterion, NCEQueueLoss):
-            n = self.hparams.n_data
-            if n is None and self.trainer is not None and self.trainer.datamodule is not None:
-                n = getattr(self.trainer.datamodule, "n_train", None)
+            n = self.hparams.n_data if self.hparams.n_data is not None else getattr(info, "n_train", None)
             if n is None:
                 raise ValueError("loss='nce' needs n_data (the number of training images)")
             self.hparams.n_data = int(n)
             self.criterion = NCEQueueLoss(int(n), self.hparams.temperature).to(self.device)
 
-    def configure_optimizers(self) -> Any:
+    def optim_spec(self) -> OptimSpec:
+        """SGD on the student (the official recipe), step or cosine schedule."""
         h = self.hparams
-        opt = torch.optim.SGD(self.student.parameters(), lr=h.optimizer_lr, momentum=h.momentum,
-                              weight_decay=h.weight_decay)
-        sched = build_scheduler(opt, h.schedule, self.trainer.max_epochs, list(h.milestones), h.warmup_epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return OptimSpec(optimizer="sgd", lr=h.optimizer_lr, momentum=h.momentum, weight_decay=h.weight_decay,
+                         schedule=h.schedule, milestones=tuple(h.milestones), warmup_epochs=h.warmup_epochs)
 
     # -- forward pieces -------------------------------------------------------------------------
     def _fmt(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,20 +203,14 @@ class C2L(LightningModule):
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=x.shape[0])
         return loss
 
-    @torch.no_grad()
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        m = self.hparams.ema
-        for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
-            pt.mul_(m).add_(ps.detach(), alpha=1.0 - m)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised student embedding ``(B, embed_dim)`` of already-normalised images."""
         return F.normalize(self.student(self._fmt(x)), dim=1)
 
     # -- report ---------------------------------------------------------------------------------
-    def report_sections(self, run_dir: Path) -> list[Section]:
-        """A grid of sample radiographs with their two augmented views."""
-        if self._samples is None:
+    def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
+        """A grid of sample radiographs with their two augmented views (after ``fit``)."""
+        if self._samples is None or stage != "fit":
             return []
         import matplotlib.pyplot as plt
 

@@ -13,17 +13,14 @@ generator, read them back through the real ChestX-ray14 reader, and run the conf
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medlearn.engine.config import load_config
-from medlearn.engine.results import mean_sd_cell, paired_cell, select, verdict, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
@@ -128,62 +125,67 @@ def _demo_report(out: Path, arms: dict[str, dict[str, float]], n_labels: int) ->
 def reproduce(out_dir: str | Path = "runs/reproduce/c2l", seeds: tuple[int, ...] = (0, 1, 2),
               label_sizes: tuple[int, ...] = (50, 200), n_images: int = 2400, pretrain_epochs: int | None = None,
               finetune_epochs: int = 40, results_md: str | Path | None = "docs/results.md",
-              threads: int | None = None) -> str:
+              threads: int | None = None, resume: bool = False) -> str:
     """The spec's CPU-scale experiment; returns the markdown table (also written to ``results_md``).
 
     One pretraining per arm (pretraining seed 0) on the unlabeled train_val pool; for each seed,
-    every arm is fine-tuned on the same labelled subset with the same fine-tuning seed.
+    every arm is fine-tuned on the same labelled subset with the same fine-tuning seed. ``resume``
+    keeps the finished runs (pretrainings included) of an interrupted reproduction in ``out_dir``.
     """
     set_cpu_threads(threads)
     out = Path(out_dir)
-    t0 = time.perf_counter()
     root = _data(out, n_images, 64, seed=0)
+    pre_over: dict[str, Any] = {"trainer.max_epochs": pretrain_epochs} if pretrain_epochs else {}
+    pre_epochs = int(_pretrain_cfg(root, **pre_over)["trainer"]["max_epochs"])
+    exp = Experiment(out, resume, meta={"seeds": list(seeds), "label_sizes": list(label_sizes), "n_images": n_images,
+                                        "pretrain_epochs": pre_epochs, "finetune_epochs": finetune_epochs})
+
+    def pretrain(arm: str, mixup: bool) -> dict[str, Any]:
+        r = fit_from_config(_pretrain_cfg(root, **{"model.init_args.mixup": mixup, **pre_over}),
+                            out / f"pretrain-{arm}", test=False, prefix=f"[pretrain {arm}] ")
+        return {"ckpt": str(r.last_ckpt), "seconds": r.seconds}
+
     ckpts: dict[str, Path | None] = {"scratch": None}
-    pre_seconds = {}
-    for arm, mix in (("two-view", False), ("c2l", True)):
-        over: dict[str, Any] = {"model.init_args.mixup": mix}
-        if pretrain_epochs:
-            over["trainer.max_epochs"] = pretrain_epochs
-        cfg = _pretrain_cfg(root, **over)
-        pretrain_epochs = int(cfg["trainer"]["max_epochs"])
-        r = fit_from_config(cfg, out / f"pretrain-{arm}", test=False, prefix=f"[pretrain {arm}] ")
-        ckpts[arm] = r.last_ckpt
-        pre_seconds[arm] = r.seconds
-    rows: list[dict[str, Any]] = []
+    for arm, mixup in (("two-view", False), ("c2l", True)):
+        row = exp.run({"stage": "pretrain", "arm": arm}, lambda a=arm, m=mixup: pretrain(a, m),
+                      valid=lambda r: Path(r["ckpt"]).is_file())
+        ckpts[arm] = Path(row["ckpt"])
+
+    def finetune(arm: str, mode: str, n: int, seed: int) -> dict[str, Any]:
+        over: dict[str, Any] = {"trainer.max_epochs": finetune_epochs,
+                                "model.init_args.freeze_backbone": mode == "linear"}
+        if mode == "linear":
+            over["model.init_args.lr"] = 0.01
+        r = fit_from_config(_finetune_cfg(root, ckpts[arm], n, seed, **over), out / f"{mode}-{arm}-n{n}-s{seed}",
+                            prefix=f"[{mode} {arm} n={n} s={seed}] ")
+        shutil.rmtree(r.run_dir / "tb", ignore_errors=True)
+        return {"auc": r.test.get("test/auc_mean", math.nan), "seconds": r.seconds}
+
     for n in label_sizes:
         for seed in seeds:
             for arm, ck in ckpts.items():
-                modes = [("finetune", False)] + ([("linear", True)] if ck is not None else [])
-                for mode, frozen in modes:
-                    over = {"trainer.max_epochs": finetune_epochs, "model.init_args.freeze_backbone": frozen}
-                    if frozen:
-                        over["model.init_args.lr"] = 0.01
-                    r = fit_from_config(_finetune_cfg(root, ck, n, seed, **over),
-                                        out / f"{mode}-{arm}-n{n}-s{seed}", prefix=f"[{mode} {arm} n={n} s={seed}] ")
-                    rows.append({"labels": n, "seed": seed, "arm": arm, "mode": mode,
-                                 "auc": r.test.get("test/auc_mean", math.nan), "seconds": r.seconds})
-                    shutil.rmtree(r.run_dir / "tb", ignore_errors=True)
-    run = {"rows": rows, "pretrain_seconds": pre_seconds, "seeds": list(seeds), "label_sizes": list(label_sizes),
-           "n_images": n_images, "pretrain_epochs": int(pretrain_epochs or 0), "finetune_epochs": finetune_epochs,
-           "seconds": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(run, indent=1))
-    table = table_from_results(run)
+                for mode in ("finetune", "linear") if ck is not None else ("finetune",):
+                    exp.run({"stage": "downstream", "labels": n, "seed": seed, "arm": arm, "mode": mode},
+                            lambda a=arm, m=mode, k=n, s=seed: finetune(a, m, k, s))
+    exp.save()
+    table = table_from_results({**exp.meta, "rows": exp.rows})
     if results_md:
-        write_results_section(Path(results_md), "c2l", table)
+        write_results_section(Path(results_md), "c2l", table, threads=exp.meta["threads"])
     return table
 
 
 def table_from_results(run: dict[str, Any]) -> str:
     """The markdown table of a reproduction from its ``results.json`` content."""
-    return _table(run["rows"], tuple(run["seeds"]), tuple(run["label_sizes"]), run["n_images"],
-                  run["pretrain_epochs"], run["finetune_epochs"], run["seconds"], run["pretrain_seconds"])
+    pre_seconds = {r["arm"]: r["seconds"] for r in run["rows"] if r.get("stage") == "pretrain"}
+    rows = [r for r in run["rows"] if r.get("stage") != "pretrain"]
+    return _table(rows, tuple(run["seeds"]), tuple(run["label_sizes"]), run["n_images"],
+                  run["pretrain_epochs"], run["finetune_epochs"], run["seconds"], pre_seconds)
 
 
 def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tuple[int, ...], n_images: int,
            pre_ep: int, ft_ep: int, seconds: float, pre_seconds: dict[str, float]) -> str:
-    def diff(a: str, b: str, n: int) -> np.ndarray:
-        return select(rows, "auc", arm=a, mode="finetune", labels=n) - select(rows, "auc", arm=b, mode="finetune",
-                                                                              labels=n)
+    def diff(a: str, b: str, n: int) -> Paired:
+        return paired(rows, "auc", {"arm": a}, {"arm": b}, mode="finetune", labels=n)
 
     lines = [
         "Mean test ROC-AUC over the 4 synthetic findings (Cardiomegaly, Effusion, Nodule, Consolidation), "
@@ -202,14 +204,12 @@ def _table(rows: list[dict[str, Any]], seeds: tuple[int, ...], label_sizes: tupl
     lines += ["| comparison | " + " | ".join(f"@{n}: mean diff (wins)" for n in label_sizes) + " |",
               "|---|" + "---|" * len(label_sizes)]
     for a, b in (("c2l", "scratch"), ("two-view", "scratch"), ("c2l", "two-view")):
-        lines.append(f"| {a} − {b} | " + " | ".join(paired_cell(diff(a, b, n)) for n in label_sizes) + " |")
+        lines.append(f"| {a} − {b} | " + " | ".join(diff(a, b, n).cell() for n in label_sizes) + " |")
     lines += ["", "Reading (computed from the rows above):", ""]
     for a, b, claim in (("c2l", "scratch", "C2L pretraining beats training from scratch"),
                         ("c2l", "two-view", "C2L's mixup terms beat two-view contrast alone")):
         for n in label_sizes:
-            d = diff(a, b, n)
-            lines.append(f"- {claim} at {n} labels: mean {d.mean():+.3f}, {int((d > 0).sum())}/{d.size} seeds "
-                         f"-> {verdict(d, 0.02)}.")
+            lines.append(diff(a, b, n).reading(f"{claim} at {n} labels", 0.02))
     lines += ["- C2L beats ImageNet pretraining: not testable here (no ImageNet weights can be loaded offline, "
               "and an out-of-domain supervised proxy is not ImageNet).",
               "- Each pretraining ran once (seed 0): the seeds vary the labelled subset and the fine-tuning, "

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from medlearn.data.augment import center_view
+from medlearn.engine.module import ParamGroup
 from medlearn.engine.report import Section, save_figure
 from medlearn.methods.ccl.losses import CCLLoss, kd_loss, smoothed_targets, soft_target_cross_entropy
 from medlearn.methods.ccl.model import CCLHead
 from medlearn.metrics.multiclass import MulticlassMetrics
-from medlearn.optim import build_scheduler
 from medlearn.tasks.classification import ImageClassifier
 
 __all__ = ["CCLClassifier", "SOFT_LABELS"]
@@ -83,28 +83,12 @@ class CCLClassifier(ImageClassifier):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        spatial_dims: int = 2,
+        *,
         in_channels: int = 3,
         num_classes: int = 7,
-        class_names: list[str] | None = None,
-        multilabel: bool = False,
-        pretrained: str | None = None,
-        pretrained_prefix: str = "auto",
-        freeze_backbone: bool = False,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        schedule: str = "cosine",
-        image_size: int = 224,
-        crop_scale: tuple[float, float] = (0.7, 1.0),
-        rotation: float = 5.0,
-        hflip: float = 0.5,
-        flip_axis: int | None = None,
         norm_mean: float | list[float] = 0.5,
         norm_std: float | list[float] = 0.25,
-        dropout: float = 0.0,
-        head_norm: bool = False,
+        class_weights: str | list[float] = "none",
         soft_labels: str = "ccl",
         smoothing: float = 0.1,
         teacher: str | None = None,
@@ -120,15 +104,15 @@ class CCLClassifier(ImageClassifier):
         lambda_geo: float = 1.0,
         geo_form: str = "hinge",
         soft_warmup_epochs: int = 0,
-        class_weights: str | list[float] = "none",
         augment: bool = True,
         input_noise: float = 0.0,
         ccl_lr_mult: float = 10.0,
         proj_hidden: int = 0,
         soft_source: str = "correlation",
         posterior_momentum: float = 0.9,
+        **kwargs: Any,
     ) -> None:
-        if multilabel:
+        if kwargs.pop("multilabel", False):
             raise ValueError("CCLClassifier is single-label (multilabel must be False)")
         if soft_labels not in SOFT_LABELS:
             raise ValueError(f"soft_labels must be one of {SOFT_LABELS}, got {soft_labels!r}")
@@ -138,11 +122,12 @@ class CCLClassifier(ImageClassifier):
             raise ValueError(f"class_weights must be 'none', 'balanced' or a list, got {class_weights!r}")
         if not isinstance(class_weights, str) and len(class_weights) != num_classes:
             raise ValueError(f"{len(class_weights)} class_weights for num_classes={num_classes}")
-        # the parent builds its augmentation with mean 0 / std 1; normalisation (per channel) is ours
-        super().__init__(backbone, spatial_dims, in_channels, num_classes, class_names, False, None,
-                         pretrained_prefix, False, optimizer, lr, weight_decay, schedule, image_size,
-                         tuple(crop_scale), rotation, hflip, flip_axis, 0.0, 1.0, dropout, head_norm)
-        self.save_hyperparameters()
+        # the parent builds its augmentation with mean 0 / std 1; normalisation (per channel) is ours.
+        # Its save_hyperparameters() records this constructor's arguments too (child values win).
+        super().__init__(in_channels=in_channels, num_classes=num_classes, multilabel=False, norm_mean=0.0,
+                         norm_std=1.0, **kwargs)
+        h = self.hparams
+        spatial_dims = h.spatial_dims
         chans = in_channels if spatial_dims == 2 else 1
         self.register_buffer("_mean", self._per_channel(norm_mean, in_channels).view(1, chans, *[1] * spatial_dims)
                              if spatial_dims == 2 else torch.tensor(float(np.mean(norm_mean))), persistent=False)
@@ -156,27 +141,19 @@ class CCLClassifier(ImageClassifier):
             self.ccl = CCLHead(self.backbone.out_features, num_classes, emb_dim, scale, soft_temp, soft_form,
                                detach_input, proj_hidden, soft_source, posterior_momentum)
             self.ccl_loss = CCLLoss(lambda_soft, lambda_dml, lambda_geo, geo_form)
-        self.__dict__["_teacher"] = self._load_teacher(teacher) if soft_labels == "kd" else None
-        if pretrained:
-            self.load_backbone(pretrained, pretrained_prefix)
-        if freeze_backbone:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-        self._mc: dict[str, MulticlassMetrics] = {}
+        if soft_labels == "kd":
+            assert teacher is not None
+            self.add_frozen("teacher", self._load_teacher(teacher))
 
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        ccl_params = set(map(id, self.ccl.parameters())) if self.ccl is not None else set()
-        base = [p for p in self.parameters() if p.requires_grad and id(p) not in ccl_params]
-        groups = [{"params": base}]
-        if self.ccl is not None:
-            groups.append({"params": list(self.ccl.parameters()), "lr": h.lr * h.ccl_lr_mult})
-        if h.optimizer == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=h.lr, weight_decay=h.weight_decay)
-        else:
-            opt = torch.optim.SGD(groups, lr=h.lr, momentum=0.9, weight_decay=h.weight_decay)
-        sched = build_scheduler(opt, h.schedule, self.trainer.max_epochs, [int(self.trainer.max_epochs * 0.7)])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+    def param_groups(self) -> list[ParamGroup]:
+        """The CCL block (class embeddings, projection) at ``ccl_lr_mult`` x the learning rate."""
+        groups = super().param_groups()
+        if self.ccl is None:
+            return groups
+        ccl = list(self.ccl.parameters())
+        ids = {id(p) for p in ccl}
+        return [ParamGroup([p for p in groups[0].params if id(p) not in ids]),
+                ParamGroup(ccl, self.hparams.ccl_lr_mult, "ccl")]
 
     @staticmethod
     def _per_channel(value: float | list[float], channels: int) -> torch.Tensor:
@@ -204,14 +181,14 @@ class CCLClassifier(ImageClassifier):
         return teacher
 
     # --- data ------------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Balanced class weights from the DataModule's training counts (``class_weights="balanced"``)."""
-        if self.hparams.class_weights != "balanced" or stage != "fit":
+    def receive_data(self, info: Any) -> None:
+        """Balanced class weights from the training class counts (``class_weights="balanced"``)."""
+        super().receive_data(info)
+        if self.hparams.class_weights != "balanced":
             return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        counts = getattr(dm, "class_counts", None)
+        counts = getattr(info, "class_counts", None)
         if counts is None:
-            raise ValueError("class_weights='balanced' needs a DataModule with class_counts")
+            raise ValueError("class_weights='balanced' needs training class counts from the data")
         c = torch.as_tensor(counts, dtype=torch.float32)
         w = torch.where(c > 0, c.sum() / (len(c) * c.clamp(min=1)), torch.zeros_like(c))
         self.class_weight.copy_(w.to(self.class_weight.device))
@@ -246,10 +223,8 @@ class CCLClassifier(ImageClassifier):
         elif h.soft_labels == "smoothing":
             loss = soft_target_cross_entropy(logits, smoothed_targets(y, h.num_classes, h.smoothing), w)
         elif h.soft_labels == "kd":
-            teacher = self.__dict__["_teacher"]
-            teacher.to(x.device)
             with torch.no_grad():
-                t_logits = teacher(x)
+                t_logits = self.teacher(x)
             loss = kd_loss(logits, t_logits, y, h.kd_temperature, h.kd_alpha, w)
         else:
             assert self.ccl is not None and self.ccl_loss is not None
@@ -263,23 +238,20 @@ class CCLClassifier(ImageClassifier):
         return loss
 
     # --- evaluation ------------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         x, y = batch["image"], batch["label"].long().view(-1)
         logits = self(self._prep(x, False)).float()
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
-        self._mc.setdefault(stage, MulticlassMetrics(self.hparams.num_classes)).update(torch.softmax(logits, 1), y)
+        self.stage_state(stage, lambda: MulticlassMetrics(self.hparams.num_classes)).update(torch.softmax(logits, 1), y)
 
-    def _eval_end(self, stage: str) -> None:
-        m = self._mc.pop(stage, None)
+    def evaluation_end(self, stage: str) -> dict[str, Any] | None:
+        """Accuracy, balanced accuracy, macro F1, kappa, NLL, ECE, recall per class; the confusion matrix."""
+        m = self.pop_stage_state(stage)
         if m is None:
-            return
+            return None
         r = m.compute()
-        for k, v in r.scalars().items():
-            self.log(f"{stage}/{k}", float(v), sync_dist=False)
-        for name, v in zip(self.class_names, r.recall):
-            if not np.isnan(v):
-                self.log(f"{stage}/recall/{name}", float(v), sync_dist=False)
-        self.results[stage] = {**r.scalars(), "confusion": r.confusion.tolist(), "recall": r.recall.tolist()}
+        return {**r.scalars(), **{f"recall/{n}": float(v) for n, v in zip(self.class_names, r.recall)},
+                "confusion": r.confusion.tolist(), "recall": r.recall.tolist()}
 
     def correlation_matrix(self) -> np.ndarray | None:
         """The learned ``(K, K)`` correlation ``C`` (``None`` unless ``soft_labels="ccl"``)."""
@@ -295,16 +267,16 @@ class CCLClassifier(ImageClassifier):
         return None
 
     # --- report ----------------------------------------------------------------------------------
-    def report_sections(self, run_dir: Path) -> list[Section]:
+    def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
         """Metrics, confusion matrix, learned correlations and soft labels (figures; the matrices also as
         ``<stage>_confusion.csv``, ``ccl_correlation.csv`` and ``ccl_soft_labels.csv`` in the run folder)."""
         import matplotlib.pyplot as plt
 
         sections: list[Section] = []
-        stage = "test" if "test" in self.results else "val" if "val" in self.results else None
+        stage = "val" if stage in ("fit", "validate") else stage
         names = self.class_names
         figs: list[Path] = []
-        if stage is not None:
+        if stage in self.results:
             r = self.results[stage]
             cm = np.asarray(r["confusion"], dtype=float)
             _write_matrix(Path(run_dir) / f"{stage}_confusion.csv", cm.astype(int), names, "%d")

@@ -15,7 +15,6 @@ same backbone, data, split, optimiser, schedule and seed.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medlearn.engine.config import load_config
-from medlearn.engine.results import mean_sd_cell, paired_cell, select, verdict, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
@@ -141,33 +140,33 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]]) -> None:
 def reproduce(out_dir: str | Path = "runs/reproduce/ccl", seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
               arms: tuple[str, ...] = ("hard", "smoothing", "kd", "smoothing_strong", "ccl"),
               results_md: str | Path | None = "docs/results.md", threads: int | None = None,
-              epochs: int | None = None) -> str:
-    """Hard vs label smoothing (vs distillation) vs CCL-Net over ``seeds``, paired; returns the markdown."""
+              epochs: int | None = None, resume: bool = False) -> str:
+    """Hard vs label smoothing (vs distillation) vs CCL-Net over ``seeds``, paired; returns the markdown.
+
+    ``resume`` keeps the finished runs of an interrupted reproduction in ``out_dir``.
+    """
     set_cpu_threads(threads)
     out = Path(out_dir)
-    t0 = time.perf_counter()
     over = {"trainer.max_epochs": epochs} if epochs else {}
-    rows: list[dict[str, Any]] = []
-    order = [a for a in ARMS if a in arms]
-    for seed in seeds:
-        root = _data(out, seed)
-        done: dict[str, dict[str, Any]] = {}
-        for arm in order:
-            teacher = Path(done["hard"]["best_ckpt"]) if arm == "kd" and "hard" in done else None
-            if arm == "kd" and teacher is None:
-                continue
-            done[arm] = _run(root, arm, seed, out / f"{arm}-s{seed}", teacher=teacher, **over)
-            rows.append(done[arm])
-        shutil.rmtree(root, ignore_errors=True)
+    order = [a for a in ARMS if a in arms and (a != "kd" or "hard" in arms)]  # kd distils the hard arm
     cfg = load_config(config_dir("ccl") / "demo.yaml", over)
-    import torch
+    exp = Experiment(out, resume, meta={"seeds": list(seeds), "arms": order,
+                                        "epochs": int(cfg["trainer"]["max_epochs"])})
 
-    run = {"rows": rows, "seeds": list(seeds), "arms": order, "epochs": int(cfg["trainer"]["max_epochs"]),
-           "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
-    (out / "results.json").write_text(json.dumps(run, indent=1))
-    table = table_from_results(run)
+    def one(arm: str, seed: int) -> dict[str, Any]:
+        hard = exp.find(arm="hard", seed=seed)
+        teacher = Path(hard["best_ckpt"]) if arm == "kd" and hard else None
+        return _run(_data(out, seed), arm, seed, out / f"{arm}-s{seed}", teacher=teacher, **over)
+
+    for seed in seeds:
+        for arm in order:
+            exp.run({"arm": arm, "seed": seed}, lambda a=arm, s=seed: one(a, s),
+                    valid=lambda r: Path(r["best_ckpt"]).is_file())  # a teacher checkpoint to distil
+        shutil.rmtree(out / "data" / f"isic-synth-s{seed}", ignore_errors=True)
+    exp.save()
+    table = table_from_results({**exp.meta, "rows": exp.rows})
     if results_md:
-        write_results_section(Path(results_md), "ccl", table)
+        write_results_section(Path(results_md), "ccl", table, threads=exp.meta["threads"])
     return table
 
 
@@ -184,8 +183,8 @@ def table_from_results(run: dict[str, Any]) -> str:
         lines.append(f"| {ARMS[arm]} | " + " | ".join(mean_sd_cell(select(rows, k, arm=arm))
                                                     for k in ("bal_acc", "f1", "kappa", "nll", "ece")) + " |")
 
-    def diff(a: str, b: str, k: str) -> np.ndarray:
-        return select(rows, k, arm=a) - select(rows, k, arm=b)
+    def diff(a: str, b: str, k: str) -> Paired:
+        return paired(rows, k, {"arm": a}, {"arm": b}, lower_is_better=k in ("nll", "ece"))
 
     pairs = [(a, b) for a, b in (("ccl", "hard"), ("ccl", "smoothing"), ("ccl", "kd"), ("ccl", "smoothing_strong"),
                                  ("smoothing", "hard"), ("kd", "hard"), ("smoothing_strong", "hard"))
@@ -194,8 +193,7 @@ def table_from_results(run: dict[str, Any]) -> str:
               "(for NLL and ECE: lower):", "",
               "| comparison | balanced acc | macro F1 | NLL | ECE |", "|---|---|---|---|---|"]
     for a, b in pairs:
-        cells = [paired_cell(diff(a, b, k)) for k in ("bal_acc", "f1")]
-        cells += [_lower_cell(diff(a, b, k)) for k in ("nll", "ece")]
+        cells = [diff(a, b, k).cell() for k in ("bal_acc", "f1", "nll", "ece")]
         lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
     ccl = [r for r in rows if r["arm"] == "ccl"]
     if ccl:
@@ -224,11 +222,9 @@ def table_from_results(run: dict[str, Any]) -> str:
                         ("ccl", "smoothing", "CCL soft labels beat label smoothing"),
                         ("ccl", "smoothing_strong", "CCL soft labels beat label smoothing of the same strength")):
         if a in arms and b in arms:
-            d = diff(a, b, "bal_acc")
             n = diff(a, b, "nll")
-            lines.append(f"- {claim} (balanced accuracy): mean {d.mean():+.3f}, {int((d > 0).sum())}/{d.size} "
-                         f"seeds -> {verdict(d, 0.01)}; NLL {n.mean():+.3f} ({'better' if n.mean() < 0 else 'worse'}"
-                         f" calibrated by NLL).")
+            lines.append(diff(a, b, "bal_acc").reading(f"{claim} (balanced accuracy)", 0.01).rstrip(".")
+                         + f"; NLL {n.mean:+.3f} ({'better' if n.mean < 0 else 'worse'} calibrated by NLL).")
     if ccl:
         lines.append(f"- Learned correlations fall on the truly related pairs: group gap {gaps.mean():+.3f} "
                      f"(> 0 on {int((gaps > 0).sum())}/{gaps.size} seeds), {hits.mean():.1f} of the {n_rel} largest "
@@ -259,10 +255,3 @@ def _true_mass(corr: np.ndarray, temperature: float = 4.0) -> float:
     q = np.exp(temperature * (corr - corr.max(axis=1, keepdims=True)))
     q = q / q.sum(axis=1, keepdims=True)
     return float(np.diag(q).mean())
-
-
-def _lower_cell(diff: np.ndarray) -> str:
-    """``-0.012 (3/5)`` where wins count seeds with a lower value (NLL, ECE)."""
-    if diff.size == 0:
-        return "-"
-    return f"{diff.mean():+.3f} ({int((diff < 0).sum())}/{diff.size})"

@@ -19,5 +19,6 @@ register(MethodSpec(
     write_contract_data=write_contract_data,
     contract_data_for={"demo_segment.yaml": write_contract_brats, "demo_brats.yaml": write_contract_brats},
     demo=demo,
+    encoders={Rubik: "octad.encoder."},
     reproduce=reproduce,
 ))

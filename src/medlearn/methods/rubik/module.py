@@ -22,18 +22,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule
 
+from medlearn.engine.module import MethodModule
 from medlearn.engine.report import Section, save_figure
 from medlearn.methods.rubik.losses import pretext_accuracy, rubik_loss
 from medlearn.methods.rubik.model import SiameseOctad
 from medlearn.methods.rubik.puzzle import RubikPuzzle, min_hamming_distance
-from medlearn.optim import build_scheduler
 
 __all__ = ["Rubik"]
 
 
-class Rubik(LightningModule):
+class Rubik(MethodModule):
     """Rubik's cube (+) pretext training of a 3D encoder.
 
     Args:
@@ -54,13 +53,17 @@ class Rubik(LightningModule):
         w_order: weight of the permutation loss (0.5; Rubik's Cube+: 1).
         w_rot: weight of the rotation loss (0.5; Rubik's Cube+: 1).
         w_mask: weight of the mask loss (1).
-        lr: Adam learning rate (1e-3).
-        weight_decay: Adam weight decay (1e-6).
+        optimizer: ``"adam"`` (default), ``"adamw"`` or ``"sgd"``.
+        lr: learning rate (1e-3).
+        weight_decay: weight decay (1e-6).
         schedule: ``"step"`` (x0.1 at ``milestones``), ``"cosine"`` or ``"constant"``.
         milestones: epochs of the step schedule (250).
     """
 
-    monitor = ("train/loss", "min")
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """No labels during pretraining: ``best.ckpt`` on the epoch loss."""
+        return ("train/loss", "min")
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class Rubik(LightningModule):
         w_order: float = 0.5,
         w_rot: float = 0.5,
         w_mask: float = 1.0,
+        optimizer: str = "adam",
         lr: float = 1e-3,
         weight_decay: float = 1e-6,
         schedule: str = "step",
@@ -127,18 +131,12 @@ class Rubik(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        self._step(batch, stage)
 
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-        sched = build_scheduler(opt, h.schedule, self.trainer.max_epochs, list(h.milestones))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    def report_sections(self, run_dir: Path) -> list[Section]:
-        """Montage: the central slice of the 8 cubes of a volume before and after the puzzle."""
-        if self._samples is None:
+    def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
+        """Montage: the central slice of the 8 cubes of a volume before and after the puzzle (after ``fit``)."""
+        if self._samples is None or stage != "fit":
             return []
         import matplotlib.pyplot as plt
 

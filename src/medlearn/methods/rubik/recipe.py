@@ -14,7 +14,6 @@ Both write synthetic head-CT volumes with ``medlearn synth headct``'s generator 
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from medlearn.engine.checkpoint import load_pretrained
 from medlearn.engine.config import instantiate_class, load_config
-from medlearn.engine.results import mean_sd_cell, paired_cell, select, verdict, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.nn import build_backbone
@@ -200,75 +199,82 @@ ARMS = (("random", "random init"), ("order", "order only (3D jigsaw)"), ("rubik"
 def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ...] = (0, 1, 2),
               probe_sizes: tuple[int, ...] = PROBE_SIZES, finetune_size: int = 40, n_volumes: int = 1200,
               pretrain_epochs: int | None = None, results_md: str | Path | None = "docs/results.md",
-              threads: int | None = None, segment_cases: int = 10, n_brats: int = 100) -> str:
+              threads: int | None = None, segment_cases: int = 10, n_brats: int = 100, resume: bool = False) -> str:
     """The spec's CPU-scale experiment; returns the markdown table (also written to ``results_md``).
 
     Classification transfer on synthetic head CT (random / order only / Rubik's cube; linear probes
     and fine-tuning), then segmentation transfer on synthetic BraTS cases: a Rubik encoder
     pretrained on the 4-contrast phantoms vs random init, U-Net fine-tuned on ``segment_cases``
-    labelled cases (``segment_cases=0`` skips it).
+    labelled cases (``segment_cases=0`` skips it). ``resume`` keeps the finished runs of an
+    interrupted reproduction in ``out_dir``.
     """
     set_cpu_threads(threads)
     out = Path(out_dir)
-    t0 = time.perf_counter()
     root = _data(out, n_volumes)
+    pre_over: dict[str, Any] = {"trainer.max_epochs": pretrain_epochs} if pretrain_epochs else {}
+    seg_cfg = load_config(config_dir("rubik") / "demo_segment.yaml")
+    patch = (seg_cfg["data"]["init_args"].get("train_transform") or {}).get("init_args", {})
+    exp = Experiment(out, resume, meta={
+        "seeds": list(seeds), "probe_sizes": list(probe_sizes), "finetune_size": finetune_size, "n_volumes": n_volumes,
+        "pretrain_epochs": int(_pretrain_cfg(root, **pre_over)["trainer"]["max_epochs"]),
+        "segment_cases": segment_cases, "n_brats": n_brats, "segment_epochs": int(seg_cfg["trainer"]["max_epochs"]),
+        "segment_patch": patch.get("size"), "segment_pos_ratio": patch.get("pos_ratio", 0.5),
+        "brats_epochs": int(load_config(config_dir("rubik") / "demo_brats.yaml")["trainer"]["max_epochs"])
+        if segment_cases else 0})
+
+    def pretrain(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+        r = fit_from_config(cfg, out / f"pretrain-{name}", test=False, prefix=f"[pretrain {name}] ")
+        pretext = {k: float(v) for k, v in r.model.trainer.callback_metrics.items()
+                   if k.startswith("train/") and k.endswith("_acc")}
+        return {"ckpt": str(r.last_ckpt), "seconds": r.seconds, "pretext": pretext}
+
+    def ckpt_exists(r: Any) -> bool:
+        return Path(r["ckpt"]).is_file()
+
     ckpts: dict[str, Path | None] = {"random": None}
-    pre_seconds: dict[str, float] = {}
-    pretext: dict[str, dict[str, float]] = {}
     for arm, rotation in (("order", False), ("rubik", True)):
-        over: dict[str, Any] = {"model.init_args.rotation": rotation}
-        if pretrain_epochs:
-            over["trainer.max_epochs"] = pretrain_epochs
-        cfg = _pretrain_cfg(root, **over)
-        pretrain_epochs = int(cfg["trainer"]["max_epochs"])
-        r = fit_from_config(cfg, out / f"pretrain-{arm}", test=False, prefix=f"[pretrain {arm}] ")
-        ckpts[arm] = r.last_ckpt
-        pre_seconds[arm] = r.seconds
-        pretext[arm] = {k: float(v) for k, v in r.model.trainer.callback_metrics.items()
-                        if k.startswith("train/") and k.endswith("_acc")}
-    rows: list[dict[str, Any]] = []
-    for arm, ck in ckpts.items():
-        probers = {seed: _Prober(root, ck, init_seed=seed) for seed in (seeds if ck is None else seeds[:1])}
+        cfg = _pretrain_cfg(root, **{"model.init_args.rotation": rotation, **pre_over})
+        row = exp.run({"stage": "pretrain", "arm": arm}, lambda c=cfg, a=arm: pretrain(c, a), valid=ckpt_exists)
+        ckpts[arm] = Path(row["ckpt"])
+    probers: dict[tuple[str, int], _Prober] = {}
+
+    def probe(arm: str, n: int, seed: int) -> dict[str, Any]:
+        init = seed if ckpts[arm] is None else seeds[0]  # random init: a new encoder per seed
+        if (arm, init) not in probers:
+            probers[arm, init] = _Prober(root, ckpts[arm], init_seed=init)
+        return {"acc": probers[arm, init].accuracy(n, seed)}
+
+    for arm in ckpts:
         for seed in seeds:
-            prober = probers.get(seed, probers[seeds[0]])  # random init: a new encoder per seed
             for n in probe_sizes:
-                rows.append({"arm": arm, "mode": "probe", "labels": n, "seed": seed, "acc": prober.accuracy(n, seed)})
-            run_dir = out / f"finetune-{arm}-n{finetune_size}-s{seed}"
-            rows.append({"arm": arm, "mode": "finetune", "labels": finetune_size, "seed": seed,
-                         "acc": _finetune(root, ck, finetune_size, seed, run_dir)})
-    seg_rows: list[dict[str, Any]] = []
-    brats_epochs = 0
+                exp.run({"stage": "classify", "arm": arm, "mode": "probe", "labels": n, "seed": seed},
+                        lambda a=arm, k=n, s=seed: probe(a, k, s))
+            exp.run({"stage": "classify", "arm": arm, "mode": "finetune", "labels": finetune_size, "seed": seed},
+                    lambda a=arm, s=seed: {"acc": _finetune(root, ckpts[a], finetune_size, s,
+                                                            out / f"finetune-{a}-n{finetune_size}-s{s}")})
     if segment_cases:
         broot = _brats_data(out, n_brats)
         bcfg = load_config(config_dir("rubik") / "demo_brats.yaml", {"data.init_args.root": str(broot)})
-        r = fit_from_config(bcfg, out / "pretrain-brats", test=False, prefix="[pretrain brats] ")
-        brats_epochs = int(bcfg["trainer"]["max_epochs"])
-        pre_seconds["brats"] = r.seconds
-        pretext["brats"] = {k: float(v) for k, v in r.model.trainer.callback_metrics.items()
-                            if k.startswith("train/") and k.endswith("_acc")}
+        brats = exp.run({"stage": "pretrain", "arm": "brats"}, lambda: pretrain(bcfg, "brats"), valid=ckpt_exists)
         for seed in seeds:
-            for arm, ck in (("rubik", r.last_ckpt), ("random", None)):
-                dice = _segment(broot, ck, segment_cases, seed, out / f"segment-{arm}-s{seed}")
-                seg_rows.append({"arm": arm, "seed": seed, **dice})
-    seg_cfg = load_config(config_dir("rubik") / "demo_segment.yaml")
-    patch = (seg_cfg["data"]["init_args"].get("train_transform") or {}).get("init_args", {})
-    run = {"rows": rows, "seg_rows": seg_rows, "segment_cases": segment_cases, "n_brats": n_brats,
-           "segment_epochs": int(seg_cfg["trainer"]["max_epochs"]),
-           "segment_patch": patch.get("size"), "segment_pos_ratio": patch.get("pos_ratio", 0.5),
-           "brats_epochs": brats_epochs if segment_cases else 0,
-           "seeds": list(seeds), "probe_sizes": list(probe_sizes), "finetune_size": finetune_size,
-           "n_volumes": n_volumes, "pretrain_epochs": pretrain_epochs, "pretrain_seconds": pre_seconds,
-           "pretext": pretext, "seconds": time.perf_counter() - t0}
-    (out / "results.json").write_text(json.dumps(run, indent=1))
-    table = table_from_results(run)
+            for arm, ck in (("rubik", Path(brats["ckpt"])), ("random", None)):
+                exp.run({"stage": "segment", "arm": arm, "seed": seed},
+                        lambda a=arm, c=ck, s=seed: _segment(broot, c, segment_cases, s, out / f"segment-{a}-s{s}"))
+    exp.save()
+    table = table_from_results({**exp.meta, "rows": exp.rows})
     if results_md:
-        write_results_section(Path(results_md), "rubik", table)
+        write_results_section(Path(results_md), "rubik", table, threads=exp.meta["threads"])
     return table
 
 
 def table_from_results(run: dict[str, Any]) -> str:
     """The markdown table of a reproduction from its ``results.json`` content."""
-    rows, seeds, sizes, ft = run["rows"], run["seeds"], run["probe_sizes"], run["finetune_size"]
+    seeds, sizes, ft = run["seeds"], run["probe_sizes"], run["finetune_size"]
+    rows = [r for r in run["rows"] if r.get("stage") == "classify"]
+    seg = [r for r in run["rows"] if r.get("stage") == "segment"]
+    pretrained = {r["arm"]: r for r in run["rows"] if r.get("stage") == "pretrain"}
+    pretext = {arm: r.get("pretext", {}) for arm, r in pretrained.items()}
+    pre_seconds = {arm: r["seconds"] for arm, r in pretrained.items()}
     cols = [("probe", n, f"linear probe @{n}") for n in sizes] + [("finetune", ft, f"fine-tune @{ft}")]
     lines = [f"Test accuracy, 4-class lesion classification of synthetic head CT (chance 0.25), mean ± sd over "
              f"seeds {seeds}; per-seed values in brackets.", "",
@@ -276,27 +282,24 @@ def table_from_results(run: dict[str, Any]) -> str:
              "|---|" + "---|" * (len(cols) + 1)]
     for arm, label in ARMS:
         cells = [mean_sd_cell(select(rows, "acc", arm=arm, mode=m, labels=n)) for m, n, _ in cols]
-        p = run["pretext"].get(arm, {})
+        p = pretext.get(arm, {})
         keys = ("train/order_acc", "train/hor_acc", "train/ver_acc")
         pre = " / ".join(f"{p[k]:.2f}" if k in p else "-" for k in keys)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {pre if p else '-'} |")
 
-    def diff(a: str, b: str, mode: str, n: int) -> Any:
-        return select(rows, "acc", arm=a, mode=mode, labels=n) - select(rows, "acc", arm=b, mode=mode, labels=n)
+    def diff(a: str, b: str, mode: str, n: int) -> Paired:
+        return paired(rows, "acc", {"arm": a}, {"arm": b}, mode=mode, labels=n)
 
     lines += ["", "Paired differences (same labelled subset and seed):", "",
               "| comparison | " + " | ".join(f"{c[2]}: mean diff (wins)" for c in cols) + " |",
               "|---|" + "---|" * len(cols)]
     for a, b in (("rubik", "random"), ("order", "random"), ("rubik", "order")):
-        lines.append(f"| {a} − {b} | " + " | ".join(paired_cell(diff(a, b, m, n)) for m, n, _ in cols) + " |")
+        lines.append(f"| {a} − {b} | " + " | ".join(diff(a, b, m, n).cell() for m, n, _ in cols) + " |")
     lines += ["", "Reading (computed from the rows above):", ""]
     for a, b, claim in (("rubik", "random", "Rubik's-cube pretraining beats random init"),
                         ("rubik", "order", "rotation prediction adds to order prediction")):
         for m, n, name in cols:
-            d = diff(a, b, m, n)
-            lines.append(f"- {claim}, {name}: mean {d.mean():+.3f}, {int((d > 0).sum())}/{d.size} seeds -> "
-                         f"{verdict(d, 0.02)}.")
-    seg = run.get("seg_rows") or []
+            lines.append(diff(a, b, m, n).reading(f"{claim}, {name}", 0.02))
     if seg:
         regions = ("dice/WT", "dice/TC", "dice/ET", "dice_mean")
         lines += ["", f"Segmentation transfer (synthetic BraTS, {run['n_brats']} cases of 48^3; Rubik pretraining "
@@ -310,12 +313,12 @@ def table_from_results(run: dict[str, Any]) -> str:
                   "| encoder init | WT | TC | ET | mean |", "|---|---|---|---|---|"]
         for arm, label in (("random", "random init"), ("rubik", "Rubik's cube on the BraTS phantoms")):
             lines.append(f"| {label} | " + " | ".join(mean_sd_cell(select(seg, k, arm=arm)) for k in regions) + " |")
-        d = {k: select(seg, k, arm="rubik") - select(seg, k, arm="random") for k in regions}
-        lines.append("| rubik − random (wins) | " + " | ".join(paired_cell(d[k]) for k in regions) + " |")
-        p = run["pretext"].get("brats", {})
-        lines += ["", f"- Rubik's-cube pretraining beats random init for segmentation, mean Dice: "
-                  f"mean {d['dice_mean'].mean():+.3f}, {int((d['dice_mean'] > 0).sum())}/{d['dice_mean'].size} seeds "
-                  f"-> {verdict(d['dice_mean'], 0.02)}; pretext accuracy on the BraTS phantoms (order / hor / ver): "
+        d = {k: paired(seg, k, {"arm": "rubik"}, {"arm": "random"}) for k in regions}
+        lines.append("| rubik − random (wins) | " + " | ".join(d[k].cell() for k in regions) + " |")
+        p = pretext.get("brats", {})
+        lines += ["", d["dice_mean"].reading("Rubik's-cube pretraining beats random init for segmentation, mean Dice",
+                                            0.02).rstrip(".")
+                  + "; pretext accuracy on the BraTS phantoms (order / hor / ver): "
                   + " / ".join(f"{p.get(k, float('nan')):.2f}" for k in ("train/order_acc", "train/hor_acc",
                                                                            "train/ver_acc")) + "."]
         stuck = {arm: [r["seed"] for r in seg if r["arm"] == arm and r.get("dice/TC", 0.0) < 0.2]
@@ -324,7 +327,7 @@ def table_from_results(run: dict[str, Any]) -> str:
             lines.append("- Runs whose tumour core never separated from the whole tumour (TC Dice < 0.2; the net "
                          "predicts the tumour as one class, a plateau training leaves only late or not at all): "
                          + "; ".join(f"{arm} seeds {v}" for arm, v in stuck.items() if v) + ".")
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in run["pretrain_seconds"].items())
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in pre_seconds.items())
     lines += ["- Each pretraining ran once (seed 0): the seeds vary the labelled subset and the downstream "
               "training, not the pretraining.", "",
               f"Setup: {run['n_volumes']} synthetic 40^3 head CT volumes (NIfTI + labels.csv, read back by the "
