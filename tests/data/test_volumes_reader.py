@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import medlearn.data.volumes as volumes
+import medlearn.io.api
 from medlearn.data.volumes import (
     BRATS_MODALITIES,
     HEADCT_CLASSES,
@@ -147,7 +148,7 @@ def test_read_brats_happy_path(brats_source: Path) -> None:
 
 def test_nifti_geometry_reads_headers_only(brats_source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(volumes, "read_image", lambda p: calls.append(p))
+    monkeypatch.setattr(medlearn.io.api, "read_image", lambda p: calls.append(p))
     shape, affine = nifti_geometry(_case_file(brats_source, 0, "t1"))
     assert shape == (BRATS_SIZE,) * 3
     np.testing.assert_array_equal(affine, brats_affine(BRATS_SIZE))

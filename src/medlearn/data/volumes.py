@@ -30,15 +30,12 @@ caches the preprocessed volumes with :class:`monai.data.CacheDataset` and serves
 
 from __future__ import annotations
 
-import math
 import os
-import struct
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -61,7 +58,7 @@ from monai.utils import MetaKeys, SpaceKeys
 from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.sampling import group_split, seeded_loader
-from medlearn.io import read_image
+from medlearn.io import nifti_geometry, read_image
 from medlearn.io.errors import DataError
 
 __all__ = [
@@ -289,60 +286,6 @@ def read_volume_manifest(
 
 
 # --------------------------------------------------------------------------------- BraTS reader
-
-
-def _stored_size_ok(path: Path, expected: int) -> bool:
-    """Cheap truncation check from the file size (``.nii``) or the gzip ISIZE footer (``.nii.gz``).
-
-    A ``False`` means "maybe truncated": the caller decodes the file to find out.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            magic = f.read(2)
-            if magic != b"\x1f\x8b":
-                return size >= expected
-            if size < 18:
-                return False
-            f.seek(-4, os.SEEK_END)
-            (isize,) = struct.unpack("<I", f.read(4))
-    except OSError:
-        return False
-    return isize == expected % 2**32
-
-
-def nifti_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """A NIfTI file's shape and affine from its header, without decoding the voxels.
-
-    The file size (``.nii``) or the gzip length footer (``.nii.gz``) is compared with what the
-    header promises; only when they disagree (a truncated file, or an unusual but valid gzip
-    stream) is the file decoded with :func:`medlearn.io.read_image` to find out.
-
-    Args:
-        path: the NIfTI file.
-
-    Returns:
-        ``(shape, affine)``: the header's shape (trailing singleton dimensions beyond the third
-        dropped) and nibabel's best 4x4 affine.
-
-    Raises:
-        DataError: naming the file, if it is missing, not NIfTI, has a corrupt header or is
-            truncated (the reason comes from :func:`medlearn.io.read_image`).
-    """
-    path = Path(path)
-    try:
-        img = nib.load(path)
-        shape = tuple(int(s) for s in img.shape)
-        affine = np.asarray(img.affine, dtype=np.float64)
-        expected = int(img.dataobj.offset) + math.prod(shape) * img.get_data_dtype().itemsize
-    except Exception as exc:  # ImageFileError, HeaderDataError, OSError, EOFError...
-        read_image(path)  # raises the DataError with the precise reason
-        raise DataError(path, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})") from exc
-    if not _stored_size_ok(path, expected):
-        read_image(path)  # decodes; raises if the file is really truncated
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape, affine
 
 
 def _find_case_file(index: Mapping[str, Path], case: str, key: str) -> list[Path]:
