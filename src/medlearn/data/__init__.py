@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
-from medlearn.data.chestxray14 import (
-    CHESTXRAY14_LABELS,
-    ImageRecord,
-    list_image_files,
+from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
+from medlearn.data.datasets import RadiographDataset
+from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
+from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
+from medlearn.data.labelled2d import LabelledImageDataModule, LabelledImageDataset, read_image_table
+from medlearn.data.radiograph import RadiographDataModule
+from medlearn.data.records import IMAGE_SUFFIXES, ImageRecord, LabelledImage, list_image_files
+from medlearn.data.sampling import (
+    EpochBalancedSampler,
+    EpochShuffleSampler,
     patient_split,
-    read_chestxray14,
+    stratified_group_split,
     subsample,
 )
-from medlearn.data.datasets import RadiographDataset
-from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
-from medlearn.data.labelled2d import (
-    LabelledImage,
-    LabelledImageDataModule,
-    LabelledImageDataset,
-    load_image2d,
-    read_image_table,
-    stratified_group_split,
-)
-from medlearn.data.radiograph import RadiographDataModule
-from medlearn.data.sampling import EpochBalancedSampler, EpochShuffleSampler
 from medlearn.data.volumes import (
     VolumeDataModule,
     VolumeDataset,
@@ -40,4 +34,5 @@ __all__ = [
     "read_brats", "read_volume_manifest",
     "EpochBalancedSampler", "ISIC2018_CLASSES", "find_isic2018", "read_isic2018", "LabelledImage",
     "LabelledImageDataModule", "LabelledImageDataset", "load_image2d", "read_image_table", "stratified_group_split",
+    "IMAGE_SUFFIXES", "ImageCache", "load_image", "resize_square", "to_unit_range",
 ]

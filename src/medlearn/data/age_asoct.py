@@ -43,9 +43,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.chestxray14 import IMAGE_SUFFIXES
-from medlearn.data.datasets import ImageCache, load_gray
+from medlearn.data.decode import ImageCache, load_gray
 from medlearn.data.image_view import ImageView
+from medlearn.data.records import IMAGE_SUFFIXES
 from medlearn.data.sampling import group_split, seeded_loader
 from medlearn.io.errors import DataError, name_issues
 
@@ -338,7 +338,7 @@ class ASOCTAngleDataset(Dataset):
         name, side, path
 
     A scan is decoded once (both views cut from it) and, with ``cache``, both views are kept in a
-    preallocated uint8 block (:class:`~medlearn.data.datasets.ImageCache`).
+    preallocated uint8 block (:class:`~medlearn.data.decode.ImageCache`).
 
     Args:
         records: scans from :func:`read_age` or :func:`list_asoct_images`.

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medlearn.data.labelled2d import LabelledImage, index_images, resolve_image
+from medlearn.data.records import LabelledImage, index_images, resolve_image
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["ISIC2018_CLASSES", "ISIC2018_DIAGNOSES", "ISIC2018_SPLITS", "find_isic2018", "read_isic2018"]

@@ -13,7 +13,7 @@ Sources (``layout`` of :class:`LabelledImageDataModule`):
   parsed by :mod:`medlearn.data.isic2018`.
 - ``"auto"``: ISIC 2018 when its ground-truth CSV is there, else ``csv``.
 
-Splits (:func:`stratified_group_split`): held-out validation and test parts drawn by group,
+Splits (:func:`~medlearn.data.sampling.stratified_group_split`): held-out validation and test parts drawn by group,
 stratified by class (each class contributes its share of groups), deterministic from a seed. An
 official test / validation set (ISIC's released Test and Validation ground truth, or a ``split``
 column) is used instead of a drawn one when present.
@@ -33,108 +33,26 @@ absent from the folder, unknown split names).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.chestxray14 import IMAGE_SUFFIXES, subsample
-from medlearn.data.datasets import load_image, resize_square
-from medlearn.data.sampling import EpochBalancedSampler, seeded_loader
+from medlearn.data.decode import load_image2d
+from medlearn.data.records import LabelledImage, index_images, resolve_image
+from medlearn.data.sampling import EpochBalancedSampler, seeded_loader, stratified_group_split, subsample
+from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
 from medlearn.io.errors import DataError, name_issues
 
-__all__ = ["LabelledImage", "LabelledImageDataModule", "LabelledImageDataset", "GROUP_COLUMNS", "index_images",
-           "load_image2d", "read_image_table", "resolve_image", "stratified_group_split"]
+__all__ = ["LabelledImageDataModule", "LabelledImageDataset", "read_image_table"]
 
-#: Columns taken as the grouping column when ``group_col="auto"`` (first match, case-insensitive).
-GROUP_COLUMNS = ("lesion_id", "patient_id", "patient", "case", "case_id", "group", "subject")
-_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-           "test": "test", "testing": "test", "": ""}
+_SPLITS = {**SPLIT_NAMES, "": ""}
 
 
-@dataclass
-class LabelledImage:
-    """One labelled image.
-
-    Attributes:
-        path: the image file.
-        label: 0-based class index.
-        group: grouping key (lesion, patient); images of one group never straddle a split.
-        name: the image's name in its table.
-        split: ``"train"``, ``"val"``, ``"test"`` when the table fixes it, else ``""``.
-    """
-
-    path: Path
-    label: int
-    group: str
-    name: str
-    split: str = ""
-
-
-# --- tables ----------------------------------------------------------------------------------------
-def index_images(folder: Path) -> dict[str, Path]:
-    """Map file name and file stem -> path for the image files directly in ``folder`` (one scan)."""
-    index: dict[str, Path] = {}
-    try:
-        it = os.scandir(folder)
-    except OSError:
-        return index
-    with it:
-        for e in it:
-            if e.name.startswith(".") or os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
-                continue
-            if e.is_file():
-                p = folder / e.name
-                index.setdefault(e.name, p)
-                index.setdefault(os.path.splitext(e.name)[0], p)
-    return index
-
-
-def resolve_image(value: str, folder: Path, index: dict[str, Path]) -> Path | None:
-    """The file a table's ``image`` entry names: a name in ``folder`` (suffix optional) or a relative path."""
-    if value in index:
-        return index[value]
-    p = Path(value)
-    if not p.is_absolute():
-        p = folder / p
-    if p.is_file():
-        return p
-    if not p.suffix or p.suffix.lower() not in IMAGE_SUFFIXES:
-        for s in sorted(IMAGE_SUFFIXES):
-            for cand in (p.with_name(p.name + s), p.with_name(p.name + s.upper())):
-                if cand.is_file():
-                    return cand
-    return None
-
-
-def _read_csv(csv: Path) -> pd.DataFrame:
-    if not csv.is_file():
-        raise DataError(csv, "table not found")
-    try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(csv, f"cannot parse the table: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
-def _find_column(df: pd.DataFrame, name: str | None, candidates: Sequence[str] = ()) -> str | None:
-    lower = {c.lower(): c for c in df.columns}
-    if name not in (None, "auto"):
-        return lower.get(str(name).lower())
-    for c in candidates:
-        if c in lower:
-            return lower[c]
-    return None
-
-
+# --- the "csv" layout ------------------------------------------------------------------------------
 def read_image_table(
     csv: str | Path,
     image_dir: str | Path | None = None,
@@ -154,7 +72,8 @@ def read_image_table(
             integer labels ``0..K-1`` give classes ``"0".."K-1"``; names give their sorted set.
         image_col: column of image names / relative paths (case-insensitive).
         label_col: column of labels.
-        group_col: grouping column; ``"auto"`` takes the first of :data:`GROUP_COLUMNS` present;
+        group_col: grouping column; ``"auto"`` takes the first of :data:`~medlearn.data.tables.GROUP_COLUMNS`
+            present;
             ``None``: every image is its own group.
         split_col: optional column of fixed splits (``train``, ``val``, ``test``; empty = unassigned).
         check_files: check that every image exists.
@@ -169,16 +88,16 @@ def read_image_table(
     """
     csv = Path(csv)
     folder = Path(image_dir) if image_dir is not None else csv.parent
-    df = _read_csv(csv)
-    cols = {"image": _find_column(df, image_col), "label": _find_column(df, label_col)}
+    df = read_csv_table(csv)
+    cols = {"image": find_column(df, image_col), "label": find_column(df, label_col)}
     missing = [f"missing column {want!r}" for want, key in ((image_col, "image"), (label_col, "label"))
                if cols[key] is None]
-    if group_col not in (None, "auto") and _find_column(df, group_col) is None:
+    if group_col not in (None, "auto") and find_column(df, group_col) is None:
         missing.append(f"missing grouping column {group_col!r}")
     if missing:
         raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
-    gcol = _find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
-    scol = _find_column(df, split_col) if split_col else None
+    gcol = find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
+    scol = find_column(df, split_col) if split_col else None
     names = [s.strip() for s in df[cols["image"]].tolist()]
     labels = [s.strip() for s in df[cols["label"]].tolist()]
 
@@ -233,71 +152,7 @@ def read_image_table(
     return records, class_names
 
 
-# --- splits ----------------------------------------------------------------------------------------
-def stratified_group_split(records: Sequence[LabelledImage], fractions: Sequence[float], seed: int,
-                           key: Callable[[LabelledImage], str] = lambda r: r.group) -> list[list[LabelledImage]]:
-    """Split records by group into ``len(fractions) + 1`` parts, stratified by class.
-
-    Each group gets the majority label of its images (ties: the lowest index). Within each class
-    the groups are shuffled (``seed`` and the class index seed the generator) and
-    ``round(fraction * n_groups_of_class)`` of them go to each held-out part in turn (at least one
-    per part when the class has more groups than parts); the rest form part 0. Input order is kept
-    within each part; no group is in two parts.
-
-    Args:
-        records: the records.
-        fractions: held-out fractions, e.g. ``(0.1, 0.2)`` for validation and test; sum < 1.
-        seed: random seed.
-        key: grouping key.
-
-    Returns:
-        ``[rest, part_1, part_2, ...]``.
-
-    Raises:
-        ValueError: fractions negative or summing to 1 or more.
-    """
-    fr = [float(f) for f in fractions]
-    if any(f < 0 for f in fr) or sum(fr) >= 1:
-        raise ValueError(f"fractions must be >= 0 and sum to < 1, got {fr}")
-    votes: dict[str, dict[int, int]] = {}
-    for r in records:
-        v = votes.setdefault(key(r), {})
-        v[r.label] = v.get(r.label, 0) + 1
-    group_label = {g: min(v, key=lambda k: (-v[k], k)) for g, v in votes.items()}
-    part_of: dict[str, int] = {}
-    for c in sorted(set(group_label.values())):
-        gs = sorted(g for g, lab in group_label.items() if lab == c)
-        perm = np.random.default_rng([int(seed), int(c)]).permutation(len(gs))
-        start = 0
-        for j, f in enumerate(fr, start=1):
-            n = round(f * len(gs))
-            if f > 0 and len(gs) > len(fr):
-                n = max(n, 1)
-            n = min(n, len(gs) - start - (1 if len(gs) > len(fr) else 0))
-            for i in perm[start:start + max(n, 0)]:
-                part_of[gs[i]] = j
-            start += max(n, 0)
-    parts: list[list[LabelledImage]] = [[] for _ in range(len(fr) + 1)]
-    for r in records:
-        parts[part_of.get(key(r), 0)].append(r)
-    return parts
-
-
-# --- decoding and dataset --------------------------------------------------------------------------
-def load_image2d(path: str | Path, image_size: int, channels: int = 3) -> torch.Tensor:
-    """Decode one 2D image to ``(channels, image_size, image_size)`` float32 in [0, 1].
-
-    Colour images keep RGB (alpha dropped) for ``channels=3`` and become gray (mean over colour)
-    for ``channels=1``; gray images are repeated for ``channels=3``. Pixels are scaled by
-    :func:`~medlearn.data.datasets.to_unit_range`; the image is resized to a square (aspect ratio
-    not kept) with ``area`` interpolation when shrinking both sides, else bilinear + antialiasing.
-
-    Raises:
-        DataError: naming ``path`` if it cannot be read or is not one 2D image.
-    """
-    return resize_square(load_image(path, channels), image_size)
-
-
+# --- dataset --------------------------------------------------------------------------------------
 class LabelledImageDataset(Dataset):
     """Labelled 2D images, decoded once into a uint8 in-memory cache.
 
@@ -306,7 +161,7 @@ class LabelledImageDataset(Dataset):
     10,015 x 150 kB = 1.5 GB); values are quantised to 1/255.
 
     Args:
-        records: :class:`LabelledImage` records.
+        records: :class:`~medlearn.data.records.LabelledImage` records.
         image_size: side S.
         channels: 3 (RGB) or 1 (gray).
         cache: keep decoded images in memory.

@@ -21,15 +21,10 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from medlearn.data.chestxray14 import (
-    CHESTXRAY14_LABELS,
-    list_image_files,
-    patient_split,
-    read_chestxray14,
-    subsample,
-)
+from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
 from medlearn.data.datasets import RadiographDataset
-from medlearn.data.sampling import seeded_loader
+from medlearn.data.records import list_image_files
+from medlearn.data.sampling import patient_split, seeded_loader, subsample
 from medlearn.io.errors import DataError
 
 __all__ = ["RadiographDataModule"]
