@@ -4,7 +4,9 @@ This module owns the generic record types (:class:`ImageRecord` for radiographs,
 multi-hot labels; :class:`LabelledImage` for single-label 2D images), the image file suffixes
 medlearn accepts, and the helpers that find image files: a recursive listing of an unlabeled
 folder (:func:`list_image_files`) and the lookup of a table entry in an image folder
-(:func:`index_images`, :func:`resolve_image`). It knows no dataset: the layout readers
+(:func:`index_images`, :func:`resolve_image`); and for 3D data :class:`VolumeRecord` (a volume or
+co-registered modalities, with optional label and mask) and the NIfTI name helpers
+(:func:`is_nifti`, :func:`nifti_stem`). It knows no dataset: the layout readers
 (:mod:`medlearn.data.chestxray14`, :mod:`medlearn.data.isic2018` ...) build these records, and
 the datasets and DataModules consume them.
 """
@@ -23,9 +25,12 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageRecord",
     "LabelledImage",
+    "VolumeRecord",
     "has_image_files",
     "index_images",
+    "is_nifti",
     "list_image_files",
+    "nifti_stem",
     "resolve_image",
 ]
 
@@ -144,3 +149,67 @@ def resolve_image(value: str, folder: Path, index: dict[str, Path]) -> Path | No
                 if cand.is_file():
                     return cand
     return None
+
+
+@dataclass
+class VolumeRecord:
+    """One case: a volume (or co-registered multi-modal volumes), with optional label and mask.
+
+    Attributes:
+        path: the volume file (single-modal); ``None`` when ``paths`` is given.
+        paths: ``{modality: file}`` in channel order (multi-modal, e.g. BraTS); ``None`` otherwise.
+        label: class name (classification), or ``None``.
+        case: case identifier; splits group by it (several records may share a case).
+        seg: segmentation mask file, or ``None``.
+        split: ``"train"``, ``"val"`` or ``"test"`` when the source says so, else ``None``.
+
+    Raises:
+        ValueError: neither or both of ``path`` and ``paths`` given, or ``paths`` empty.
+    """
+
+    path: Path | None = None
+    paths: dict[str, Path] | None = None
+    label: str | None = None
+    case: str = ""
+    seg: Path | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.paths is None):
+            raise ValueError("VolumeRecord needs exactly one of path and paths")
+        if self.paths is not None and not self.paths:
+            raise ValueError("VolumeRecord.paths is empty")
+        if self.path is not None:
+            self.path = Path(self.path)
+        if self.paths is not None:
+            self.paths = {str(k): Path(v) for k, v in self.paths.items()}
+        if self.seg is not None:
+            self.seg = Path(self.seg)
+        if not self.case:
+            first = self.path if self.path is not None else next(iter(self.paths.values()))  # type: ignore[union-attr]
+            self.case = nifti_stem(first.name)
+
+    @property
+    def files(self) -> list[Path]:
+        """The image files in channel order."""
+        return [self.path] if self.path is not None else list(self.paths.values())  # type: ignore[union-attr]
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names in channel order (``["image"]`` for a single-modal record)."""
+        return ["image"] if self.paths is None else list(self.paths)
+
+
+def is_nifti(name: str) -> bool:
+    """Whether a file name is a visible NIfTI file (``.nii`` or ``.nii.gz``, any case)."""
+    low = name.lower()
+    return not name.startswith(".") and low.endswith((".nii", ".nii.gz"))
+
+
+def nifti_stem(name: str) -> str:
+    """A file name without its ``.nii`` / ``.nii.gz`` suffix (any case)."""
+    low = name.lower()
+    for ext in (".nii.gz", ".nii"):
+        if low.endswith(ext):
+            return name[: -len(ext)]
+    return name

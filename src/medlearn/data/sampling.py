@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medlearn.data.records import ImageRecord
+from medlearn.data.records import ImageRecord, VolumeRecord
 from medlearn.io.errors import DataError
 
-__all__ = ["EpochShuffleSampler", "EpochBalancedSampler", "seeded_loader", "group_split", "patient_split",
-           "stratified_group_split", "subsample"]
+__all__ = ["EpochShuffleSampler", "EpochBalancedSampler", "seeded_loader", "group_split", "case_split",
+           "patient_split", "stratified_group_split", "subsample"]
 
 T = TypeVar("T")
 
@@ -253,3 +253,25 @@ def subsample(records: Sequence[T], n: int, seed: int) -> list[T]:
         raise DataError(where, f"asked for {n} images but only {len(records)} are available")
     keep = np.sort(np.random.default_rng(seed).choice(len(records), size=n, replace=False))
     return [records[int(i)] for i in keep]
+
+
+def case_split(
+    records: Sequence[VolumeRecord], fraction: float, seed: int
+) -> tuple[list[VolumeRecord], list[VolumeRecord]]:
+    """Split records into two parts by case (no case in both), deterministically.
+
+    ``round(fraction * n_cases)`` cases, drawn at random, go to the second part (at least one and
+    at most all but one when ``fraction > 0`` and there are two or more cases). Input order is kept.
+
+    Args:
+        records: the records.
+        fraction: fraction of *cases* for the second part, in [0, 1).
+        seed: random seed.
+
+    Returns:
+        ``(kept, held_out)``.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1).
+    """
+    return group_split(records, fraction, seed, key=lambda r: r.case)

@@ -51,7 +51,7 @@ from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 from monai.transforms import Compose, EnsureTyped, RandCropByPosNegLabeld, RandSpatialCropd, SpatialPadd
 
-from medlearn.data.volumes import BRATS_LABEL_NAMES, BRATS_LABELS, BRATS_REGIONS, brats_regions
+from medlearn.data.brats import BRATS_LABEL_NAMES, BRATS_LABELS, BRATS_REGIONS, brats_regions
 from medlearn.engine.checkpoint import PRETRAINED_PREFIXES, load_encoder
 from medlearn.engine.report import Section, save_figure
 from medlearn.nn.unet import BackboneUNet
