@@ -1,7 +1,14 @@
-"""Public dataset layouts, datasets, DataModules, augmentation and sampling."""
+"""Public dataset layouts, datasets, DataModules, augmentation and sampling.
+
+Importing this package registers every built-in layout (:mod:`medlearn.data.layouts`): each layout
+module registers itself at import, and all of them are imported here. Generic modules (records,
+tables, sampling, decode, volume_preprocess, layouts, and the DataModules) import no dataset
+module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest) import no other one.
+"""
 
 from __future__ import annotations
 
+from medlearn.data.age_asoct import AGE_CLASSES, ASOCTDataModule, read_age
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
 from medlearn.data.brats import (
     BRATS_LABEL_NAMES,
@@ -16,6 +23,14 @@ from medlearn.data.datasets import RadiographDataset
 from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
 from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
 from medlearn.data.labelled2d import LabelledImageDataModule, LabelledImageDataset, read_image_table
+from medlearn.data.layouts import (
+    Layout,
+    RecordSet,
+    detect_layout,
+    get_layout,
+    list_layouts,
+    register_layout,
+)
 from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
 from medlearn.data.radiograph import RadiographDataModule
 from medlearn.data.records import IMAGE_SUFFIXES, ImageRecord, LabelledImage, VolumeRecord, list_image_files
@@ -40,4 +55,6 @@ __all__ = [
     "IMAGE_SUFFIXES", "ImageCache", "load_image", "resize_square", "to_unit_range",
     "BRATS_LABEL_NAMES", "BRATS_LABELS", "BRATS_MODALITIES", "BRATS_REGIONS", "HEADCT_CLASSES", "LoadVolumed",
     "case_split", "load_volume", "volume_transforms",
+    "AGE_CLASSES", "ASOCTDataModule", "read_age",
+    "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout",
 ]

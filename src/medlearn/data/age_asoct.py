@@ -25,7 +25,8 @@ The image size is read from every file (never assumed); ``expected_size`` can in
 Validation reports every bad row at once (a :class:`~medlearn.io.errors.DataError` whose
 ``problems`` lists each): missing columns, empty or repeated names, labels other than 0 / 1,
 coordinates that are missing, not numbers, ``-1`` in only one of the two, outside the image or
-outside their own half, and rows naming images that are not there.
+outside their own half, and rows naming images that are not there. The layout is registered as
+``"age"`` (kind ``asoct``, :mod:`medlearn.data.layouts`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.decode import ImageCache, load_gray
 from medlearn.data.image_view import ImageView
+from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import IMAGE_SUFFIXES
 from medlearn.data.sampling import group_split, seeded_loader
 from medlearn.io.errors import DataError, name_issues
@@ -309,6 +311,26 @@ def list_asoct_images(root: str | Path, expected_size: Sequence[int] | None = No
     if problems:
         raise DataError(folder, f"{len(problems)} unusable images", problems)
     return records
+
+
+def _detect(root: Path, **_: Any) -> bool:
+    try:
+        find_age_table(root)
+    except DataError:
+        return False
+    return True
+
+
+def _read(root: Path, table: str | Path | None = None, image_dir: str | Path | None = None,
+          expected_size: Sequence[int] | None = None, **_: Any) -> RecordSet[ASOCTRecord]:
+    return RecordSet(read_age(root, table, image_dir, expected_size), list(AGE_CLASSES))
+
+
+register_layout(
+    "age", _detect, _read, kind="asoct", synth="asoct", priority=10,
+    description="AGE challenge AS-OCT: *_Location.xlsx / .csv (closure labels, scleral spurs), ASOCT_Image/",
+    tasks=("classification", "localisation"), classes=AGE_CLASSES,
+)
 
 
 def angle_view(side: str, width: int, height: int, out_size: int | Sequence[int]) -> ImageView:

@@ -14,7 +14,8 @@ evaluated regions (WT, TC, ET). :func:`medlearn.synth.brats.write_brats` writes 
 layout.
 
 Validation reports every bad case at once (a :class:`~medlearn.io.errors.DataError` whose
-``problems`` lists each). Records are :class:`~medlearn.data.records.VolumeRecord`.
+``problems`` lists each). Records are :class:`~medlearn.data.records.VolumeRecord`. The layout is
+registered as ``"brats"`` (kind ``volume``, :mod:`medlearn.data.layouts`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import VolumeRecord, is_nifti, nifti_stem
 from medlearn.io import nifti_geometry, read_image
 from medlearn.io.errors import DataError
@@ -242,3 +245,21 @@ def brats_regions(seg: torch.Tensor) -> torch.Tensor:
     tc = et | (s == 1)
     wt = tc | (s == 2)
     return torch.stack([wt, tc, et], dim=1).to(torch.float32)
+
+
+# --- the registered layout -------------------------------------------------------------------------
+def _detect(root: Path, modalities: Sequence[str] = BRATS_MODALITIES, **_: Any) -> bool:
+    root = Path(root)
+    return root.is_dir() and _looks_like_brats(root, modalities[0])
+
+
+def _read(root: Path, modalities: Sequence[str] = BRATS_MODALITIES, require_seg: bool = True,
+          check_labels: bool = True, **_: Any) -> RecordSet[VolumeRecord]:
+    return RecordSet(read_brats(root, modalities, require_seg=require_seg, check_labels=check_labels))
+
+
+register_layout(
+    "brats", _detect, _read, kind="volume", synth="brats", priority=10,
+    description="BraTS: <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz, labels 0/1/2/4",
+    tasks=("unlabeled", "segmentation"), label_values=BRATS_LABELS, label_names=BRATS_LABEL_NAMES,
+)

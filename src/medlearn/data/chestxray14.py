@@ -19,7 +19,8 @@ name is absent. :func:`medlearn.synth.chestxray.write_chestxray14` writes phanto
 Validation reports every bad row at once (a :class:`~medlearn.io.errors.DataError` whose
 ``problems`` lists each), rather than stopping at the first. Records are
 :class:`~medlearn.data.records.ImageRecord`; patient-wise splits are
-:func:`medlearn.data.sampling.patient_split`.
+:func:`medlearn.data.sampling.patient_split`. The layout is registered as ``"chestxray14"`` (kind
+``radiograph``, :mod:`medlearn.data.layouts`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import ImageRecord
 from medlearn.io.errors import DataError, name_issues
 
@@ -269,3 +271,22 @@ def _warn_patient_overlap(root: Path, names: list[str], patients: list[str]) -> 
             UserWarning,
             stacklevel=3,
         )
+
+
+# --- the registered layout -------------------------------------------------------------------------
+def _detect(root: Path, **_: Any) -> bool:
+    # the original table name only: "auto" has always resolved a v2020-only folder to a plain folder
+    return (Path(root) / TABLE_NAMES[0]).is_file()
+
+
+def _read(root: Path, split: Literal["train_val", "test", "all"] = "train_val", classes: Sequence[str] | None = None,
+          check_files: bool = True, **_: Any) -> RecordSet[ImageRecord]:
+    records = read_chestxray14(root, split, classes, check_files)
+    return RecordSet(records, list(CHESTXRAY14_LABELS if classes is None else classes))
+
+
+register_layout(
+    "chestxray14", _detect, _read, kind="radiograph", synth="chestxray", priority=10,
+    description="NIH ChestX-ray14: Data_Entry_2017.csv with the split lists, images/ or images_NNN/images/",
+    tasks=("unlabeled", "multilabel"), classes=CHESTXRAY14_LABELS,
+)

@@ -1,28 +1,32 @@
-"""Labelled 2D images (one class per image): tables, grouped splits, a cached dataset, a DataModule.
+"""Labelled 2D images (one class per image): the ``image,label`` table layout, a cached dataset, a DataModule.
 
 The single-label 2D classification path shared by the methods that classify photographs, scans or
 patches: CCL-Net on ISIC 2018 skin lesions first, later fundus, AS-OCT and endoscopy classifiers.
-Sources (``layout`` of :class:`LabelledImageDataModule`):
+Sources (``layout`` of :class:`LabelledImageDataModule`) are the layouts of kind ``labelled2d`` in
+:mod:`medlearn.data.layouts`, reached through the registry (this module imports no dataset
+reader). Built in:
 
-- ``"csv"``: a table ``image,label[,group][,split]`` and an image folder. ``image`` is a file name
-  or a path relative to the image folder, with or without its suffix; ``label`` a class name or a
-  0-based class index; an optional grouping column (``lesion_id``, ``patient_id``, ``case``,
-  ``group`` ...) keeps images of one lesion / patient on one side of every split; an optional
-  ``split`` column (``train`` / ``val`` / ``test``) fixes the split. :func:`read_image_table`.
+- ``"csv"`` (registered here): a table ``image,label[,group][,split]`` and an image folder.
+  ``image`` is a file name or a path relative to the image folder, with or without its suffix;
+  ``label`` a class name or a 0-based class index; an optional grouping column (``lesion_id``,
+  ``patient_id``, ``case``, ``group`` ...) keeps images of one lesion / patient on one side of
+  every split; an optional ``split`` column (``train`` / ``val`` / ``test``) fixes the split.
+  :func:`read_image_table`.
 - ``"isic2018"``: the ISIC 2018 Task 3 layout (one-hot ground-truth CSV, lesion groupings),
-  parsed by :mod:`medlearn.data.isic2018`.
-- ``"auto"``: ISIC 2018 when its ground-truth CSV is there, else ``csv``.
+  :mod:`medlearn.data.isic2018`.
+- ``"auto"``: the first layout that recognises the root (ISIC 2018 when its ground-truth CSV is
+  there), else ``csv``.
 
-Splits (:func:`~medlearn.data.sampling.stratified_group_split`): held-out validation and test parts drawn by group,
-stratified by class (each class contributes its share of groups), deterministic from a seed. An
-official test / validation set (ISIC's released Test and Validation ground truth, or a ``split``
-column) is used instead of a drawn one when present.
+Splits (:func:`~medlearn.data.sampling.stratified_group_split`): held-out validation and test
+parts drawn by group, stratified by class (each class contributes its share of groups),
+deterministic from a seed. An official test / validation set (ISIC's released Test and Validation
+ground truth, or a ``split`` column) is used instead of a drawn one when present.
 
 Images are decoded through :func:`medlearn.io.read_image`, kept as RGB (``channels=3``; gray
 files are repeated) or turned gray (``channels=1``; mean over colour), scaled to [0, 1] by their
-bit depth and resized to a square, once, into a uint8 in-memory cache
-(:class:`LabelledImageDataset`). Class imbalance: ``sampler="balanced"`` draws every epoch's
-batches with probability inversely proportional to the class frequency
+bit depth and resized to a square (:func:`~medlearn.data.decode.load_image2d`), once, into a
+uint8 in-memory cache (:class:`LabelledImageDataset`). Class imbalance: ``sampler="balanced"``
+draws every epoch's batches with probability inversely proportional to the class frequency
 (:class:`~medlearn.data.sampling.EpochBalancedSampler`); the DataModule's ``class_counts`` feeds a
 weighted loss in the model instead.
 
@@ -42,6 +46,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.decode import load_image2d
+from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import LabelledImage, index_images, resolve_image
 from medlearn.data.sampling import EpochBalancedSampler, seeded_loader, stratified_group_split, subsample
 from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
@@ -50,6 +55,9 @@ from medlearn.io.errors import DataError, name_issues
 __all__ = ["LabelledImageDataModule", "LabelledImageDataset", "read_image_table"]
 
 _SPLITS = {**SPLIT_NAMES, "": ""}
+KIND = "labelled2d"
+#: The layout "auto" falls back to when none recognises the root (its reader says what is missing).
+FALLBACK_LAYOUT = "csv"
 
 
 # --- the "csv" layout ------------------------------------------------------------------------------
@@ -152,6 +160,31 @@ def read_image_table(
     return records, class_names
 
 
+def _under(root: Path, path: str | Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+def _detect_table(root: Path, table: str = "labels.csv", **_: Any) -> bool:
+    return _under(Path(root), table).is_file()
+
+
+def _read_table(root: Path, table: str = "labels.csv", image_dir: str | None = None,
+                classes: Sequence[str] | None = None, image_col: str = "image", label_col: str = "label",
+                group_col: str | None = "auto", check_files: bool = True, **_: Any) -> RecordSet[LabelledImage]:
+    """The ``csv`` layout: ``table`` and ``image_dir`` relative to ``root`` (or absolute)."""
+    root = Path(root)
+    records, class_names = read_image_table(_under(root, table), None if image_dir is None else _under(root, image_dir),
+                                            classes, image_col, label_col, group_col, check_files=check_files)
+    return RecordSet(records, class_names)
+
+
+register_layout(
+    "csv", _detect_table, _read_table, kind=KIND, priority=0,
+    description="a table image,label[,group][,split] (table=, default labels.csv) and an image folder",
+    tasks=("classification",),
+)
+
+
 # --- dataset --------------------------------------------------------------------------------------
 class LabelledImageDataset(Dataset):
     """Labelled 2D images, decoded once into a uint8 in-memory cache.
@@ -225,13 +258,14 @@ class LabelledImageDataModule(LightningDataModule):
 
     Args:
         root: dataset folder.
-        layout: ``"auto"``, ``"isic2018"`` or ``"csv"``.
+        layout: ``"auto"`` or a ``labelled2d`` layout (``"isic2018"``, ``"csv"``).
         table: the table of ``layout="csv"``, relative to ``root`` (or absolute).
         image_dir: image folder of ``layout="csv"`` (default: the table's folder).
         classes: class names in index order (``csv``: default inferred; ISIC: the 7 in column order).
         image_col: ``csv``: image column.
         label_col: ``csv``: label column.
-        group_col: ``csv``: grouping column, ``"auto"`` (first of :data:`GROUP_COLUMNS`) or ``None``.
+        group_col: ``csv``: grouping column, ``"auto"`` (first of
+            :data:`~medlearn.data.tables.GROUP_COLUMNS`) or ``None``.
         image_size: side the images are resized to when decoded (and cached).
         channels: 3 (RGB) or 1 (gray).
         batch_size: per-process batch size.
@@ -273,8 +307,7 @@ class LabelledImageDataModule(LightningDataModule):
         drop_last: bool = False,
     ) -> None:
         super().__init__()
-        if layout not in ("auto", "isic2018", "csv"):
-            raise ValueError(f"layout must be 'auto', 'isic2018' or 'csv', got {layout!r}")
+        check_layout_name(layout, KIND)
         if sampler not in ("shuffle", "balanced"):
             raise ValueError(f"sampler must be 'shuffle' or 'balanced', got {sampler!r}")
         self.save_hyperparameters()
@@ -287,11 +320,10 @@ class LabelledImageDataModule(LightningDataModule):
 
     @property
     def resolved_layout(self) -> str:
+        """The layout ``"auto"`` resolves to (or the one given)."""
         if self.hparams.layout != "auto":
             return self.hparams.layout
-        from medlearn.data.isic2018 import find_isic2018
-
-        return "isic2018" if find_isic2018(self.root, "Training") is not None else "csv"
+        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table).name
 
     @property
     def num_classes(self) -> int:
@@ -310,24 +342,12 @@ class LabelledImageDataModule(LightningDataModule):
     def _read(self) -> tuple[list[LabelledImage], dict[str, list[LabelledImage]]]:
         """The pool to split and any fixed parts (official validation / test sets, split column)."""
         h = self.hparams
+        found = get_layout(self.resolved_layout, KIND).read(
+            self.root, table=h.table, image_dir=h.image_dir, classes=h.classes, image_col=h.image_col,
+            label_col=h.label_col, group_col=h.group_col)
+        self.class_names = list(found.class_names or [])
+        records = found.records
         fixed: dict[str, list[LabelledImage]] = {}
-        if self.resolved_layout == "isic2018":
-            from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
-
-            if h.classes and list(h.classes) != list(ISIC2018_CLASSES):
-                raise DataError(self.root, f"ISIC 2018 classes are fixed ({', '.join(ISIC2018_CLASSES)}); "
-                                           f"got {h.classes}")
-            self.class_names = list(ISIC2018_CLASSES)
-            pool = read_isic2018(self.root, "Training")
-            for part, split in (("val", "Validation"), ("test", "Test")):
-                if find_isic2018(self.root, split) is not None:
-                    fixed[part] = read_isic2018(self.root, split)
-            return pool, fixed
-        table = Path(h.table) if Path(h.table).is_absolute() else self.root / h.table
-        image_dir = None if h.image_dir is None else (Path(h.image_dir) if Path(h.image_dir).is_absolute()
-                                                      else self.root / h.image_dir)
-        records, self.class_names = read_image_table(table, image_dir, h.classes, h.image_col, h.label_col,
-                                                     h.group_col)
         for part in ("val", "test"):
             if any(r.split == part for r in records):
                 fixed[part] = [r for r in records if r.split == part]

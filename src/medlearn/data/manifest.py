@@ -12,7 +12,10 @@ Layouts (read by :class:`~medlearn.data.volumes.VolumeDataModule`):
   :func:`list_volumes`.
 
 Validation reports every bad row at once (a :class:`~medlearn.io.errors.DataError` whose
-``problems`` lists each). Records are :class:`~medlearn.data.records.VolumeRecord`.
+``problems`` lists each). Records are :class:`~medlearn.data.records.VolumeRecord`. The three are
+registered as layouts ``"manifest"``, ``"headct"`` and ``"folder"`` of kind ``volume``
+(:mod:`medlearn.data.layouts`); ``"auto"`` never picks ``"headct"`` (a head CT table is a manifest
+too, with the labels' sorted order).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import VolumeRecord, is_nifti, nifti_stem
 from medlearn.data.tables import SPLIT_NAMES
 from medlearn.io.errors import DataError
@@ -145,3 +150,79 @@ def read_volume_manifest(
     if not records:
         raise DataError(csv, "the manifest lists no volumes")
     return records
+
+
+# --- the registered layouts ------------------------------------------------------------------------
+def _manifest_csv(root: Path) -> Path | None:
+    """The manifest of a root: the root itself when it is a CSV, else ``root/labels.csv`` if present."""
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return root
+    if (root / "labels.csv").is_file():
+        return root / "labels.csv"
+    return None
+
+
+def _detect_manifest(root: Path, **_: Any) -> bool:
+    return _manifest_csv(Path(root)) is not None
+
+
+def _read_manifest(root: Path, classes: Sequence[str] | None = None, check_files: bool = True,
+                   **_: Any) -> RecordSet[VolumeRecord]:
+    root = Path(root)
+    csv = root if root.is_file() else root / "labels.csv"
+    records = read_volume_manifest(csv, classes=classes or None, check_files=check_files)
+    return RecordSet(records, list(classes) if classes else None)
+
+
+def _detect_headct(root: Path, **_: Any) -> bool:
+    csv = _manifest_csv(Path(root))
+    if csv is None:
+        return False
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+    except Exception:  # detect never raises: a table pandas cannot parse is not this layout
+        return False
+    columns = {str(c).strip().lower(): c for c in df.columns}
+    if "path" not in columns or "label" not in columns:
+        return False
+    labels = {str(v).strip() for v in df[columns["label"]]} - {""}
+    return bool(labels) and labels <= set(HEADCT_CLASSES)
+
+
+def _read_headct(root: Path, classes: Sequence[str] | None = None, check_files: bool = True,
+                 **_: Any) -> RecordSet[VolumeRecord]:
+    return _read_manifest(root, classes or list(HEADCT_CLASSES), check_files)
+
+
+def _detect_folder(root: Path, **_: Any) -> bool:
+    root = Path(root)
+    if not root.is_dir():
+        return False
+    for _dir, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(is_nifti(f) for f in filenames):
+            return True
+    return False
+
+
+def _read_folder(root: Path, **_: Any) -> RecordSet[VolumeRecord]:
+    root = Path(root)
+    return RecordSet([VolumeRecord(path=p, case=nifti_stem(p.relative_to(root).as_posix()))
+                      for p in list_volumes(root)])
+
+
+register_layout(
+    "manifest", _detect_manifest, _read_manifest, kind="volume", priority=30,
+    description="a CSV path[,label][,split][,seg][,case] (the root itself, or root/labels.csv)",
+    tasks=("unlabeled", "classification", "segmentation"),
+)
+register_layout(
+    "headct", _detect_headct, _read_headct, kind="volume", synth="headct", priority=20,
+    description="the head CT phantom's manifest (labels.csv), classes in HEADCT_CLASSES order",
+    tasks=("unlabeled", "classification"), classes=HEADCT_CLASSES,
+)
+register_layout(
+    "folder", _detect_folder, _read_folder, kind="volume", priority=0,
+    description="any folder of NIfTI volumes (.nii, .nii.gz; recursively), unlabeled",
+    tasks=("unlabeled",),
+)

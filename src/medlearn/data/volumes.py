@@ -2,8 +2,10 @@
 
 This is the 3D data path shared by Rubik's cube pretraining (Zhuang et al., MICCAI 2019), MR
 modality synthesis (MGAN) and one-shot atlas segmentation (LT-Net). :class:`VolumeDataModule`
-reads a layout (NIfTI folders and CSV manifests, :mod:`medlearn.data.manifest`; BraTS,
-:mod:`medlearn.data.brats`), splits by case, caches the preprocessed volumes
+reads a layout of kind ``volume`` through the registry (:mod:`medlearn.data.layouts`; built in:
+NIfTI folders, CSV manifests and the head CT phantom's, :mod:`medlearn.data.manifest`; BraTS,
+:mod:`medlearn.data.brats`; this module imports none of them), splits by case, caches the
+preprocessed volumes
 (:func:`~medlearn.data.volume_preprocess.volume_transforms`) with
 :class:`monai.data.CacheDataset` (:class:`VolumeDataset`) and serves batches
 ``{"image": (B, C, D, H, W) float32, "label": (B,) long, "seg": (B, 1, D, H, W) long, "name": [...]}``.
@@ -22,9 +24,8 @@ from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.brats import BRATS_LABEL_NAMES, BRATS_MODALITIES, _looks_like_brats, read_brats
-from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
-from medlearn.data.records import VolumeRecord, nifti_stem
+from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout
+from medlearn.data.records import VolumeRecord
 from medlearn.data.sampling import case_split, seeded_loader
 from medlearn.data.tables import natural_key
 from medlearn.data.volume_preprocess import NORMALISATIONS, volume_transforms
@@ -34,7 +35,9 @@ from medlearn.io.errors import DataError
 __all__ = ["VolumeDataModule", "VolumeDataset"]
 
 _TASKS = ("unlabeled", "classification", "segmentation")
-_LAYOUTS = ("auto", "folder", "manifest", "brats", "headct")
+KIND = "volume"
+#: The layout "auto" falls back to when none recognises the root (its reader says what is missing).
+FALLBACK_LAYOUT = "folder"
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -113,11 +116,13 @@ class VolumeDataset(Dataset):
 class VolumeDataModule(LightningDataModule):
     """3D volumes for pretraining (``unlabeled``), ``classification`` or ``segmentation``.
 
-    Sources (``layout``): ``"folder"`` (NIfTI files, recursively; unlabeled), ``"manifest"`` (a
-    CSV: ``root`` itself or ``root/labels.csv``), ``"headct"`` (a manifest with the class order
-    :data:`HEADCT_CLASSES`, as :func:`medlearn.synth.headct.write_headct` writes), ``"brats"``
-    (:func:`read_brats`); ``"auto"`` picks manifest when ``root`` is a CSV or holds
-    ``labels.csv``, brats when a sub-folder holds ``<case>_<modalities[0]>.nii[.gz]``, else folder.
+    Sources (``layout``, the ``volume`` layouts of :mod:`medlearn.data.layouts`): ``"folder"``
+    (NIfTI files, recursively; unlabeled), ``"manifest"`` (a CSV: ``root`` itself or
+    ``root/labels.csv``), ``"headct"`` (a manifest with the class order
+    :data:`~medlearn.data.manifest.HEADCT_CLASSES`, as :func:`medlearn.synth.headct.write_headct`
+    writes), ``"brats"`` (:func:`~medlearn.data.brats.read_brats`); ``"auto"`` takes the first
+    layout that recognises the root: manifest when ``root`` is a CSV or holds ``labels.csv``,
+    brats when a sub-folder holds ``<case>_<modalities[0]>.nii[.gz]``, else folder.
 
     Splits are by case and deterministic: ``test`` is the rows with ``split == "test"`` when the
     source has a split column, else ``test_fraction`` of the cases (seed ``split_seed + 1``);
@@ -128,15 +133,17 @@ class VolumeDataModule(LightningDataModule):
 
     Batches: ``{"image": (B, C, D, H, W) float32, "name": [...]}`` plus ``"label": (B,) int64``
     (classification, the index into :attr:`class_names`) or ``"seg": (B, 1, D, H, W) int64``
-    (segmentation; BraTS values stay 0/1/2/4, see :func:`brats_regions`). Preprocessing is
-    :func:`volume_transforms`; with ``cache`` each volume is decoded and preprocessed once.
+    (segmentation; BraTS values stay 0/1/2/4, see :func:`~medlearn.data.brats.brats_regions`).
+    Preprocessing is :func:`~medlearn.data.volume_preprocess.volume_transforms`; with ``cache``
+    each volume is decoded and preprocessed once.
 
     Args:
         root: dataset folder (or a manifest CSV).
-        layout: ``"auto"``, ``"folder"``, ``"manifest"``, ``"brats"`` or ``"headct"``.
+        layout: ``"auto"`` or a ``volume`` layout (``"manifest"``, ``"headct"``, ``"brats"``,
+            ``"folder"``).
         task: ``"unlabeled"``, ``"classification"`` or ``"segmentation"``.
-        classes: label names in index order (classification); default: :data:`HEADCT_CLASSES` for
-            ``headct``, else the labels found, sorted (numbers numerically).
+        classes: label names in index order (classification); default: the layout's (the head CT
+            classes for ``headct``), else the labels found, sorted (numbers numerically).
         spatial_size: output ``(D, H, W)``.
         target_spacing: resample to this voxel size in mm (``None``: keep).
         normalisation: ``"ct"``, ``"mr"`` or ``"none"``.
@@ -148,7 +155,8 @@ class VolumeDataModule(LightningDataModule):
         split_seed: seed of the case splits.
         label_seed: seed of the ``num_train`` subset.
         cache: decode and preprocess each volume once (``monai.data.CacheDataset``).
-        modalities: BraTS modalities (channels, in order).
+        modalities: BraTS modalities (channels, in order); the default is
+            :data:`~medlearn.data.brats.BRATS_MODALITIES`.
         test_fraction: fraction of cases held out as test when the source has no split column.
         foreground_threshold: crop threshold in normalised units (``None``: no crop).
         orientation: reorient to these axis codes (``None``: stored voxel order).
@@ -178,7 +186,7 @@ class VolumeDataModule(LightningDataModule):
         split_seed: int = 0,
         label_seed: int = 0,
         cache: bool = True,
-        modalities: tuple[str, ...] = BRATS_MODALITIES,
+        modalities: tuple[str, ...] = ("t1", "t1ce", "t2", "flair"),
         test_fraction: float = 0.2,
         foreground_threshold: float | None = -0.9,
         orientation: str | None = None,
@@ -189,8 +197,7 @@ class VolumeDataModule(LightningDataModule):
         super().__init__()
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
-        if layout not in _LAYOUTS:
-            raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+        check_layout_name(layout, KIND)
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         if not 0.0 <= test_fraction < 1.0:
@@ -209,47 +216,31 @@ class VolumeDataModule(LightningDataModule):
     @property
     def resolved_layout(self) -> str:
         """The layout ``"auto"`` resolves to (or the one given)."""
-        layout = self.hparams.layout
-        if layout != "auto":
-            return layout
-        if self.root.is_file() and self.root.suffix.lower() == ".csv":
-            return "manifest"
-        if (self.root / "labels.csv").is_file():
-            return "manifest"
-        if self.root.is_dir() and _looks_like_brats(self.root, self.hparams.modalities[0]):
-            return "brats"
-        return "folder"
+        if self.hparams.layout != "auto":
+            return self.hparams.layout
+        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, modalities=self.hparams.modalities).name
 
-    def _read_records(self) -> list[VolumeRecord]:
+    def _read_records(self) -> RecordSet[VolumeRecord]:
         h = self.hparams
         if not self.root.exists():
             raise DataError(self.root, "dataset root does not exist")
-        layout = self.resolved_layout
-        if layout in ("manifest", "headct"):
-            csv = self.root if self.root.is_file() else self.root / "labels.csv"
-            classes = h.classes or (list(HEADCT_CLASSES) if layout == "headct" else None)
-            return read_volume_manifest(csv, classes=classes)
-        if layout == "brats":
-            seg = h.task == "segmentation"
-            return read_brats(self.root, h.modalities, require_seg=seg, check_labels=seg)
-        return [
-            VolumeRecord(path=p, case=nifti_stem(p.relative_to(self.root).as_posix()))
-            for p in list_volumes(self.root)
-        ]
+        seg = h.task == "segmentation"  # masks required and their labels checked (BraTS)
+        return get_layout(self.resolved_layout, KIND).read(self.root, classes=h.classes, modalities=h.modalities,
+                                                          require_seg=seg, check_labels=seg)
 
     def _index(self) -> dict[str, list[VolumeRecord]]:
         if self._splits is not None:
             return self._splits
         h = self.hparams
-        records = self._read_records()
+        found_set = self._read_records()
+        records = found_set.records
         if h.task == "classification":
             missing = [f"{r.case}: no label" for r in records if r.label is None]
             if missing:
                 raise DataError(self.root, f"classification needs a label for every volume; {len(missing)} have none",
                                 missing)
             found = sorted({r.label for r in records if r.label is not None}, key=natural_key)
-            names = list(h.classes) if h.classes else (
-                list(HEADCT_CLASSES) if self.resolved_layout == "headct" else found)
+            names = list(h.classes) if h.classes else (list(found_set.class_names) if found_set.class_names else found)
             unknown = sorted(set(found) - set(names))
             if unknown:
                 raise DataError(self.root, f"labels outside classes {names}", [f"unknown label {u!r}" for u in unknown])
@@ -283,14 +274,14 @@ class VolumeDataModule(LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label-index order (classification), the BraTS label names
-        (segmentation on BraTS), else empty."""
+        """Class names in label-index order (classification), the names of the layout's label
+        values (segmentation on a layout that defines them, e.g. BraTS), else empty."""
         h = self.hparams
         if h.task == "classification":
             self._index()
             return list(self._class_names or [])
-        if h.task == "segmentation" and self.resolved_layout == "brats":
-            return list(BRATS_LABEL_NAMES)
+        if h.task == "segmentation":
+            return list(get_layout(self.resolved_layout, KIND).label_names or [])
         return []
 
     @property
@@ -300,10 +291,13 @@ class VolumeDataModule(LightningDataModule):
 
     @property
     def n_channels(self) -> int:
-        """Image channels: the BraTS modalities, else read from the first training volume's header."""
-        if self.resolved_layout == "brats":
-            return len(self.hparams.modalities)
-        shape, _ = nifti_geometry(self._index()["train"][0].files[0])
+        """Image channels, from the first training record (indexes the data if needed; decodes
+        nothing): one per modality file of a multi-modal record (BraTS; the reader checks that
+        each is 3D), else the fourth dimension of the volume's header (1 for a 3D volume)."""
+        record = self._index()["train"][0]
+        if record.paths is not None:
+            return len(record.paths)
+        shape, _ = nifti_geometry(record.files[0])
         return shape[3] if len(shape) == 4 else 1
 
     # --- datasets ---
