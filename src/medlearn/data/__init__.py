@@ -21,6 +21,7 @@ from medlearn.data.brats import (
 from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
+from medlearn.data.info import DataInfo
 from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
 from medlearn.data.labelled2d import LabelledImageDataModule, LabelledImageDataset, read_image_table
 from medlearn.data.layouts import (
@@ -56,5 +57,5 @@ __all__ = [
     "BRATS_LABEL_NAMES", "BRATS_LABELS", "BRATS_MODALITIES", "BRATS_REGIONS", "HEADCT_CLASSES", "LoadVolumed",
     "case_split", "load_volume", "volume_transforms",
     "AGE_CLASSES", "ASOCTDataModule", "read_age",
-    "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout",
+    "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
 ]

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.decode import ImageCache, load_gray
 from medlearn.data.image_view import ImageView
+from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import IMAGE_SUFFIXES
 from medlearn.data.sampling import group_split, seeded_loader
@@ -520,6 +521,24 @@ class ASOCTDataModule(LightningDataModule):
             for ds in (self.train_set, self.val_set, self.test_set):
                 if ds is not None:
                     ds.fill_cache()
+
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (reads and splits it if needed).
+
+        Returns:
+            ``n_train`` (training *angles*, two per scan), the training angles per class (open,
+            closed), the class names and their number, ``input_size = (S, S)``, ``in_channels = 1``.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        counts = [0] * len(self.class_names)
+        for rec in self.train_set.records:
+            for label in rec.labels or ():
+                counts[label] += 1
+        s = self.hparams.image_size
+        return DataInfo(n_train=len(self.train_set), class_counts=counts, num_classes=len(self.class_names),
+                        class_names=list(self.class_names), input_size=(s, s), in_channels=1)
 
     def _loader(self, ds: ASOCTAngleDataset, train: bool) -> DataLoader:
         # drop_last in training: BatchNorm in the pyramid pooling's 1x1 bin cannot take a batch of one

@@ -46,6 +46,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.decode import load_image2d
+from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import LabelledImage, index_images, resolve_image
 from medlearn.data.sampling import EpochBalancedSampler, seeded_loader, stratified_group_split, subsample
@@ -338,6 +339,20 @@ class LabelledImageDataModule(LightningDataModule):
             self.setup("fit")
         assert self.train_set is not None
         return self.train_set.class_counts(len(self.class_names))
+
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (reads and splits it if needed).
+
+        Returns:
+            ``n_train``, the training images per class, the class names and their number,
+            ``input_size = (S, S)`` and ``in_channels``.
+        """
+        counts = self.class_counts.tolist()
+        assert self.train_set is not None
+        h = self.hparams
+        return DataInfo(n_train=len(self.train_set), class_counts=counts, num_classes=len(self.class_names),
+                        class_names=list(self.class_names), input_size=(h.image_size, h.image_size),
+                        in_channels=h.channels)
 
     def _read(self) -> tuple[list[LabelledImage], dict[str, list[LabelledImage]]]:
         """The pool to split and any fixed parts (official validation / test sets, split column)."""

@@ -22,10 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from medlearn.data.datasets import RadiographDataset
+from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, list_layouts, register_layout
 from medlearn.data.records import ImageRecord, has_image_files, list_image_files
 from medlearn.data.sampling import patient_split, seeded_loader, subsample
@@ -118,6 +120,23 @@ class RadiographDataModule(LightningDataModule):
             self.setup("fit")
         assert self.train_set is not None
         return len(self.train_set)
+
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (builds the training set if needed).
+
+        Returns:
+            ``n_train``, ``input_size = (S, S)``, ``in_channels = 1``; for ``multilabel`` also the
+            class names, their number and the positives per class in the training split.
+        """
+        n = self.n_train
+        assert self.train_set is not None
+        h = self.hparams
+        labels = self.train_set.labels
+        if h.task != "multilabel" or labels is None:
+            return DataInfo(n_train=n, input_size=(h.image_size, h.image_size), in_channels=1)
+        counts = labels.sum(dim=0).round().to(torch.int64).tolist()
+        return DataInfo(n_train=n, class_counts=counts, num_classes=len(self.class_names),
+                        class_names=list(self.class_names), input_size=(h.image_size, h.image_size), in_channels=1)
 
     def setup(self, stage: str | None = None) -> None:
         """Index the data and build the datasets, once (later stages reuse them and their caches)."""

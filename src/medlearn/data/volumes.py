@@ -24,6 +24,7 @@ from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose
 from torch.utils.data import DataLoader, Dataset
 
+from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout
 from medlearn.data.records import VolumeRecord
 from medlearn.data.sampling import case_split, seeded_loader
@@ -299,6 +300,34 @@ class VolumeDataModule(LightningDataModule):
             return len(record.paths)
         shape, _ = nifti_geometry(record.files[0])
         return shape[3] if len(shape) == 4 else 1
+
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (indexes it if needed; decodes no voxels).
+
+        Returns:
+            ``n_train``, ``input_size = spatial_size`` (``(D, H, W)``), ``in_channels``; for
+            ``classification`` the class names, their number and the training volumes per class;
+            for ``segmentation`` the layout's label values and names (BraTS: 0/1/2/4), when it
+            defines them.
+        """
+        h = self.hparams
+        train = self._index()["train"]
+        common = dict(n_train=len(train), input_size=tuple(int(v) for v in h.spatial_size),
+                      in_channels=self.n_channels)
+        if h.task == "classification":
+            names = self.class_names
+            index = {c: i for i, c in enumerate(names)}
+            counts = [0] * len(names)
+            for r in train:
+                counts[index[str(r.label)]] += 1
+            return DataInfo(class_counts=counts, num_classes=len(names), class_names=names, **common)
+        if h.task == "segmentation":
+            layout = get_layout(self.resolved_layout, KIND)
+            values = list(layout.label_values) if layout.label_values is not None else None
+            return DataInfo(num_classes=len(values) if values is not None else None,
+                            class_names=list(layout.label_names) if layout.label_names is not None else None,
+                            label_values=values, **common)
+        return DataInfo(**common)
 
     # --- datasets ---
 
