@@ -2,7 +2,7 @@
 
 Importing this package registers every built-in layout (:mod:`medlearn.data.layouts`): each layout
 module registers itself at import, and all of them are imported here. Generic modules (records,
-tables, sampling, decode, volume_preprocess, layouts, and the DataModules) import no dataset
+tables, sampling, decode, volume_preprocess, layouts, info, and the DataModules) import no dataset
 module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest) import no other one.
 """
 
@@ -34,7 +34,14 @@ from medlearn.data.layouts import (
 )
 from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
 from medlearn.data.radiograph import RadiographDataModule
-from medlearn.data.records import IMAGE_SUFFIXES, ImageRecord, LabelledImage, VolumeRecord, list_image_files
+from medlearn.data.records import (
+    IMAGE_SUFFIXES,
+    ImageRecord,
+    LabelledImage,
+    MaskedImage,
+    VolumeRecord,
+    list_image_files,
+)
 from medlearn.data.sampling import (
     EpochBalancedSampler,
     EpochShuffleSampler,
@@ -43,6 +50,7 @@ from medlearn.data.sampling import (
     stratified_group_split,
     subsample,
 )
+from medlearn.data.segmentation2d import ImageMaskDataModule, ImageMaskDataset, read_mask_table
 from medlearn.data.volume_preprocess import LoadVolumed, load_volume, volume_transforms
 from medlearn.data.volumes import VolumeDataModule, VolumeDataset
 
@@ -58,4 +66,5 @@ __all__ = [
     "case_split", "load_volume", "volume_transforms",
     "AGE_CLASSES", "ASOCTDataModule", "read_age",
     "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
+    "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table",
 ]

@@ -45,6 +45,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from medlearn.data.decode import ImageCache, load_gray
+from medlearn.data.decode import image_size as _image_size  # its own image_size arguments are view sides
 from medlearn.data.image_view import ImageView
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, register_layout
@@ -193,18 +194,6 @@ def _point(row: Any, side: str, size: tuple[int, int] | None, issues: list[str])
         elif not lo <= x <= hi:
             issues.append(f"{cx} = {x:g} is not in the {side} half of the image (x in [{lo:g}, {hi:g}])")
     return (x, y)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header (Pillow), else by decoding; DataError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        t = load_gray(path)  # other formats (DICOM ...), or the precise reason it is unreadable
-        return int(t.shape[2]), int(t.shape[1])
 
 
 def read_age(

@@ -1,12 +1,15 @@
-"""Decoding 2D images to tensors in [0, 1], resizing them, and caching decoded images.
+"""Decoding 2D images and label masks to tensors, resizing them, and caching decoded images.
 
 This module owns the path from a 2D image file to a float tensor: decoding through
 :func:`medlearn.io.read_image` with channel handling (:func:`load_image`, :func:`load_gray`),
 scaling by the file's own dynamic range (:func:`to_unit_range`), resizing to a square
-(:func:`resize_square`; :func:`load_radiograph` and :func:`load_image2d` do both), and the
-preallocated in-memory block the 2D datasets cache decoded images in (:class:`ImageCache`). Every
-decoding failure is a :class:`~medlearn.io.errors.DataError` naming the file. It knows no dataset
-layout.
+(:func:`resize_square`; :func:`load_radiograph` and :func:`load_image2d` do both) or to any
+``(H, W)`` (:func:`resize_image`), the size from the header (:func:`image_size`), and the
+preallocated in-memory block the 2D datasets cache decoded images in (:class:`ImageCache`). For
+segmentation it decodes label masks to their stored integer values (:func:`load_mask`), maps and
+checks those values (:func:`relabel_mask`) and resizes masks by nearest neighbour
+(:func:`resize_mask`). Every decoding failure is a :class:`~medlearn.io.errors.DataError` naming
+the file. It knows no dataset layout.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import torch.nn.functional as F
 
 from medlearn.io.errors import DataError
 
-__all__ = ["ImageCache", "load_gray", "load_image", "load_image2d", "load_radiograph", "resize_square",
-           "to_unit_range"]
+__all__ = ["ImageCache", "image_size", "load_gray", "load_image", "load_image2d", "load_mask", "load_radiograph",
+           "relabel_mask", "resize_image", "resize_mask", "resize_square", "to_unit_range"]
 
 _DTYPE_BITS = {"uint8": 8, "int8": 8, "uint16": 16, "int16": 16, "uint32": 32, "int32": 32}
 
@@ -222,3 +225,140 @@ def load_image2d(path: str | Path, image_size: int, channels: int = 3) -> torch.
         DataError: naming ``path`` if it cannot be read or is not one 2D image.
     """
     return resize_square(load_image(path, channels), image_size)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of a 2D image from its header (Pillow), else by decoding it.
+
+    Raises:
+        DataError: naming ``path`` if it cannot be read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        t = load_gray(path)  # other formats (DICOM ...), or the precise reason it is unreadable
+        return int(t.shape[2]), int(t.shape[1])
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(C, H, W)`` in [0, 1] -> ``(C, *size)``: bilinear with antialiasing (aspect ratio not kept).
+
+    Unlike :func:`resize_square` it never switches to ``area`` interpolation, so that an image and
+    its mask (:func:`resize_mask`) are resampled on the same pixel-centre grid.
+    """
+    h, w = int(size[0]), int(size[1])
+    if tuple(image.shape[-2:]) == (h, w):
+        return image.clamp(0.0, 1.0)
+    t = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return t[0].clamp_(0.0, 1.0)
+
+
+def resize_mask(mask: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` integer labels -> ``(1, *size)`` int64 by nearest neighbour; values are kept exactly.
+
+    Pixel centres are matched (``nearest-exact``: output pixel ``i`` takes input pixel
+    ``floor((i + 0.5) * H / size[0])``), the grid bilinear resizing of the image uses.
+    """
+    t = torch.as_tensor(np.asarray(mask)).to(torch.float64)[None, None]  # float64 holds any int32 exactly
+    h, w = int(size[0]), int(size[1])
+    if tuple(t.shape[-2:]) != (h, w):
+        t = F.interpolate(t, size=(h, w), mode="nearest-exact")
+    return t[0].to(torch.int64)
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """Decode a 2D label mask to its stored integer values, ``(H, W)`` int64.
+
+    Accepted: single-channel 8- or 16-bit PNG / BMP / TIFF (gray + alpha: alpha dropped); an RGB
+    mask whose three channels are equal (its value is that of any channel); a 2D NIfTI file, or a
+    3D one with one singleton axis (``(X, Y, 1)`` or ``(1, Y, Z)``), whose array is taken as
+    stored (axis 0 = rows).
+
+    Raises:
+        DataError: naming ``path``: unreadable, more than one 2D image, colour channels that
+            differ (a palette PNG's colours are not label values), or non-integer values.
+    """
+    from medlearn.io import read_image  # io is a sibling package; imported late on purpose
+
+    try:
+        array, meta = read_image(path)
+    except DataError:
+        raise
+    except Exception as exc:  # any decoder failure becomes a DataError naming the file
+        raise DataError(path, f"cannot read mask: {type(exc).__name__}: {exc}") from exc
+    array = np.asarray(array)
+    if str((meta or {}).get("format", "")).lower() == "nifti":
+        spatial = array.shape[1:]
+        if array.shape[0] != 1:
+            raise DataError(path, f"a label mask has one channel; the NIfTI file has {array.shape[0]} volumes")
+        if spatial[2] == 1:
+            mask = array[0, :, :, 0]
+        elif spatial[0] == 1:
+            mask = array[0, 0]
+        else:
+            raise DataError(path, f"a 2D mask is expected; the NIfTI file has shape {spatial}")
+    elif array.ndim != 3 or array.shape[0] not in (1, 3):
+        raise DataError(path, f"a 2D mask with one channel is expected, got shape {array.shape}")
+    elif array.shape[0] == 3:
+        differ = (array[0] != array[1]) | (array[0] != array[2])
+        if differ.any():
+            raise DataError(path, f"an RGB mask must have three equal channels; {int(differ.sum())} pixels differ "
+                                  "(save label masks as single-channel 8- or 16-bit images; the colours of a "
+                                  "palette PNG are not label values)")
+        mask = array[0]
+    else:
+        mask = array[0]
+    fractional = mask != np.floor(mask)
+    if fractional.any():
+        shown = [float(v) for v in np.unique(mask[fractional])[:5]]
+        raise DataError(path, f"a label mask holds whole numbers; found {shown}")
+    return mask.astype(np.int64)
+
+
+def _describe_values(mask: np.ndarray, values: list[int]) -> str:
+    return ", ".join(f"{v} ({int(np.count_nonzero(mask == v))} pixels)" for v in values[:10]) + (
+        " ..." if len(values) > 10 else "")
+
+
+def relabel_mask(mask: np.ndarray, path: str | Path, value_map: Mapping[int, int] | None = None,
+                 label_values: Sequence[int] | None = None) -> np.ndarray:
+    """Map a mask's stored values to labels and check them.
+
+    Args:
+        mask: ``(H, W)`` integer stored values, e.g. from :func:`load_mask`.
+        path: the mask file, to name in errors.
+        value_map: ``{stored: label}`` (e.g. REFUGE's ``{255: 0, 128: 1, 0: 2}``); every stored
+            value must be a key. ``None``: values are kept.
+        label_values: the allowed label values (after mapping); ``None``: any.
+
+    Returns:
+        ``(H, W)`` int64 labels.
+
+    Raises:
+        DataError: naming ``path`` and the offending values (with their pixel counts): a stored
+            value missing from ``value_map``, or a label outside ``label_values`` (anti-aliased
+            or resampled edges typically).
+    """
+    mask = np.asarray(mask, dtype=np.int64)
+    values = [int(v) for v in np.unique(mask)]
+    if value_map is not None:
+        keys = {int(k): int(v) for k, v in value_map.items()}
+        unknown = [v for v in values if v not in keys]
+        if unknown:
+            raise DataError(path, f"mask values {_describe_values(mask, unknown)} are not in value_map "
+                                  f"(it maps {sorted(keys)})")
+        out = np.empty_like(mask)
+        for v in values:
+            out[mask == v] = keys[v]
+        mask = out
+        values = sorted({keys[v] for v in values})
+    if label_values is not None:
+        allowed = {int(v) for v in label_values}
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise DataError(path, f"mask holds values outside label_values {sorted(allowed)}: "
+                                  f"{_describe_values(mask, bad)} (anti-aliased or resampled edges?)")
+    return mask

@@ -4,7 +4,8 @@ This module owns the generic record types (:class:`ImageRecord` for radiographs,
 multi-hot labels; :class:`LabelledImage` for single-label 2D images), the image file suffixes
 medlearn accepts, and the helpers that find image files: a recursive listing of an unlabeled
 folder (:func:`list_image_files`) and the lookup of a table entry in an image folder
-(:func:`index_images`, :func:`resolve_image`); and for 3D data :class:`VolumeRecord` (a volume or
+(:func:`index_images`, :func:`resolve_image`); :class:`MaskedImage` for 2D images with a label mask;
+and for 3D data :class:`VolumeRecord` (a volume or
 co-registered modalities, with optional label and mask) and the NIfTI name helpers
 (:func:`is_nifti`, :func:`nifti_stem`). It knows no dataset: the layout readers
 (:mod:`medlearn.data.chestxray14`, :mod:`medlearn.data.isic2018` ...) build these records, and
@@ -25,6 +26,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageRecord",
     "LabelledImage",
+    "MaskedImage",
     "VolumeRecord",
     "has_image_files",
     "index_images",
@@ -72,6 +74,27 @@ class LabelledImage:
     group: str
     name: str
     split: str = ""
+
+
+@dataclass
+class MaskedImage:
+    """One 2D image with its segmentation mask.
+
+    Attributes:
+        path: the image file.
+        mask: the label mask file (same size as the image).
+        group: grouping key (patient, eye, video); images of one group never straddle a split.
+        name: the image's entry in its table.
+        split: ``"train"``, ``"val"``, ``"test"`` when the table fixes it, else ``""``.
+        domain: the acquisition domain (centre, device, dataset), ``""`` when unknown.
+    """
+
+    path: Path
+    mask: Path
+    group: str
+    name: str
+    split: str = ""
+    domain: str = ""
 
 
 def list_image_files(root: str | Path) -> list[Path]:
