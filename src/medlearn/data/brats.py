@@ -105,8 +105,8 @@ def read_brats(
         atol: tolerance on affine entries between the files of a case.
 
     Returns:
-        One :class:`VolumeRecord` per case (``paths`` in ``modalities`` order, ``seg``, ``case`` =
-        folder name), sorted by case.
+        One :class:`~medlearn.data.records.VolumeRecord` per case (``paths`` in ``modalities``
+        order, ``seg``, ``case`` = folder name), sorted by case.
 
     Raises:
         DataError: ``root`` is not a folder or holds no case; or any case is invalid (all listed).

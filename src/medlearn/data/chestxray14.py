@@ -125,7 +125,7 @@ def read_chestxray14(
             ``root/images_NNN/images``.
 
     Returns:
-        One :class:`ImageRecord` per selected row, in table order; ``labels`` has
+        One :class:`~medlearn.data.records.ImageRecord` per selected row, in table order; ``labels`` has
         ``len(classes)`` entries (all zero for ``No Finding``).
 
     Raises:

@@ -27,7 +27,7 @@ class RadiographDataset(Dataset):
 
     Each item is ``{"image": (1, S, S) float32 in [0, 1], "label": (n_classes,) float32, "name":
     str}``; ``"label"`` is absent when the records carry no labels (plain paths or records with
-    ``labels=None``). See :func:`load_radiograph` for decoding, scaling and resizing.
+    ``labels=None``). See :func:`~medlearn.data.decode.load_radiograph` for decoding, scaling and resizing.
 
     Caching: with ``cache=True`` each image is decoded and resized once, on first access, and kept
     in one preallocated in-memory tensor of ``N * S * S`` bytes (``uint8``, i.e. quantised to

@@ -82,7 +82,7 @@ def read_volume_manifest(
         check_files: check that every ``path`` and ``seg`` file exists.
 
     Returns:
-        One :class:`VolumeRecord` per row, in table order.
+        One :class:`~medlearn.data.records.VolumeRecord` per row, in table order.
 
     Raises:
         DataError: the table is missing or unreadable, has no ``path`` column, or ``classes`` is

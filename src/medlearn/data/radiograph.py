@@ -74,7 +74,7 @@ class RadiographDataModule(LightningDataModule):
         val_fraction: fraction of training patients held out for validation (classification).
         split_seed: seed of the patient split.
         label_seed: seed of the ``num_train`` subset.
-        cache: decode each image once and keep it in memory (see :class:`RadiographDataset`).
+        cache: decode each image once and keep it in memory (see :class:`~medlearn.data.datasets.RadiographDataset`).
         drop_last: drop the last incomplete training batch (default: for unlabeled pretraining,
             where BatchNorm and the cross-rank shuffle want equal batches).
     """

@@ -112,7 +112,7 @@ class LoadVolumed(MapTransform):
     The value of each key is a file, a sequence of files or a ``{name: file}`` mapping (stacked as
     channels). Reading goes through :func:`medlearn.io.read_image`, so bad files raise a
     :class:`~medlearn.io.errors.DataError` naming the file. (MONAI's ``Compose`` wraps exceptions
-    in a ``RuntimeError``; :class:`VolumeDataset` unwraps them again.)
+    in a ``RuntimeError``; :class:`~medlearn.data.volumes.VolumeDataset` unwraps them again.)
 
     Args:
         keys: the keys to load (e.g. ``("image", "seg")``).

@@ -59,14 +59,15 @@ class VolumeDataset(Dataset):
     """Preprocessed volumes, cached in memory (:class:`monai.data.CacheDataset`) or not.
 
     With ``cache=True`` every item is decoded and preprocessed once, when the dataset is built
-    (all transforms of :func:`volume_transforms` are deterministic, so the whole chain is cached);
-    ``cache=False`` uses :class:`monai.data.Dataset` and decodes on every access. ``train_transform``
-    (random augmentation) runs on every access, after the cache. A :class:`DataError` raised while
-    loading reaches the caller as itself (MONAI wraps it in a ``RuntimeError``; it is unwrapped).
+    (all transforms of :func:`~medlearn.data.volume_preprocess.volume_transforms` are
+    deterministic, so the whole chain is cached); ``cache=False`` uses :class:`monai.data.Dataset`
+    and decodes on every access. ``train_transform`` (random augmentation) runs on every access,
+    after the cache. A :class:`~medlearn.io.errors.DataError` raised while loading reaches the
+    caller as itself (MONAI wraps it in a ``RuntimeError``; it is unwrapped).
 
     Args:
         items: dicts such as ``{"image": file(s), "seg": file, "label": int, "name": str}``.
-        transform: the deterministic chain, e.g. :func:`volume_transforms`.
+        transform: the deterministic chain, e.g. :func:`~medlearn.data.volume_preprocess.volume_transforms`.
         cache: keep preprocessed items in memory.
         train_transform: an optional callable applied to each item dict after loading.
 
