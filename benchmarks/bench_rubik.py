@@ -177,7 +177,8 @@ def make_data_step(spec: dict[str, Any]) -> StepBench:
                         cache_tensor_mb=_nbytes(cache) / 2**20 if cache is not None else None)
         return StepBench(_cycle(dm.train_dataloader()), BATCH, info)
     if kind == "medlearn-fill":
-        from medlearn.data.volumes import VolumeDataset, volume_transforms
+        from medlearn.data.volume_preprocess import volume_transforms
+        from medlearn.data.volumes import VolumeDataset
 
         dm = _datamodule(spec, cache=True)  # only to list the training volumes
         records = dm.splits["train"][:BATCH]

@@ -13,15 +13,10 @@ import torch
 from PIL import Image
 
 import medlearn.io
-from medlearn.data.chestxray14 import (
-    CHESTXRAY14_LABELS,
-    ImageRecord,
-    list_image_files,
-    patient_split,
-    read_chestxray14,
-    subsample,
-)
+from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
 from medlearn.data.datasets import RadiographDataset
+from medlearn.data.records import ImageRecord, list_image_files
+from medlearn.data.sampling import patient_split, subsample
 from medlearn.io.errors import DataError
 from medlearn.synth.chestxray import write_chestxray14
 
@@ -312,7 +307,7 @@ def test_records_must_agree(tmp_path: Path) -> None:
 
 
 def test_to_unit_range_per_bit_depth() -> None:
-    from medlearn.data.datasets import to_unit_range
+    from medlearn.data.decode import to_unit_range
 
     x = np.array([[0.0, 255.0]], dtype=np.float32)
     np.testing.assert_allclose(to_unit_range(x, {"bit_depth": 8}, "a.png"), [[0.0, 1.0]])

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medlearn.data.volumes import volume_transforms
+from medlearn.data.volume_preprocess import volume_transforms
 from medlearn.io import read_image
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("dipy") is None,

@@ -19,22 +19,17 @@ import pandas as pd
 import pytest
 import torch
 
+import medlearn.data.brats
+import medlearn.data.volume_preprocess
 import medlearn.data.volumes as volumes
-from medlearn.data.volumes import (
-    BRATS_MODALITIES,
-    HEADCT_CLASSES,
-    LoadVolumed,
-    VolumeDataModule,
-    VolumeRecord,
-    brats_regions,
-    case_split,
-    list_volumes,
-    load_volume,
-    nifti_geometry,
-    read_brats,
-    read_volume_manifest,
-    volume_transforms,
-)
+import medlearn.io.api
+from medlearn.data.brats import BRATS_MODALITIES, brats_regions, read_brats
+from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
+from medlearn.data.records import VolumeRecord
+from medlearn.data.sampling import case_split
+from medlearn.data.volume_preprocess import LoadVolumed, load_volume, volume_transforms
+from medlearn.data.volumes import VolumeDataModule
+from medlearn.io import nifti_geometry
 from medlearn.io.errors import DataError
 from medlearn.synth.brats import brats_affine, write_brats
 from medlearn.synth.headct import write_headct
@@ -147,7 +142,7 @@ def test_read_brats_happy_path(brats_source: Path) -> None:
 
 def test_nifti_geometry_reads_headers_only(brats_source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    monkeypatch.setattr(volumes, "read_image", lambda p: calls.append(p))
+    monkeypatch.setattr(medlearn.io.api, "read_image", lambda p: calls.append(p))
     shape, affine = nifti_geometry(_case_file(brats_source, 0, "t1"))
     assert shape == (BRATS_SIZE,) * 3
     np.testing.assert_array_equal(affine, brats_affine(BRATS_SIZE))
@@ -449,13 +444,14 @@ def test_datamodule_segmentation_on_brats(brats_source: Path) -> None:
 
 def test_datamodule_cache_decodes_each_file_once(brats_source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = volumes.read_image
+    real = medlearn.io.read_image
 
     def counting(path: Any) -> Any:
         calls.append(Path(path).name)
         return real(path)
 
-    monkeypatch.setattr(volumes, "read_image", counting)
+    monkeypatch.setattr(medlearn.data.brats, "read_image", counting)  # the label check
+    monkeypatch.setattr(medlearn.data.volume_preprocess, "read_image", counting)  # the loader
     kwargs: dict[str, Any] = dict(task="segmentation", normalisation="mr", spatial_size=(12, 12, 12), batch_size=2,
                                   val_fraction=0.25)
     dm = VolumeDataModule(str(brats_source), cache=True, **kwargs)

@@ -58,8 +58,8 @@ def test_c2l_ddp_gathers_keys_across_ranks(tmp_path):
 def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from medlearn.nn.distributed import gather_cat
     from medlearn.losses import MomentumQueue
+    from medlearn.nn.distributed import gather_cat
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     keys = torch.full((3, 2), float(rank + 1))

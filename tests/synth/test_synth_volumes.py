@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medlearn.data.volumes import HEADCT_CLASSES
+from medlearn.data.manifest import HEADCT_CLASSES
 from medlearn.io import read_image
 from medlearn.synth import SYNTHESIZERS, get_synth, list_synth
 from medlearn.synth.brats import (

@@ -1,37 +1,58 @@
-"""Public dataset layouts, datasets, DataModules, augmentation and sampling."""
+"""Public dataset layouts, datasets, DataModules, augmentation and sampling.
+
+Importing this package registers every built-in layout (:mod:`medlearn.data.layouts`): each layout
+module registers itself at import, and all of them are imported here. Generic modules (records,
+tables, sampling, decode, volume_preprocess, layouts, info, and the DataModules) import no dataset
+module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest) import no other one.
+"""
 
 from __future__ import annotations
 
+from medlearn.data.age_asoct import AGE_CLASSES, ASOCTDataModule, read_age
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
-from medlearn.data.chestxray14 import (
-    CHESTXRAY14_LABELS,
+from medlearn.data.brats import (
+    BRATS_LABEL_NAMES,
+    BRATS_LABELS,
+    BRATS_MODALITIES,
+    BRATS_REGIONS,
+    brats_regions,
+    read_brats,
+)
+from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
+from medlearn.data.datasets import RadiographDataset
+from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
+from medlearn.data.info import DataInfo
+from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
+from medlearn.data.labelled2d import LabelledImageDataModule, LabelledImageDataset, read_image_table
+from medlearn.data.layouts import (
+    Layout,
+    RecordSet,
+    detect_layout,
+    get_layout,
+    list_layouts,
+    register_layout,
+)
+from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
+from medlearn.data.radiograph import RadiographDataModule
+from medlearn.data.records import (
+    IMAGE_SUFFIXES,
     ImageRecord,
+    LabelledImage,
+    MaskedImage,
+    VolumeRecord,
     list_image_files,
+)
+from medlearn.data.sampling import (
+    EpochBalancedSampler,
+    EpochShuffleSampler,
+    case_split,
     patient_split,
-    read_chestxray14,
+    stratified_group_split,
     subsample,
 )
-from medlearn.data.datasets import RadiographDataset
-from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
-from medlearn.data.labelled2d import (
-    LabelledImage,
-    LabelledImageDataModule,
-    LabelledImageDataset,
-    load_image2d,
-    read_image_table,
-    stratified_group_split,
-)
-from medlearn.data.radiograph import RadiographDataModule
-from medlearn.data.sampling import EpochBalancedSampler, EpochShuffleSampler
-from medlearn.data.volumes import (
-    VolumeDataModule,
-    VolumeDataset,
-    VolumeRecord,
-    brats_regions,
-    list_volumes,
-    read_brats,
-    read_volume_manifest,
-)
+from medlearn.data.segmentation2d import ImageMaskDataModule, ImageMaskDataset, read_mask_table
+from medlearn.data.volume_preprocess import LoadVolumed, load_volume, volume_transforms
+from medlearn.data.volumes import VolumeDataModule, VolumeDataset
 
 __all__ = [
     "AugmentParams", "ViewAugment", "center_view", "CHESTXRAY14_LABELS", "ImageRecord", "list_image_files",
@@ -40,4 +61,10 @@ __all__ = [
     "read_brats", "read_volume_manifest",
     "EpochBalancedSampler", "ISIC2018_CLASSES", "find_isic2018", "read_isic2018", "LabelledImage",
     "LabelledImageDataModule", "LabelledImageDataset", "load_image2d", "read_image_table", "stratified_group_split",
+    "IMAGE_SUFFIXES", "ImageCache", "load_image", "resize_square", "to_unit_range",
+    "BRATS_LABEL_NAMES", "BRATS_LABELS", "BRATS_MODALITIES", "BRATS_REGIONS", "HEADCT_CLASSES", "LoadVolumed",
+    "case_split", "load_volume", "volume_transforms",
+    "AGE_CLASSES", "ASOCTDataModule", "read_age",
+    "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
+    "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table",
 ]

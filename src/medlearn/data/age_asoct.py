@@ -25,7 +25,8 @@ The image size is read from every file (never assumed); ``expected_size`` can in
 Validation reports every bad row at once (a :class:`~medlearn.io.errors.DataError` whose
 ``problems`` lists each): missing columns, empty or repeated names, labels other than 0 / 1,
 coordinates that are missing, not numbers, ``-1`` in only one of the two, outside the image or
-outside their own half, and rows naming images that are not there.
+outside their own half, and rows naming images that are not there. The layout is registered as
+``"age"`` (kind ``asoct``, :mod:`medlearn.data.layouts`).
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.chestxray14 import IMAGE_SUFFIXES
-from medlearn.data.datasets import ImageCache, load_gray
+from medlearn.data.decode import ImageCache, load_gray
+from medlearn.data.decode import image_size as _image_size  # its own image_size arguments are view sides
 from medlearn.data.image_view import ImageView
+from medlearn.data.info import DataInfo
+from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.records import IMAGE_SUFFIXES
 from medlearn.data.sampling import group_split, seeded_loader
 from medlearn.io.errors import DataError, name_issues
 
@@ -192,18 +196,6 @@ def _point(row: Any, side: str, size: tuple[int, int] | None, issues: list[str])
     return (x, y)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header (Pillow), else by decoding; DataError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        t = load_gray(path)  # other formats (DICOM ...), or the precise reason it is unreadable
-        return int(t.shape[2]), int(t.shape[1])
-
-
 def read_age(
     root: str | Path,
     table: str | Path | None = None,
@@ -311,6 +303,26 @@ def list_asoct_images(root: str | Path, expected_size: Sequence[int] | None = No
     return records
 
 
+def _detect(root: Path, **_: Any) -> bool:
+    try:
+        find_age_table(root)
+    except DataError:
+        return False
+    return True
+
+
+def _read(root: Path, table: str | Path | None = None, image_dir: str | Path | None = None,
+          expected_size: Sequence[int] | None = None, **_: Any) -> RecordSet[ASOCTRecord]:
+    return RecordSet(read_age(root, table, image_dir, expected_size), list(AGE_CLASSES))
+
+
+register_layout(
+    "age", _detect, _read, kind="asoct", synth="asoct", priority=10,
+    description="AGE challenge AS-OCT: *_Location.xlsx / .csv (closure labels, scleral spurs), ASOCT_Image/",
+    tasks=("classification", "localisation"), classes=AGE_CLASSES,
+)
+
+
 def angle_view(side: str, width: int, height: int, out_size: int | Sequence[int]) -> ImageView:
     """The view of one angle of a ``width x height`` scan, resized to ``out_size`` (side or ``(h, w)``).
 
@@ -338,7 +350,7 @@ class ASOCTAngleDataset(Dataset):
         name, side, path
 
     A scan is decoded once (both views cut from it) and, with ``cache``, both views are kept in a
-    preallocated uint8 block (:class:`~medlearn.data.datasets.ImageCache`).
+    preallocated uint8 block (:class:`~medlearn.data.decode.ImageCache`).
 
     Args:
         records: scans from :func:`read_age` or :func:`list_asoct_images`.
@@ -498,6 +510,24 @@ class ASOCTDataModule(LightningDataModule):
             for ds in (self.train_set, self.val_set, self.test_set):
                 if ds is not None:
                     ds.fill_cache()
+
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (reads and splits it if needed).
+
+        Returns:
+            ``n_train`` (training *angles*, two per scan), the training angles per class (open,
+            closed), the class names and their number, ``input_size = (S, S)``, ``in_channels = 1``.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        counts = [0] * len(self.class_names)
+        for rec in self.train_set.records:
+            for label in rec.labels or ():
+                counts[label] += 1
+        s = self.hparams.image_size
+        return DataInfo(n_train=len(self.train_set), class_counts=counts, num_classes=len(self.class_names),
+                        class_names=list(self.class_names), input_size=(s, s), in_channels=1)
 
     def _loader(self, ds: ASOCTAngleDataset, train: bool) -> DataLoader:
         # drop_last in training: BatchNorm in the pyramid pooling's 1x1 bin cannot take a batch of one

@@ -1,4 +1,4 @@
-"""Reader for the NIH ChestX-ray14 layout, plus unlabeled folders and patient-wise splits.
+"""Reader for the NIH ChestX-ray14 layout.
 
 NIH ChestX-ray14 (Wang et al., "ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks
 on Weakly-Supervised Classification and Localization of Common Thorax Diseases", CVPR 2017) ships
@@ -17,7 +17,10 @@ The 2020 re-release names the table ``Data_Entry_2017_v2020.csv``; it is used wh
 name is absent. :func:`medlearn.synth.chestxray.write_chestxray14` writes phantoms in this layout.
 
 Validation reports every bad row at once (a :class:`~medlearn.io.errors.DataError` whose
-``problems`` lists each), rather than stopping at the first.
+``problems`` lists each), rather than stopping at the first. Records are
+:class:`~medlearn.data.records.ImageRecord`; patient-wise splits are
+:func:`medlearn.data.sampling.patient_split`. The layout is registered as ``"chestxray14"`` (kind
+``radiograph``, :mod:`medlearn.data.layouts`).
 """
 
 from __future__ import annotations
@@ -25,25 +28,17 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from medlearn.data.sampling import group_split
+from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.records import ImageRecord
 from medlearn.io.errors import DataError, name_issues
 
-__all__ = [
-    "CHESTXRAY14_LABELS",
-    "IMAGE_SUFFIXES",
-    "ImageRecord",
-    "list_image_files",
-    "patient_split",
-    "read_chestxray14",
-    "subsample",
-]
+__all__ = ["CHESTXRAY14_LABELS", "read_chestxray14"]
 
 #: The 14 ChestX-ray14 labels in the official order (Wang et al., CVPR 2017; CheXNet lists).
 CHESTXRAY14_LABELS: tuple[str, ...] = (
@@ -66,28 +61,6 @@ NO_FINDING = "No Finding"
 TABLE_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
 SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
-
-#: File suffixes :func:`list_image_files` accepts (lower case).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".bmp"})
-
-T = TypeVar("T")
-
-
-@dataclass
-class ImageRecord:
-    """One radiograph of a dataset.
-
-    Attributes:
-        path: the image file.
-        labels: ``(n_classes,)`` float32 multi-hot over the chosen classes, or None if unlabeled.
-        patient: patient identifier (``"1"`` for ChestX-ray14 patient 00000001); splits group by it.
-        name: the image's name in the dataset tables (``00000001_000.png``).
-    """
-
-    path: Path
-    labels: np.ndarray | None
-    patient: str
-    name: str
 
 
 def _index_images(root: Path) -> dict[str, Path]:
@@ -152,7 +125,7 @@ def read_chestxray14(
             ``root/images_NNN/images``.
 
     Returns:
-        One :class:`ImageRecord` per selected row, in table order; ``labels`` has
+        One :class:`~medlearn.data.records.ImageRecord` per selected row, in table order; ``labels`` has
         ``len(classes)`` entries (all zero for ``No Finding``).
 
     Raises:
@@ -300,81 +273,20 @@ def _warn_patient_overlap(root: Path, names: list[str], patients: list[str]) -> 
         )
 
 
-def list_image_files(root: str | Path) -> list[Path]:
-    """List the image files of an unlabeled folder, recursively.
-
-    Hidden files and folders (names starting with ``.``, e.g. macOS ``._x.png`` forks) are skipped.
-
-    Args:
-        root: the folder.
-
-    Returns:
-        Sorted paths of every file whose suffix (any case) is in :data:`IMAGE_SUFFIXES`.
-
-    Raises:
-        DataError: if ``root`` is not a folder or holds no image file.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(root, "image folder not found")
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(
-            Path(dirpath) / f
-            for f in filenames
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
-        )
-    if not found:
-        raise DataError(root, f"no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return sorted(found)
+# --- the registered layout -------------------------------------------------------------------------
+def _detect(root: Path, **_: Any) -> bool:
+    # the original table name only: "auto" has always resolved a v2020-only folder to a plain folder
+    return (Path(root) / TABLE_NAMES[0]).is_file()
 
 
-def patient_split(
-    records: Sequence[ImageRecord], val_fraction: float, seed: int
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Split records into train and validation by patient (no patient in both).
-
-    ``round(val_fraction * n_patients)`` patients, drawn at random, go to validation (at least one
-    and at most all but one when ``0 < val_fraction`` and there are two or more patients). Input
-    order is kept within each part.
-
-    Args:
-        records: the records to split.
-        val_fraction: fraction of *patients* for validation, in [0, 1).
-        seed: random seed; the same seed and records give the same split.
-
-    Returns:
-        ``(train, val)`` lists of records.
-
-    Raises:
-        ValueError: if ``val_fraction`` is outside [0, 1).
-    """
-    return group_split(records, val_fraction, seed, key=lambda r: r.patient, name="val_fraction")
+def _read(root: Path, split: Literal["train_val", "test", "all"] = "train_val", classes: Sequence[str] | None = None,
+          check_files: bool = True, **_: Any) -> RecordSet[ImageRecord]:
+    records = read_chestxray14(root, split, classes, check_files)
+    return RecordSet(records, list(CHESTXRAY14_LABELS if classes is None else classes))
 
 
-def subsample(records: Sequence[T], n: int, seed: int) -> list[T]:
-    """Choose ``n`` records at random without replacement, deterministically.
-
-    Args:
-        records: records (or paths) to choose from.
-        n: how many to keep.
-        seed: random seed.
-
-    Returns:
-        The chosen records, in their input order.
-
-    Raises:
-        DataError: if ``n`` exceeds the number of records.
-        ValueError: if ``n`` is negative.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if n > len(records):
-        where = Path(".")
-        if records:
-            first = records[0]
-            where = Path(first.path if isinstance(first, ImageRecord) else str(first)).parent
-        raise DataError(where, f"asked for {n} images but only {len(records)} are available")
-    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=n, replace=False))
-    return [records[int(i)] for i in keep]
+register_layout(
+    "chestxray14", _detect, _read, kind="radiograph", synth="chestxray", priority=10,
+    description="NIH ChestX-ray14: Data_Entry_2017.csv with the split lists, images/ or images_NNN/images/",
+    tasks=("unlabeled", "multilabel"), classes=CHESTXRAY14_LABELS,
+)

@@ -19,17 +19,23 @@ phantoms in this layout.
 Validation reports every bad row at once (a :class:`~medlearn.io.errors.DataError` whose
 ``problems`` lists each): missing or unknown class columns, values that are not numbers, rows that
 are not one-hot, empty or repeated image names, images absent from the input folder, grouping rows
-naming images that are not in the ground truth.
+naming images that are not in the ground truth. The layout is registered as ``"isic2018"`` (kind
+``labelled2d``, :mod:`medlearn.data.layouts`): its reader returns the Training records followed by
+those of Validation (``split="val"``) and Test (``split="test"``) when their ground truth is there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from medlearn.data.labelled2d import LabelledImage, index_images, resolve_image
+from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.records import LabelledImage, index_images, resolve_image
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["ISIC2018_CLASSES", "ISIC2018_DIAGNOSES", "ISIC2018_SPLITS", "find_isic2018", "read_isic2018"]
@@ -174,3 +180,26 @@ def read_isic2018(root: str | Path, split: str = "Training", check_files: bool =
         raise DataError(csv, "the ground truth has no rows")
     lesion = _groupings(root, split, {n for n, _, _ in rows})
     return [LabelledImage(path, label, lesion.get(name, name), name) for name, label, path in rows]
+
+
+# --- the registered layout -------------------------------------------------------------------------
+def _detect(root: Path, **_: Any) -> bool:
+    return find_isic2018(root, "Training") is not None
+
+
+def _read(root: Path, classes: Sequence[str] | None = None, check_files: bool = True,
+          **_: Any) -> RecordSet[LabelledImage]:
+    if classes and list(classes) != list(ISIC2018_CLASSES):
+        raise DataError(root, f"ISIC 2018 classes are fixed ({', '.join(ISIC2018_CLASSES)}); got {classes}")
+    records = read_isic2018(root, "Training", check_files)
+    for part, split in (("val", "Validation"), ("test", "Test")):
+        if find_isic2018(root, split) is not None:
+            records += [replace(r, split=part) for r in read_isic2018(root, split, check_files)]
+    return RecordSet(records, list(ISIC2018_CLASSES))
+
+
+register_layout(
+    "isic2018", _detect, _read, kind="labelled2d", synth="isic", priority=10,
+    description="ISIC 2018 Task 3: one-hot ground-truth CSV per split, lesion groupings, *_Input/ image folders",
+    tasks=("classification",), classes=ISIC2018_CLASSES,
+)

@@ -1,28 +1,32 @@
-"""Labelled 2D images (one class per image): tables, grouped splits, a cached dataset, a DataModule.
+"""Labelled 2D images (one class per image): the ``image,label`` table layout, a cached dataset, a DataModule.
 
 The single-label 2D classification path shared by the methods that classify photographs, scans or
 patches: CCL-Net on ISIC 2018 skin lesions first, later fundus, AS-OCT and endoscopy classifiers.
-Sources (``layout`` of :class:`LabelledImageDataModule`):
+Sources (``layout`` of :class:`LabelledImageDataModule`) are the layouts of kind ``labelled2d`` in
+:mod:`medlearn.data.layouts`, reached through the registry (this module imports no dataset
+reader). Built in:
 
-- ``"csv"``: a table ``image,label[,group][,split]`` and an image folder. ``image`` is a file name
-  or a path relative to the image folder, with or without its suffix; ``label`` a class name or a
-  0-based class index; an optional grouping column (``lesion_id``, ``patient_id``, ``case``,
-  ``group`` ...) keeps images of one lesion / patient on one side of every split; an optional
-  ``split`` column (``train`` / ``val`` / ``test``) fixes the split. :func:`read_image_table`.
+- ``"csv"`` (registered here): a table ``image,label[,group][,split]`` and an image folder.
+  ``image`` is a file name or a path relative to the image folder, with or without its suffix;
+  ``label`` a class name or a 0-based class index; an optional grouping column (``lesion_id``,
+  ``patient_id``, ``case``, ``group`` ...) keeps images of one lesion / patient on one side of
+  every split; an optional ``split`` column (``train`` / ``val`` / ``test``) fixes the split.
+  :func:`read_image_table`.
 - ``"isic2018"``: the ISIC 2018 Task 3 layout (one-hot ground-truth CSV, lesion groupings),
-  parsed by :mod:`medlearn.data.isic2018`.
-- ``"auto"``: ISIC 2018 when its ground-truth CSV is there, else ``csv``.
+  :mod:`medlearn.data.isic2018`.
+- ``"auto"``: the first layout that recognises the root (ISIC 2018 when its ground-truth CSV is
+  there), else ``csv``.
 
-Splits (:func:`stratified_group_split`): held-out validation and test parts drawn by group,
-stratified by class (each class contributes its share of groups), deterministic from a seed. An
-official test / validation set (ISIC's released Test and Validation ground truth, or a ``split``
-column) is used instead of a drawn one when present.
+Splits (:func:`~medlearn.data.sampling.stratified_group_split`): held-out validation and test
+parts drawn by group, stratified by class (each class contributes its share of groups),
+deterministic from a seed. An official test / validation set (ISIC's released Test and Validation
+ground truth, or a ``split`` column) is used instead of a drawn one when present.
 
 Images are decoded through :func:`medlearn.io.read_image`, kept as RGB (``channels=3``; gray
 files are repeated) or turned gray (``channels=1``; mean over colour), scaled to [0, 1] by their
-bit depth and resized to a square, once, into a uint8 in-memory cache
-(:class:`LabelledImageDataset`). Class imbalance: ``sampler="balanced"`` draws every epoch's
-batches with probability inversely proportional to the class frequency
+bit depth and resized to a square (:func:`~medlearn.data.decode.load_image2d`), once, into a
+uint8 in-memory cache (:class:`LabelledImageDataset`). Class imbalance: ``sampler="balanced"``
+draws every epoch's batches with probability inversely proportional to the class frequency
 (:class:`~medlearn.data.sampling.EpochBalancedSampler`); the DataModule's ``class_counts`` feeds a
 weighted loss in the model instead.
 
@@ -33,108 +37,31 @@ absent from the folder, unknown split names).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.chestxray14 import IMAGE_SUFFIXES, subsample
-from medlearn.data.datasets import load_image, resize_square
-from medlearn.data.sampling import EpochBalancedSampler, seeded_loader
+from medlearn.data.decode import load_image2d
+from medlearn.data.info import DataInfo
+from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
+from medlearn.data.records import LabelledImage, index_images, resolve_image
+from medlearn.data.sampling import EpochBalancedSampler, seeded_loader, stratified_group_split, subsample
+from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
 from medlearn.io.errors import DataError, name_issues
 
-__all__ = ["LabelledImage", "LabelledImageDataModule", "LabelledImageDataset", "GROUP_COLUMNS", "index_images",
-           "load_image2d", "read_image_table", "resolve_image", "stratified_group_split"]
+__all__ = ["LabelledImageDataModule", "LabelledImageDataset", "read_image_table"]
 
-#: Columns taken as the grouping column when ``group_col="auto"`` (first match, case-insensitive).
-GROUP_COLUMNS = ("lesion_id", "patient_id", "patient", "case", "case_id", "group", "subject")
-_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-           "test": "test", "testing": "test", "": ""}
-
-
-@dataclass
-class LabelledImage:
-    """One labelled image.
-
-    Attributes:
-        path: the image file.
-        label: 0-based class index.
-        group: grouping key (lesion, patient); images of one group never straddle a split.
-        name: the image's name in its table.
-        split: ``"train"``, ``"val"``, ``"test"`` when the table fixes it, else ``""``.
-    """
-
-    path: Path
-    label: int
-    group: str
-    name: str
-    split: str = ""
+_SPLITS = {**SPLIT_NAMES, "": ""}
+KIND = "labelled2d"
+#: The layout "auto" falls back to when none recognises the root (its reader says what is missing).
+FALLBACK_LAYOUT = "csv"
 
 
-# --- tables ----------------------------------------------------------------------------------------
-def index_images(folder: Path) -> dict[str, Path]:
-    """Map file name and file stem -> path for the image files directly in ``folder`` (one scan)."""
-    index: dict[str, Path] = {}
-    try:
-        it = os.scandir(folder)
-    except OSError:
-        return index
-    with it:
-        for e in it:
-            if e.name.startswith(".") or os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
-                continue
-            if e.is_file():
-                p = folder / e.name
-                index.setdefault(e.name, p)
-                index.setdefault(os.path.splitext(e.name)[0], p)
-    return index
-
-
-def resolve_image(value: str, folder: Path, index: dict[str, Path]) -> Path | None:
-    """The file a table's ``image`` entry names: a name in ``folder`` (suffix optional) or a relative path."""
-    if value in index:
-        return index[value]
-    p = Path(value)
-    if not p.is_absolute():
-        p = folder / p
-    if p.is_file():
-        return p
-    if not p.suffix or p.suffix.lower() not in IMAGE_SUFFIXES:
-        for s in sorted(IMAGE_SUFFIXES):
-            for cand in (p.with_name(p.name + s), p.with_name(p.name + s.upper())):
-                if cand.is_file():
-                    return cand
-    return None
-
-
-def _read_csv(csv: Path) -> pd.DataFrame:
-    if not csv.is_file():
-        raise DataError(csv, "table not found")
-    try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(csv, f"cannot parse the table: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
-def _find_column(df: pd.DataFrame, name: str | None, candidates: Sequence[str] = ()) -> str | None:
-    lower = {c.lower(): c for c in df.columns}
-    if name not in (None, "auto"):
-        return lower.get(str(name).lower())
-    for c in candidates:
-        if c in lower:
-            return lower[c]
-    return None
-
-
+# --- the "csv" layout ------------------------------------------------------------------------------
 def read_image_table(
     csv: str | Path,
     image_dir: str | Path | None = None,
@@ -154,7 +81,8 @@ def read_image_table(
             integer labels ``0..K-1`` give classes ``"0".."K-1"``; names give their sorted set.
         image_col: column of image names / relative paths (case-insensitive).
         label_col: column of labels.
-        group_col: grouping column; ``"auto"`` takes the first of :data:`GROUP_COLUMNS` present;
+        group_col: grouping column; ``"auto"`` takes the first of :data:`~medlearn.data.tables.GROUP_COLUMNS`
+            present;
             ``None``: every image is its own group.
         split_col: optional column of fixed splits (``train``, ``val``, ``test``; empty = unassigned).
         check_files: check that every image exists.
@@ -169,16 +97,16 @@ def read_image_table(
     """
     csv = Path(csv)
     folder = Path(image_dir) if image_dir is not None else csv.parent
-    df = _read_csv(csv)
-    cols = {"image": _find_column(df, image_col), "label": _find_column(df, label_col)}
+    df = read_csv_table(csv)
+    cols = {"image": find_column(df, image_col), "label": find_column(df, label_col)}
     missing = [f"missing column {want!r}" for want, key in ((image_col, "image"), (label_col, "label"))
                if cols[key] is None]
-    if group_col not in (None, "auto") and _find_column(df, group_col) is None:
+    if group_col not in (None, "auto") and find_column(df, group_col) is None:
         missing.append(f"missing grouping column {group_col!r}")
     if missing:
         raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
-    gcol = _find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
-    scol = _find_column(df, split_col) if split_col else None
+    gcol = find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
+    scol = find_column(df, split_col) if split_col else None
     names = [s.strip() for s in df[cols["image"]].tolist()]
     labels = [s.strip() for s in df[cols["label"]].tolist()]
 
@@ -233,71 +161,32 @@ def read_image_table(
     return records, class_names
 
 
-# --- splits ----------------------------------------------------------------------------------------
-def stratified_group_split(records: Sequence[LabelledImage], fractions: Sequence[float], seed: int,
-                           key: Callable[[LabelledImage], str] = lambda r: r.group) -> list[list[LabelledImage]]:
-    """Split records by group into ``len(fractions) + 1`` parts, stratified by class.
-
-    Each group gets the majority label of its images (ties: the lowest index). Within each class
-    the groups are shuffled (``seed`` and the class index seed the generator) and
-    ``round(fraction * n_groups_of_class)`` of them go to each held-out part in turn (at least one
-    per part when the class has more groups than parts); the rest form part 0. Input order is kept
-    within each part; no group is in two parts.
-
-    Args:
-        records: the records.
-        fractions: held-out fractions, e.g. ``(0.1, 0.2)`` for validation and test; sum < 1.
-        seed: random seed.
-        key: grouping key.
-
-    Returns:
-        ``[rest, part_1, part_2, ...]``.
-
-    Raises:
-        ValueError: fractions negative or summing to 1 or more.
-    """
-    fr = [float(f) for f in fractions]
-    if any(f < 0 for f in fr) or sum(fr) >= 1:
-        raise ValueError(f"fractions must be >= 0 and sum to < 1, got {fr}")
-    votes: dict[str, dict[int, int]] = {}
-    for r in records:
-        v = votes.setdefault(key(r), {})
-        v[r.label] = v.get(r.label, 0) + 1
-    group_label = {g: min(v, key=lambda k: (-v[k], k)) for g, v in votes.items()}
-    part_of: dict[str, int] = {}
-    for c in sorted(set(group_label.values())):
-        gs = sorted(g for g, lab in group_label.items() if lab == c)
-        perm = np.random.default_rng([int(seed), int(c)]).permutation(len(gs))
-        start = 0
-        for j, f in enumerate(fr, start=1):
-            n = round(f * len(gs))
-            if f > 0 and len(gs) > len(fr):
-                n = max(n, 1)
-            n = min(n, len(gs) - start - (1 if len(gs) > len(fr) else 0))
-            for i in perm[start:start + max(n, 0)]:
-                part_of[gs[i]] = j
-            start += max(n, 0)
-    parts: list[list[LabelledImage]] = [[] for _ in range(len(fr) + 1)]
-    for r in records:
-        parts[part_of.get(key(r), 0)].append(r)
-    return parts
+def _under(root: Path, path: str | Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
 
 
-# --- decoding and dataset --------------------------------------------------------------------------
-def load_image2d(path: str | Path, image_size: int, channels: int = 3) -> torch.Tensor:
-    """Decode one 2D image to ``(channels, image_size, image_size)`` float32 in [0, 1].
-
-    Colour images keep RGB (alpha dropped) for ``channels=3`` and become gray (mean over colour)
-    for ``channels=1``; gray images are repeated for ``channels=3``. Pixels are scaled by
-    :func:`~medlearn.data.datasets.to_unit_range`; the image is resized to a square (aspect ratio
-    not kept) with ``area`` interpolation when shrinking both sides, else bilinear + antialiasing.
-
-    Raises:
-        DataError: naming ``path`` if it cannot be read or is not one 2D image.
-    """
-    return resize_square(load_image(path, channels), image_size)
+def _detect_table(root: Path, table: str = "labels.csv", **_: Any) -> bool:
+    return _under(Path(root), table).is_file()
 
 
+def _read_table(root: Path, table: str = "labels.csv", image_dir: str | None = None,
+                classes: Sequence[str] | None = None, image_col: str = "image", label_col: str = "label",
+                group_col: str | None = "auto", check_files: bool = True, **_: Any) -> RecordSet[LabelledImage]:
+    """The ``csv`` layout: ``table`` and ``image_dir`` relative to ``root`` (or absolute)."""
+    root = Path(root)
+    records, class_names = read_image_table(_under(root, table), None if image_dir is None else _under(root, image_dir),
+                                            classes, image_col, label_col, group_col, check_files=check_files)
+    return RecordSet(records, class_names)
+
+
+register_layout(
+    "csv", _detect_table, _read_table, kind=KIND, priority=0,
+    description="a table image,label[,group][,split] (table=, default labels.csv) and an image folder",
+    tasks=("classification",),
+)
+
+
+# --- dataset --------------------------------------------------------------------------------------
 class LabelledImageDataset(Dataset):
     """Labelled 2D images, decoded once into a uint8 in-memory cache.
 
@@ -306,7 +195,7 @@ class LabelledImageDataset(Dataset):
     10,015 x 150 kB = 1.5 GB); values are quantised to 1/255.
 
     Args:
-        records: :class:`LabelledImage` records.
+        records: :class:`~medlearn.data.records.LabelledImage` records.
         image_size: side S.
         channels: 3 (RGB) or 1 (gray).
         cache: keep decoded images in memory.
@@ -370,13 +259,14 @@ class LabelledImageDataModule(LightningDataModule):
 
     Args:
         root: dataset folder.
-        layout: ``"auto"``, ``"isic2018"`` or ``"csv"``.
+        layout: ``"auto"`` or a ``labelled2d`` layout (``"isic2018"``, ``"csv"``).
         table: the table of ``layout="csv"``, relative to ``root`` (or absolute).
         image_dir: image folder of ``layout="csv"`` (default: the table's folder).
         classes: class names in index order (``csv``: default inferred; ISIC: the 7 in column order).
         image_col: ``csv``: image column.
         label_col: ``csv``: label column.
-        group_col: ``csv``: grouping column, ``"auto"`` (first of :data:`GROUP_COLUMNS`) or ``None``.
+        group_col: ``csv``: grouping column, ``"auto"`` (first of
+            :data:`~medlearn.data.tables.GROUP_COLUMNS`) or ``None``.
         image_size: side the images are resized to when decoded (and cached).
         channels: 3 (RGB) or 1 (gray).
         batch_size: per-process batch size.
@@ -418,8 +308,7 @@ class LabelledImageDataModule(LightningDataModule):
         drop_last: bool = False,
     ) -> None:
         super().__init__()
-        if layout not in ("auto", "isic2018", "csv"):
-            raise ValueError(f"layout must be 'auto', 'isic2018' or 'csv', got {layout!r}")
+        check_layout_name(layout, KIND)
         if sampler not in ("shuffle", "balanced"):
             raise ValueError(f"sampler must be 'shuffle' or 'balanced', got {sampler!r}")
         self.save_hyperparameters()
@@ -432,11 +321,10 @@ class LabelledImageDataModule(LightningDataModule):
 
     @property
     def resolved_layout(self) -> str:
+        """The layout ``"auto"`` resolves to (or the one given)."""
         if self.hparams.layout != "auto":
             return self.hparams.layout
-        from medlearn.data.isic2018 import find_isic2018
-
-        return "isic2018" if find_isic2018(self.root, "Training") is not None else "csv"
+        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table).name
 
     @property
     def num_classes(self) -> int:
@@ -452,27 +340,29 @@ class LabelledImageDataModule(LightningDataModule):
         assert self.train_set is not None
         return self.train_set.class_counts(len(self.class_names))
 
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (reads and splits it if needed).
+
+        Returns:
+            ``n_train``, the training images per class, the class names and their number,
+            ``input_size = (S, S)`` and ``in_channels``.
+        """
+        counts = self.class_counts.tolist()
+        assert self.train_set is not None
+        h = self.hparams
+        return DataInfo(n_train=len(self.train_set), class_counts=counts, num_classes=len(self.class_names),
+                        class_names=list(self.class_names), input_size=(h.image_size, h.image_size),
+                        in_channels=h.channels)
+
     def _read(self) -> tuple[list[LabelledImage], dict[str, list[LabelledImage]]]:
         """The pool to split and any fixed parts (official validation / test sets, split column)."""
         h = self.hparams
+        found = get_layout(self.resolved_layout, KIND).read(
+            self.root, table=h.table, image_dir=h.image_dir, classes=h.classes, image_col=h.image_col,
+            label_col=h.label_col, group_col=h.group_col)
+        self.class_names = list(found.class_names or [])
+        records = found.records
         fixed: dict[str, list[LabelledImage]] = {}
-        if self.resolved_layout == "isic2018":
-            from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
-
-            if h.classes and list(h.classes) != list(ISIC2018_CLASSES):
-                raise DataError(self.root, f"ISIC 2018 classes are fixed ({', '.join(ISIC2018_CLASSES)}); "
-                                           f"got {h.classes}")
-            self.class_names = list(ISIC2018_CLASSES)
-            pool = read_isic2018(self.root, "Training")
-            for part, split in (("val", "Validation"), ("test", "Test")):
-                if find_isic2018(self.root, split) is not None:
-                    fixed[part] = read_isic2018(self.root, split)
-            return pool, fixed
-        table = Path(h.table) if Path(h.table).is_absolute() else self.root / h.table
-        image_dir = None if h.image_dir is None else (Path(h.image_dir) if Path(h.image_dir).is_absolute()
-                                                      else self.root / h.image_dir)
-        records, self.class_names = read_image_table(table, image_dir, h.classes, h.image_col, h.label_col,
-                                                     h.group_col)
         for part in ("val", "test"):
             if any(r.split == part for r in records):
                 fixed[part] = [r for r in records if r.split == part]

@@ -56,6 +56,11 @@ Writing
 :func:`write_image` writes PNG (uint8/uint16, dtype chosen explicitly for float input), TIFF and
 NIfTI (with affine), atomically (temp file + ``os.replace``), and raises :class:`FileExistsError`
 rather than overwrite unless ``overwrite=True``. DICOM is read-only.
+
+Checking without decoding
+-------------------------
+:func:`nifti_geometry` gives a NIfTI file's shape and affine from its header and detects truncated
+files from the file size or gzip footer, without decoding the voxels.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from medlearn.io.api import read_image, write_image
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
 from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_png, write_tiff
-from medlearn.io.nifti import read_nifti, reorient_to, write_nifti
+from medlearn.io.nifti import nifti_geometry, read_nifti, reorient_to, write_nifti
 
 __all__ = [
     "atomic_write_text",
@@ -81,6 +86,7 @@ __all__ = [
     "read_tiff",
     "read_dicom",
     "read_nifti",
+    "nifti_geometry",
     "write_png",
     "write_tiff",
     "write_nifti",

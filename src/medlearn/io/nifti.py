@@ -20,11 +20,18 @@ of the affine (e.g. ``"LAS"``, via :func:`nibabel.aff2axcodes`). Extras: ``time_
 ``nifti_version``.
 
 Use :func:`reorient_to` to bring an array to a canonical orientation (e.g. RAS) explicitly.
+
+Integrity without decoding: :func:`nifti_geometry` reads a file's shape and affine from its header
+and checks, from the file size (``.nii``) or the gzip length footer (``.nii.gz``), that the voxels
+the header promises are all there, so that a dataset reader can validate thousands of volumes
+without decoding them.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import struct
 import warnings
 import zlib
@@ -49,7 +56,7 @@ from medlearn.io._common import (
 )
 from medlearn.io.errors import DataError
 
-__all__ = ["read_nifti", "write_nifti", "reorient_to"]
+__all__ = ["read_nifti", "write_nifti", "reorient_to", "nifti_geometry"]
 
 
 def _gzip_header(path: Path) -> bytes:
@@ -256,3 +263,69 @@ def reorient_to(
         out = np.moveaxis(apply_orientation(np.moveaxis(array, 0, -1), transform), -1, 0)
     new_affine = affine @ inv_ornt_aff(transform, spatial_shape)
     return np.ascontiguousarray(out), new_affine
+
+
+def _stored_size_ok(path: Path, expected: int) -> bool:
+    """Cheap truncation check from the file size (``.nii``) or the gzip ISIZE footer (``.nii.gz``).
+
+    A ``False`` means "maybe truncated": the caller decodes the file to find out.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(2)
+            if magic != b"\x1f\x8b":
+                return size >= expected
+            if size < 18:
+                return False
+            f.seek(-4, os.SEEK_END)
+            (isize,) = struct.unpack("<I", f.read(4))
+    except OSError:
+        return False
+    return isize == expected % 2**32
+
+
+def _decode(path: Path) -> None:
+    """Decode ``path`` with :func:`medlearn.io.read_image`, for the precise :class:`DataError` it raises."""
+    from medlearn.io import api  # api imports this module: looked up when called
+
+    api.read_image(path)
+
+
+def nifti_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """A NIfTI file's shape and affine from its header, without decoding the voxels.
+
+    The file size (``.nii``) or the gzip length footer (``.nii.gz``) is compared with what the
+    header promises; only when they disagree (a truncated file, or an unusual but valid gzip
+    stream) is the file decoded with :func:`medlearn.io.read_image` to find out.
+
+    Args:
+        path: the NIfTI file.
+
+    Returns:
+        ``(shape, affine)``: the header's shape (trailing singleton dimensions beyond the third
+        dropped) and nibabel's best 4x4 affine.
+
+    Raises:
+        DataError: naming the file, if it is missing, not NIfTI, has a corrupt header or is
+            truncated (the reason comes from :func:`medlearn.io.read_image`).
+
+    Examples:
+        >>> shape, affine = nifti_geometry("case_0000.nii.gz")  # doctest: +SKIP
+        >>> shape
+        (40, 40, 40)
+    """
+    path = Path(path)
+    try:
+        img = nib.load(path)
+        shape = tuple(int(s) for s in img.shape)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        expected = int(img.dataobj.offset) + math.prod(shape) * img.get_data_dtype().itemsize
+    except Exception as exc:  # ImageFileError, HeaderDataError, OSError, EOFError...
+        _decode(path)  # raises the DataError with the precise reason
+        raise DataError(path, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})") from exc
+    if not _stored_size_ok(path, expected):
+        _decode(path)  # decodes; raises if the file is really truncated
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape, affine

@@ -17,7 +17,7 @@ skull-stripped, 1 mm isotropic NIfTI volumes::
 :func:`write_brats` writes a small phantom set in exactly that layout (float32 images, uint8
 labels, one LPS affine ``diag(-1, -1, 1)`` as in the released BraTS 2018 files) so that the MR
 synthesis, segmentation and Rubik's cube demos go through the real reader
-(:func:`medlearn.data.volumes.read_brats`).
+(:func:`medlearn.data.brats.read_brats`).
 
 The phantom (continuous normalised coordinates, so the same draws give the same brain at any size):
 a brain ellipsoid with a gyrated cortical grey-matter ribbon, white matter, deep grey nuclei,

@@ -97,7 +97,7 @@ def draw_overlay(scan_path: str | Path, sides: dict[str, tuple[float | None, flo
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from medlearn.data.datasets import load_gray
+    from medlearn.data.decode import load_gray
 
     gray = (load_gray(scan_path)[0].numpy() * 255.0 + 0.5).astype(np.uint8)
     img = Image.fromarray(gray, mode="L").convert("RGB")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medlearn.nn.distributed import broadcast_, gather_cat, rank, world_size
 from medlearn.nn import build_backbone
+from medlearn.nn.distributed import broadcast_, gather_cat, rank, world_size
 
 __all__ = ["C2LEncoder", "shuffled_forward"]
 

@@ -1,0 +1,535 @@
+"""2D images with label masks: the ``image,mask`` table layout, a cached dataset, a DataModule.
+
+The 2D segmentation path (optic disc / cup on fundus photographs, polyps in colonoscopy frames,
+any image + mask collection): :class:`ImageMaskDataModule` serves batches with the same ``image``
+/ ``seg`` keys as :class:`~medlearn.data.volumes.VolumeDataModule` with ``task="segmentation"``,
+so one N-D segmenter trains on both. Sources (``layout``) are the layouts of kind
+``segmentation2d`` in :mod:`medlearn.data.layouts`, reached through the registry. Built in:
+
+- ``"mask-table"`` (registered here): a CSV ``image,mask[,group][,split][,domain]`` with paths
+  relative to the table's folder (or absolute); :func:`read_mask_table`. ``group`` (or
+  ``patient_id``, ``case`` ... as in :data:`~medlearn.data.tables.GROUP_COLUMNS`) keeps the
+  images of one patient / eye / video on one side of every split; ``split`` (``train`` / ``val``
+  / ``test``) fixes the split; ``domain`` names the centre or device, for domain-shift studies.
+- ``"auto"``: the first layout that recognises the root, else ``mask-table``.
+
+Masks are label images (PNG, BMP, TIFF; 8- or 16-bit, single channel; an RGB mask whose three
+channels are equal is accepted) or 2D NIfTI files (:func:`~medlearn.data.decode.load_mask`).
+They keep their stored label values, optionally mapped on read (``value_map``, e.g. REFUGE's
+0 / 128 / 255) and checked against ``label_values`` (:func:`~medlearn.data.decode.relabel_mask`).
+Images are decoded to [0, 1] as for classification (``channels`` 1 or 3) and resized bilinearly
+with antialiasing, masks by nearest neighbour, to ``image_size``; an image and its mask must have
+the same size. Splits are grouped (:func:`~medlearn.data.sampling.stratified_group_split` with a
+single class), deterministic from ``split_seed``; the decoded, resized pairs are cached once in
+memory.
+
+Validation reports every bad row, and with ``check_masks`` every unusable image / mask pair, at
+once (a :class:`~medlearn.io.errors.DataError` whose ``problems`` lists each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from medlearn.data.decode import ImageCache, load_image, load_mask, relabel_mask, resize_image, resize_mask
+from medlearn.data.decode import image_size as header_size
+from medlearn.data.info import DataInfo
+from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
+from medlearn.data.records import MaskedImage
+from medlearn.data.sampling import seeded_loader, stratified_group_split, subsample
+from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
+from medlearn.io.errors import DataError, name_issues
+
+__all__ = ["ImageMaskDataModule", "ImageMaskDataset", "read_mask_table"]
+
+KIND = "segmentation2d"
+#: The layout "auto" falls back to when none recognises the root (its reader says what is missing).
+FALLBACK_LAYOUT = "mask-table"
+_SPLITS = {**SPLIT_NAMES, "": ""}
+
+
+# --- the "mask-table" layout -----------------------------------------------------------------------
+def read_mask_table(
+    csv: str | Path,
+    image_col: str = "image",
+    mask_col: str = "mask",
+    group_col: str | None = "auto",
+    split_col: str | None = "split",
+    domain_col: str | None = "domain",
+    check_files: bool = True,
+) -> list[MaskedImage]:
+    """Read a table of image / mask pairs: ``image,mask[,group][,split][,domain]``.
+
+    Args:
+        csv: the table; ``image`` and ``mask`` entries are paths relative to its folder (or absolute).
+        image_col: column of images (case-insensitive).
+        mask_col: column of masks.
+        group_col: grouping column; ``"auto"`` takes the first of
+            :data:`~medlearn.data.tables.GROUP_COLUMNS` present; ``None``: every image is its own group.
+        split_col: optional column of fixed splits (``train``, ``val``, ``test``; empty = unassigned).
+        domain_col: optional column of domains (centre, device).
+        check_files: check that every image and mask exists.
+
+    Returns:
+        One :class:`~medlearn.data.records.MaskedImage` per row, in table order.
+
+    Raises:
+        DataError: missing table or columns; or any row with an empty or repeated image, an empty
+            mask, an unknown split, or an image or mask that does not exist (every bad row listed,
+            with everything wrong with it); or a table with no rows.
+    """
+    csv = Path(csv)
+    base = csv.parent
+    df = read_csv_table(csv)
+    cols = {"image": find_column(df, image_col), "mask": find_column(df, mask_col)}
+    missing = [f"missing column {want!r}" for want, key in ((image_col, "image"), (mask_col, "mask"))
+               if cols[key] is None]
+    if group_col not in (None, "auto") and find_column(df, group_col) is None:
+        missing.append(f"missing grouping column {group_col!r}")
+    if missing:
+        raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
+    gcol = find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
+    scol = find_column(df, split_col) if split_col else None
+    dcol = find_column(df, domain_col) if domain_col else None
+
+    def column(name: str | None, lower: bool = False) -> list[str]:
+        if name is None:
+            return [""] * len(df)
+        return [s.strip().lower() if lower else s.strip() for s in df[name].tolist()]
+
+    records: list[MaskedImage] = []
+    problems: list[str] = []
+    first: dict[str, int] = {}
+    rows = zip(column(cols["image"]), column(cols["mask"]), column(gcol), column(scol, lower=True), column(dcol))
+    for i, (name, mask, group, split, domain) in enumerate(rows):
+        line = i + 2  # header is line 1
+        issues = name_issues(name, line, first, duplicate="duplicate image")
+        if not mask:
+            issues.append("empty mask")
+        if split not in _SPLITS:
+            issues.append(f"unknown split {split!r} (train, val, test or empty)")
+        image_path, mask_path = base / name, base / mask  # an absolute entry stays absolute
+        if check_files and name and not image_path.is_file():
+            issues.append(f"image not found: {image_path}")
+        if check_files and mask and not mask_path.is_file():
+            issues.append(f"mask not found: {mask_path}")
+        if issues:
+            problems.append(f"line {line} ({name or '<empty name>'}): {'; '.join(issues)}")
+            continue
+        records.append(MaskedImage(image_path, mask_path, group or name, name, _SPLITS[split], domain))
+    if problems:
+        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+    if not records:
+        raise DataError(csv, "the table has no rows")
+    return records
+
+
+def _table_of(root: Path, table: str | Path) -> Path:
+    """The table of a root: the root itself when it is a file, else ``table`` under it (or absolute)."""
+    if root.is_file():
+        return root
+    return Path(table) if Path(table).is_absolute() else root / table
+
+
+def _detect(root: Path, table: str | Path = "masks.csv", **_: Any) -> bool:
+    return _table_of(Path(root), table).is_file()
+
+
+def _read(root: Path, table: str | Path = "masks.csv", image_col: str = "image", mask_col: str = "mask",
+          group_col: str | None = "auto", split_col: str | None = "split", domain_col: str | None = "domain",
+          check_files: bool = True, **_: Any) -> RecordSet[MaskedImage]:
+    csv = _table_of(Path(root), table)
+    return RecordSet(read_mask_table(csv, image_col, mask_col, group_col, split_col, domain_col, check_files))
+
+
+register_layout(
+    "mask-table", _detect, _read, kind=KIND, priority=0,
+    description="a CSV image,mask[,group][,split][,domain] (the root itself, or table=, default masks.csv)",
+    tasks=("segmentation",),
+)
+
+
+# --- dataset ---------------------------------------------------------------------------------------
+def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)):
+        size = (int(image_size), int(image_size))
+    else:
+        values = [int(v) for v in image_size]
+        if len(values) != 2:
+            raise ValueError(f"image_size must be one side or [H, W], got {image_size!r}")
+        size = (values[0], values[1])
+    if min(size) < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return size
+
+
+class ImageMaskDataset(Dataset):
+    """2D images and their label masks, resized to one size, decoded once into an in-memory cache.
+
+    Items: ``{"image": (C, H, W) float32 in [0, 1], "seg": (1, H, W) int64, "name": str,
+    "domain": str}``. The image is resized bilinearly with antialiasing
+    (:func:`~medlearn.data.decode.resize_image`), the mask by nearest neighbour
+    (:func:`~medlearn.data.decode.resize_mask`): mask values stay label values. With ``cache``
+    images are kept as uint8 (quantised to 1/255, as for classification) and masks exactly (uint8
+    when every label value fits, else int32), each in one preallocated block filled on first access.
+
+    Args:
+        records: :class:`~medlearn.data.records.MaskedImage` records.
+        image_size: output size, one side or ``(H, W)``.
+        channels: 3 (RGB) or 1 (gray).
+        value_map: ``{stored: label}`` applied to every mask on read; ``None``: values kept.
+        label_values: allowed label values (after ``value_map``); ``None``: any.
+        cache: keep decoded pairs in memory.
+
+    Raises:
+        ValueError: no records, a bad size or channel count.
+    """
+
+    def __init__(self, records: Sequence[MaskedImage], image_size: int | Sequence[int], channels: int = 3,
+                 value_map: Mapping[int, int] | None = None, label_values: Sequence[int] | None = None,
+                 cache: bool = True) -> None:
+        if not records:
+            raise ValueError("ImageMaskDataset needs at least one record")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.records = list(records)
+        self.size = _size_pair(image_size)
+        self.channels = int(channels)
+        self.value_map = None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
+        self.label_values = None if label_values is None else sorted({int(v) for v in label_values})
+        n, (h, w) = len(self.records), self.size
+        self._images = ImageCache(n, (self.channels, h, w)) if cache else None
+        small = self.label_values is not None and min(self.label_values) >= 0 and max(self.label_values) <= 255
+        self._masks = torch.empty((n, 1, h, w), dtype=torch.uint8 if small else torch.int32) if cache else None
+        self._mask_filled = torch.zeros(n, dtype=torch.bool)
+        self._mask_hw = torch.zeros((n, 2), dtype=torch.int64)  # stored (H, W) of each decoded mask
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _decode_mask(self, i: int) -> np.ndarray:
+        rec = self.records[i]
+        mask = relabel_mask(load_mask(rec.mask), rec.mask, self.value_map, self.label_values)
+        self._mask_hw[i] = torch.tensor(mask.shape)
+        return mask
+
+    def _mask(self, i: int) -> torch.Tensor:
+        if self._masks is not None and bool(self._mask_filled[i]):
+            return self._masks[i].to(torch.int64)
+        seg = resize_mask(self._decode_mask(i), self.size)
+        if self._masks is not None:
+            self._masks[i] = seg.to(self._masks.dtype)
+            self._mask_filled[i] = True
+        return seg
+
+    def _image(self, i: int) -> torch.Tensor:
+        """The resized image; call after :meth:`_mask` (whose stored size it is checked against)."""
+        if self._images is not None and self._images.has(i):
+            return self._images.get(i)
+        rec = self.records[i]
+        x = load_image(rec.path, self.channels)
+        hw = tuple(int(v) for v in self._mask_hw[i])
+        if tuple(x.shape[1:]) != hw:
+            raise DataError(rec.path, f"image is {x.shape[2]} x {x.shape[1]} but its mask {rec.mask} is "
+                                      f"{hw[1]} x {hw[0]} (width x height)")
+        x = resize_image(x, self.size)
+        if self._images is not None:
+            self._images.put(i, x)
+            return self._images.get(i)
+        return x
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = range(len(self))[index]  # bounds check, negative indices
+        seg = self._mask(index)
+        rec = self.records[index]
+        return {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain}
+
+    def fill_cache(self) -> None:
+        """Decode every pair not cached yet (no-op without cache)."""
+        if self._images is not None:
+            for i in range(len(self)):
+                if not self._images.has(i):
+                    self[i]
+
+    def scan(self) -> tuple[set[int], list[str]]:
+        """Decode every mask (into the cache, with ``cache``) and check it against its image's size.
+
+        The image size comes from its header (:func:`~medlearn.data.decode.image_size`); images
+        are not decoded.
+
+        Returns:
+            ``(label values found, problems)``: the union of the masks' values (after
+            ``value_map``), and one line per unusable pair naming the file and what is wrong.
+        """
+        found: set[int] = set()
+        problems: list[str] = []
+        for i, rec in enumerate(self.records):
+            try:
+                if self._masks is not None and not bool(self._mask_filled[i]):
+                    mask = self._decode_mask(i)
+                    self._masks[i] = resize_mask(mask, self.size).to(self._masks.dtype)
+                    self._mask_filled[i] = True
+                else:
+                    mask = self._decode_mask(i)
+                found.update(int(v) for v in np.unique(mask))
+                w, h = header_size(rec.path)
+                mh, mw = mask.shape
+                if (h, w) != (mh, mw):
+                    problems.append(f"{rec.path}: image is {w} x {h} but its mask {rec.mask} is {mw} x {mh} "
+                                    "(width x height)")
+            except DataError as exc:
+                problems.append(f"{exc.path}: {exc.reason}")
+        return found, problems
+
+
+# --- DataModule ------------------------------------------------------------------------------------
+def _no_class(record: MaskedImage) -> int:
+    return 0
+
+
+class ImageMaskDataModule(LightningDataModule):
+    """2D segmentation data: images with label masks, split by group, cached, in fixed-size batches.
+
+    Batches: ``{"image": (B, C, H, W) float32 in [0, 1], "seg": (B, 1, H, W) int64 (label values),
+    "name": list[str], "domain": list[str]}``.
+
+    Label values: ``value_map`` (``{stored: label}``) maps every mask on read, and every stored
+    value must be one of its keys; ``label_values`` lists the allowed labels (after mapping; a mask
+    with another value, e.g. anti-aliased edges, is a :class:`~medlearn.io.errors.DataError`
+    naming the file and the values). Without either, the labels are the values found in the masks
+    (read once in ``setup``). :attr:`label_values` and :attr:`num_classes` give the result.
+
+    Splits: rows with ``split`` ``val`` / ``test`` form those parts; otherwise ``val_fraction`` /
+    ``test_fraction`` of the groups are held out (deterministic from ``split_seed``);
+    ``num_train`` then draws a fixed-size training subset with ``label_seed``.
+
+    Args:
+        root: dataset folder (or the table itself).
+        layout: ``"auto"`` or a ``segmentation2d`` layout (``"mask-table"``).
+        table: ``mask-table``: the table, relative to ``root`` (or absolute).
+        image_col: ``mask-table``: image column.
+        mask_col: ``mask-table``: mask column.
+        group_col: ``mask-table``: grouping column, ``"auto"`` (first of
+            :data:`~medlearn.data.tables.GROUP_COLUMNS`) or ``None`` (each image its own group).
+        split_col: ``mask-table``: fixed-split column (``None``: none).
+        domain_col: ``mask-table``: domain column (``None``: none).
+        domains: keep only rows whose domain is in this list (``None``: all).
+        image_size: output size, one side (square) or ``[H, W]``.
+        channels: 3 (RGB) or 1 (gray).
+        label_values: allowed label values (``None``: from ``value_map``, else found in the masks).
+        value_map: ``{stored: label}`` applied on read.
+        class_names: names of the label values, in :attr:`label_values` order (optional).
+        batch_size: per-process batch size.
+        num_workers: data-loader workers (with ``cache``, the cache is filled before they start).
+        val_fraction: fraction of groups held out for validation when no ``val`` rows.
+        test_fraction: fraction of groups held out for testing when no ``test`` rows.
+        split_seed: seed of the grouped split.
+        num_train: size of a random training subset (``None``: all).
+        label_seed: seed of that subset.
+        cache: decode once, keep in memory.
+        check_masks: read every mask in ``setup`` and report every unusable pair at once (values,
+            sizes); without it a bad pair fails when first loaded.
+        drop_last: drop the last incomplete training batch.
+
+    Raises:
+        ValueError: an unknown layout, a bad ``image_size`` or ``channels``, repeated
+            ``label_values``, a ``value_map`` producing values outside ``label_values``, or
+            ``class_names`` of another length than ``label_values``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        layout: str = "auto",
+        table: str = "masks.csv",
+        image_col: str = "image",
+        mask_col: str = "mask",
+        group_col: str | None = "auto",
+        split_col: str | None = "split",
+        domain_col: str | None = "domain",
+        domains: list[str] | None = None,
+        image_size: int | list[int] = 256,
+        channels: int = 3,
+        label_values: list[int] | None = None,
+        value_map: dict[int, int] | None = None,
+        class_names: list[str] | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        num_train: int | None = None,
+        label_seed: int = 0,
+        cache: bool = True,
+        check_masks: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        check_layout_name(layout, KIND)
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.image_hw = _size_pair(image_size)
+        values = self._initial_label_values(label_values, value_map)
+        if class_names is not None and values is not None and len(class_names) != len(values):
+            raise ValueError(f"{len(class_names)} class_names for {len(values)} label values {values}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self._label_values = values
+        self.splits: dict[str, list[MaskedImage]] = {}
+        self.train_set: ImageMaskDataset | None = None
+        self.val_set: ImageMaskDataset | None = None
+        self.test_set: ImageMaskDataset | None = None
+
+    @staticmethod
+    def _initial_label_values(label_values: Sequence[int] | None,
+                              value_map: Mapping[int, int] | None) -> list[int] | None:
+        if label_values is not None:
+            values = [int(v) for v in label_values]
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"label_values must be distinct and not empty, got {list(label_values)}")
+            if value_map is not None:
+                outside = sorted({int(v) for v in value_map.values()} - set(values))
+                if outside:
+                    raise ValueError(f"value_map maps to {outside}, outside label_values {sorted(values)}")
+            return sorted(values)
+        if value_map is not None:
+            if not value_map:
+                raise ValueError("value_map is empty")
+            return sorted({int(v) for v in value_map.values()})
+        return None
+
+    @property
+    def resolved_layout(self) -> str:
+        """The layout ``"auto"`` resolves to (or the one given)."""
+        if self.hparams.layout != "auto":
+            return self.hparams.layout
+        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table).name
+
+    @property
+    def label_values(self) -> list[int]:
+        """The label values of the masks, sorted (reads the data if they come from the masks)."""
+        if self._label_values is None:
+            self.setup("fit")
+        return list(self._label_values or [])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of label values, background included."""
+        return len(self.label_values)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the label values (``class_names`` option), else the values as strings."""
+        names = self.hparams.class_names
+        return list(names) if names is not None else [str(v) for v in self.label_values]
+
+    def _read(self) -> list[MaskedImage]:
+        h = self.hparams
+        found = get_layout(self.resolved_layout, KIND).read(
+            self.root, table=h.table, image_col=h.image_col, mask_col=h.mask_col, group_col=h.group_col,
+            split_col=h.split_col, domain_col=h.domain_col)
+        records = found.records
+        if h.domains is not None:
+            keep = {str(d) for d in h.domains}
+            records = [r for r in records if r.domain in keep]
+            if not records:
+                present = sorted({r.domain for r in found.records})
+                raise DataError(self.root, f"no images of the domains {sorted(keep)} (the data has {present})")
+        return records
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split, build the datasets and (with ``check_masks``) check every mask, once."""
+        if self.train_set is not None:
+            return
+        h = self.hparams
+        if not self.root.exists():
+            raise DataError(self.root, "dataset root does not exist")
+        records = self._read()
+        fixed = {p: [r for r in records if r.split == p] for p in ("val", "test") if any(r.split == p for r in records)}
+        pool = [r for r in records if r.split in ("", "train")]
+        wanted = [p for p in ("val", "test") if p not in fixed]
+        fracs = {"val": h.val_fraction, "test": h.test_fraction}
+        parts = stratified_group_split(pool, [fracs[p] for p in wanted], h.split_seed, label=_no_class)
+        splits = {"train": parts[0], **dict(zip(wanted, parts[1:])), **fixed}
+        if h.num_train:
+            splits["train"] = subsample(splits["train"], h.num_train, h.label_seed)
+        if not splits["train"]:
+            raise DataError(self.root, "no training images after splitting")
+        datasets = {
+            part: ImageMaskDataset(recs, self.image_hw, h.channels, h.value_map, self._label_values, h.cache)
+            for part, recs in splits.items() if recs
+        }
+        if h.check_masks or self._label_values is None:
+            found: set[int] = set()
+            problems: list[str] = []
+            for ds in datasets.values():
+                values, issues = ds.scan()
+                found |= values
+                problems += issues
+            if problems:
+                plural = "s" if len(problems) != 1 else ""
+                raise DataError(self.root, f"{len(problems)} unusable image / mask pair{plural}", problems)
+            if self._label_values is None:
+                self._label_values = sorted(found)
+                if h.class_names is not None and len(h.class_names) != len(found):
+                    raise DataError(self.root, f"{len(h.class_names)} class_names for the {len(found)} label "
+                                               f"values found in the masks {sorted(found)}")
+                for ds in datasets.values():
+                    ds.label_values = list(self._label_values)
+        self.splits = splits
+        self.train_set = datasets["train"]
+        self.val_set = datasets.get("val")
+        self.test_set = datasets.get("test")
+
+    def data_info(self) -> DataInfo:
+        """What a model needs to know about this data (reads, splits and checks it if needed).
+
+        Returns:
+            ``n_train``, ``label_values`` and their number as ``num_classes``, ``class_names``
+            when given, ``input_size = (H, W)``, ``in_channels``; no class counts.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        values = self.label_values
+        names = self.hparams.class_names
+        return DataInfo(n_train=len(self.train_set), num_classes=len(values),
+                        class_names=list(names) if names is not None else None, input_size=self.image_hw,
+                        in_channels=self.hparams.channels, label_values=values)
+
+    def _seed(self) -> int:
+        return self.hparams.split_seed + 7919 * self.hparams.label_seed
+
+    def _loader(self, ds: ImageMaskDataset, train: bool) -> DataLoader:
+        h = self.hparams
+        if h.cache and h.num_workers > 0:  # forked workers then share the filled cache copy-on-write
+            ds.fill_cache()
+        return seeded_loader(ds, h.batch_size, train, train and h.drop_last, h.num_workers, seed=self._seed())
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> Any:
+        if self.train_set is None:
+            self.setup("fit")
+        return [] if self.val_set is None else self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("test")
+        if self.test_set is None:
+            raise DataError(self.root, "no test split (set test_fraction > 0 or mark test rows)")
+        return self._loader(self.test_set, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
