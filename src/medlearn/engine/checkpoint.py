@@ -71,9 +71,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint plugin: atomic writes, weights-only reads."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
         atomic_save(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read ``path`` with ``weights_only=True`` (on the CPU unless ``map_location`` says otherwise)."""
         return safe_load(path, map_location=map_location if map_location is not None else "cpu")
 
 

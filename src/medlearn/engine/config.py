@@ -26,7 +26,8 @@ INPUT_SIZE_LINKS = ("image_size", "view_size")
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read a YAML config, apply ``{"model.init_args.lr": 0.1, ...}`` overrides, then the links
-    (:func:`resolve_links`), as ``medlearn fit`` does."""
+    (:func:`resolve_links`), as ``medlearn fit`` does.
+    """
     path = Path(path)
     with path.open(encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
@@ -90,7 +91,8 @@ def resolve_links(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def instantiate_class(spec: Mapping[str, Any], **extra: Any) -> Any:
     """Build ``class_path(**init_args, **extra)``; nested ``class_path`` values are built first,
-    as LightningCLI does (e.g. a datamodule's ``train_transform``)."""
+    as LightningCLI does (e.g. a datamodule's ``train_transform``).
+    """
     module, _, name = spec["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     args = {k: _build(v) for k, v in dict(spec.get("init_args") or {}).items()}

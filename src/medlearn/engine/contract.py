@@ -23,7 +23,8 @@ __all__ = ["training_step_problems", "reload_problems"]
 
 def training_step_problems(model: MethodModule, batch: Any) -> list[str]:
     """One training batch through ``model.contract_step``: every loss finite, and each reaches every
-    parameter it names with a non-zero gradient (automatic and manual optimisation alike)."""
+    parameter it names with a non-zero gradient (automatic and manual optimisation alike).
+    """
     problems: list[str] = []
     if not isinstance(model, MethodModule):
         return [f"{type(model).__name__} does not extend MethodModule"]
@@ -51,7 +52,8 @@ def training_step_problems(model: MethodModule, batch: Any) -> list[str]:
 
 def reload_problems(model: MethodModule, checkpoint: str | Path) -> list[str]:
     """The checkpoint reloads weights-only into a module whose outputs equal ``model``'s (on the
-    random inputs of ``model.contract_inputs()``: one input or several)."""
+    random inputs of ``model.contract_inputs()``: one input or several).
+    """
     loaded = type(model).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     model.eval()
     loaded.eval()

@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,8 @@ def mean_sd_cell(values: np.ndarray, digits: int = 3) -> str:
 
 def verdict(diff: np.ndarray, margin: float) -> str:
     """Reading of a paired difference oriented so that positive = the claim holds: every seed won
-    and the mean above ``margin`` -> reproduced."""
+    and the mean above ``margin`` -> reproduced.
+    """
     if diff.size == 0:
         return "not measured"
     if (diff > 0).all() and diff.mean() > margin:
@@ -198,7 +200,7 @@ class Experiment:
     def grid(self, seeds: Iterable[int], arms: Iterable[str], fn: Callable[[str, int], Mapping[str, Any]],
              **fixed: Any) -> list[dict[str, Any]]:
         """Every ``(seed, arm)`` cell, seeds outer (a seed's arms run together, sharing its data)."""
-        return [self.run({**fixed, "arm": arm, "seed": seed}, lambda a=arm, s=seed: fn(a, s))
+        return [self.run({**fixed, "arm": arm, "seed": seed}, partial(fn, arm, seed))
                 for seed in seeds for arm in arms]
 
     def save(self, **meta: Any) -> Path:

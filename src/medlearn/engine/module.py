@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningModule
 from torch import nn
 
@@ -228,6 +229,13 @@ class MethodModule(LightningModule):
         self.data_info: DataInfo | None = None
 
     @property
+    def hparams(self) -> AttributeDict:
+        """The saved hyper-parameters (``save_hyperparameters``), with attribute access."""
+        hp = super().hparams
+        assert isinstance(hp, AttributeDict)
+        return hp
+
+    @property
     def monitor(self) -> tuple[str, str] | None:
         """``(metric, "max" | "min")`` that selects ``best.ckpt``; ``None``: only ``last.ckpt``."""
         return None
@@ -235,7 +243,8 @@ class MethodModule(LightningModule):
     # --- data -------------------------------------------------------------------------------------
     def receive_data(self, info: DataInfo) -> None:
         """Take what the model needs from the training data (called once before ``fit`` builds the
-        optimisers). Overrides call ``super().receive_data(info)``; the default keeps ``info``."""
+        optimisers). Overrides call ``super().receive_data(info)``; the default keeps ``info``.
+        """
         self.data_info = info
 
     # --- submodules outside the optimisers ----------------------------------------------------------
@@ -304,7 +313,8 @@ class MethodModule(LightningModule):
         """Updates the EMA copies (subclasses overriding this call ``super()``)."""
         self.update_ema()
 
-    def train(self, mode: bool = True) -> MethodModule:  # type: ignore[override]
+    def train(self, mode: bool = True) -> MethodModule:
+        """Set training / evaluation mode; frozen submodules stay in evaluation mode."""
         super().train(mode)
         for name in self._frozen:
             getattr(self, name).eval()
@@ -328,6 +338,7 @@ class MethodModule(LightningModule):
         return [OptimizerPlan("main", self.param_groups(), self.optim_spec())]
 
     def configure_optimizers(self) -> Any:
+        """One optimiser and one epoch-stepped schedule per :meth:`optimizer_plans` entry."""
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         out = []
         for plan in self.optimizer_plans():
@@ -355,7 +366,7 @@ class MethodModule(LightningModule):
             return
         scheds = self.lr_schedulers()
         for s in scheds if isinstance(scheds, list) else ([scheds] if scheds is not None else []):
-            s.step()
+            s.step()  # type: ignore[call-arg]  # epoch schedules (LambdaLR), never ReduceLROnPlateau
 
     # --- evaluation ---------------------------------------------------------------------------------
     def stage_state(self, stage: str, factory: Any) -> Any:
@@ -377,15 +388,19 @@ class MethodModule(LightningModule):
         return None
 
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        """A validation batch: :meth:`evaluation_step` with ``stage='val'``."""
         return self.evaluation_step(batch, batch_idx, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> Any:
+        """A test batch: :meth:`evaluation_step` with ``stage='test'``."""
         return self.evaluation_step(batch, batch_idx, "test")
 
     def on_validation_epoch_end(self) -> None:
+        """Log and keep :meth:`evaluation_end`'s ``val`` record."""
         self._finish_stage("val")
 
     def on_test_epoch_end(self) -> None:
+        """Log and keep :meth:`evaluation_end`'s ``test`` record."""
         self._finish_stage("test")
 
     def _finish_stage(self, stage: str) -> None:
@@ -399,6 +414,7 @@ class MethodModule(LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Declare the module and the encoder it offers in the checkpoint (``checkpoint['medlearn']``)."""
         from medlearn import __version__
 
         cls = type(self)
@@ -408,7 +424,8 @@ class MethodModule(LightningModule):
     # --- documented hooks ---------------------------------------------------------------------------
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
         """Sections of ``report.html`` after ``stage`` (``"fit"``, ``"validate"``, ``"test"``);
-        figures go under ``run_dir``. Default: none."""
+        figures go under ``run_dir``. Default: none.
+        """
         return []
 
     def prediction_writer(self, run_dir: Path) -> BasePredictionWriter:
@@ -428,12 +445,15 @@ class MethodModule(LightningModule):
             raise NotImplementedError(f"{type(self).__name__} optimises manually: implement contract_step")
         out = self.training_step(batch, 0)
         loss = out["loss"] if isinstance(out, Mapping) else out
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}.training_step returned {type(out).__name__}, not a loss")
         params = [(n, p) for n, p in self.named_trainable_parameters() if p.requires_grad]
         return [ContractLoss("loss", loss, params)]
 
     def contract_inputs(self) -> tuple[Any, ...]:
         """Random inputs shaped like ``example_input_array`` (a tensor, tuple or dict of tensors),
-        as positional arguments of ``forward``."""
+        as positional arguments of ``forward``.
+        """
         ex = self.example_input_array
         if isinstance(ex, torch.Tensor):
             return (torch.rand_like(ex),)

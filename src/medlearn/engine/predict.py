@@ -35,6 +35,7 @@ class CSVPredictionWriter(BasePredictionWriter):
         self.out_dir = Path(out_dir)
 
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
+        """Write ``predictions.csv`` from the epoch's prediction batches."""
         rows: list[list[Any]] = []
         n_cls = 0
         for batch in predictions:

@@ -237,14 +237,17 @@ class ReportCallback(Callback):
         self.title = title
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Write the report's ``fit`` part."""
         if trainer.is_global_zero:
             write_run_report(trainer, pl_module, "fit", self.run_dir, self.records, self.title)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Write the report's ``validate`` part (``medlearn validate``; not the validations inside ``fit``)."""
         if trainer.is_global_zero and trainer.state.fn == "validate":
             write_run_report(trainer, pl_module, "validate", self.run_dir, self.records, self.title)
 
     def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        """Write the report's ``test`` part."""
         if trainer.is_global_zero:
             write_run_report(trainer, pl_module, "test", self.run_dir, self.records, self.title)
 

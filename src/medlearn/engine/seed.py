@@ -49,12 +49,15 @@ class RNGStateCallback(Callback):
     """Save the RNG states in each checkpoint; restore them when a run resumes."""
 
     def state_dict(self) -> dict[str, Any]:
+        """The RNG states, stored in the checkpoint."""
         return get_rng_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+        """Keep a checkpoint's RNG states until training starts."""
+        self._pending: dict[str, Any] | None = state_dict
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Restore the pending RNG states (after Lightning's own set-up may have drawn numbers)."""
         # Restore as late as possible, after Lightning's own setup may have drawn numbers.
         pending = getattr(self, "_pending", None)
         if pending is not None:

@@ -144,9 +144,11 @@ class EpochLine(Callback):
         self._t0 = 0.0
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start the epoch's clock."""
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Print the epoch's line: its time and every scalar logged for it."""
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k.count("/") <= 1}
@@ -165,6 +167,7 @@ class DataHandover(Callback):
     """
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Hand the DataModule's ``data_info()`` to the module when ``fit`` sets up."""
         if stage != "fit":
             return
         dm = trainer.datamodule

@@ -55,6 +55,7 @@ class MomentumQueue(nn.Module):
 
     @property
     def size(self) -> int:
+        """Number of keys the queue holds."""
         return self.queue.shape[0]
 
     def negatives(self) -> torch.Tensor:
@@ -117,6 +118,7 @@ class InfoNCELoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of normalised queries ``q (B, D)``, positive keys ``k (B, D)``, ``negatives (K, D)``."""
         logits = contrast_logits(q, k, negatives).float() / self.temperature
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, target), logits
@@ -148,6 +150,7 @@ class NCEQueueLoss(nn.Module):
         self.register_buffer("z", torch.tensor(-1.0))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of the NCE form for ``q (B, D)``, ``k (B, D)``, ``negatives (K, D)`` (normalised)."""
         logits = contrast_logits(q, k, negatives).float() / self.temperature
         e = torch.exp(logits)
         if float(self.z) < 0:

@@ -112,5 +112,6 @@ class KeypointRegistrationLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, points: torch.Tensor, valid: torch.Tensor | None = None,
                 loc_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(loss, parts)`` of heatmaps ``pred (B, 1, H, W)`` vs ``points (B, 2)`` (:func:`keypoint_registration`)."""
         return keypoint_registration(pred, points, self.sigma, self.beta, self.lambda_loc, self.fg_weight, valid,
                                      loc_scale)

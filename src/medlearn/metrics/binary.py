@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.metrics import Cumulative, compute_roc_auc
+from monai.metrics import compute_roc_auc
+
+from medlearn.metrics.buffer import CaseBuffer
 
 __all__ = ["BinaryMetric", "BinaryResult", "binary_metrics", "sensitivity_specificity"]
 
@@ -76,7 +78,7 @@ def binary_metrics(scores: torch.Tensor | np.ndarray, targets: torch.Tensor | np
     if n_pos and n_neg:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            auc = float(compute_roc_auc(s, t))
+            auc = float(compute_roc_auc(s, t))  # type: ignore[arg-type]  # a float for 1-D scores
     else:
         auc = math.nan
     sens, spec = sensitivity_specificity(s, t, threshold)
@@ -99,18 +101,21 @@ class BinaryMetric:
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.threshold = float(threshold)
-        self._buffer = Cumulative()
+        self._buffer = CaseBuffer()
 
     def reset(self) -> None:
+        """Forget the accumulated scores."""
         self._buffer.reset()
 
     def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add scores ``(B,)`` and binary targets ``(B,)``."""
         s, t = scores.detach().float().reshape(-1), targets.detach().float().reshape(-1)
         if s.shape != t.shape:
             raise ValueError(f"scores {tuple(s.shape)} and targets {tuple(t.shape)} differ")
         self._buffer.extend(s, t)
 
     def compute(self) -> BinaryResult:
+        """AUC, sensitivity, specificity and accuracy over everything accumulated."""
         buf = self._buffer.get_buffer()  # None before any update, else [scores, targets]
         if buf is None:
             return BinaryResult(math.nan, math.nan, math.nan, math.nan, self.threshold, 0, 0)

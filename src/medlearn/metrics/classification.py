@@ -47,6 +47,7 @@ class MultiLabelAUC:
         self._metric = ROCAUCMetric(average="none")
 
     def reset(self) -> None:
+        """Forget the accumulated predictions."""
         self._metric.reset()
 
     def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
@@ -63,7 +64,7 @@ class MultiLabelAUC:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="y values can not be all")
             values = self._metric.aggregate()
-        values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+        values = [float(np.asarray(v)) for v in (values if isinstance(values, (list, tuple)) else [values])]
         arr = np.asarray(values, dtype=float)
         defined = ~np.isnan(arr)
         mean = float(arr[defined].mean()) if defined.any() else float("nan")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.metrics import Cumulative
+
+from medlearn.metrics.buffer import CaseBuffer
 
 __all__ = ["KeypointDistance", "KeypointResult", "keypoint_summary", "point_distances"]
 
@@ -77,9 +78,10 @@ class KeypointDistance:
 
     def __init__(self, radii: Sequence[float] = (3.0, 5.0)) -> None:
         self.radii = tuple(float(r) for r in radii)
-        self._buffer = Cumulative()
+        self._buffer = CaseBuffer()
 
     def reset(self) -> None:
+        """Forget the accumulated distances."""
         self._buffer.reset()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -93,4 +95,5 @@ class KeypointDistance:
         return np.zeros(0) if buf is None else np.asarray(buf, dtype=np.float64)
 
     def compute(self) -> KeypointResult:
+        """Distance summary over every accumulated point."""
         return keypoint_summary(self.distances(), self.radii)

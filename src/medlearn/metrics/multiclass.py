@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.metrics import Cumulative
+
+from medlearn.metrics.buffer import CaseBuffer
 
 __all__ = ["MulticlassResult", "MulticlassMetrics", "multiclass_metrics", "confusion_matrix",
            "expected_calibration_error"]
@@ -158,9 +159,10 @@ class MulticlassMetrics:
     def __init__(self, num_classes: int, n_bins: int = 15) -> None:
         self.num_classes = int(num_classes)
         self.n_bins = n_bins
-        self._buf = Cumulative()
+        self._buf = CaseBuffer()
 
     def reset(self) -> None:
+        """Forget the accumulated predictions."""
         self._buf.reset()
 
     def update(self, probs: torch.Tensor, targets: torch.Tensor) -> None:

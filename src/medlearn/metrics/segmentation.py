@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.metrics import Cumulative, compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
+
+from medlearn.metrics.buffer import CaseBuffer
 
 __all__ = ["RegionSet", "BRATS", "OPTIC_DISC_CUP", "REGION_SETS", "SegmentationMetrics", "region_set",
            "labels_to_classes", "classes_to_labels"]
@@ -179,9 +181,9 @@ class SegmentationMetrics:
         self.distances = distances
         self.percentile = float(percentile)
         self.spacing = list(spacing) if spacing is not None else None
-        self._dice = Cumulative()
-        self._hd = Cumulative()
-        self._asd = Cumulative()
+        self._dice = CaseBuffer()
+        self._hd = CaseBuffer()
+        self._asd = CaseBuffer()
         self.count = 0
 
     def reset(self) -> None:

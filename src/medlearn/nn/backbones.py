@@ -51,6 +51,7 @@ class Backbone(nn.Module):
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, out_features)`` of ``(B, in_channels, *spatial)`` (checks the shape)."""
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{self.name} expects input (B, {self.in_channels}, {'x'.join(['*'] * self.spatial_dims)}), "
@@ -94,6 +95,7 @@ class PlainCNN(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, out_features)``."""
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
@@ -128,6 +130,7 @@ class SmallCNN(nn.Module):
         self.out_features = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, out_features)``."""
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
@@ -146,7 +149,8 @@ def _monai_resnet(depth: int) -> Callable[[int, int], tuple[nn.Module, int]]:
 def _monai_densenet(cls: type[nn.Module], width: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     def make(spatial_dims: int, in_channels: int) -> tuple[nn.Module, int]:
         net = cls(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1)
-        net.class_layers.out = nn.Identity()  # keep relu -> pool -> flatten
+        head = net.get_submodule("class_layers")
+        head.add_module("out", nn.Identity())  # keep relu -> pool -> flatten
         return net, width
 
     return make
@@ -157,7 +161,7 @@ def _monai_efficientnet(variant: str) -> Callable[[int, int], tuple[nn.Module, i
         net = EfficientNetBN(variant, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels,
                              num_classes=1)
         width = net._fc.in_features
-        net._fc = nn.Identity()
+        net.add_module("_fc", nn.Identity())  # pooled features, no classifier
         return net, width
 
     return make

@@ -62,6 +62,7 @@ class PyramidPooling(nn.Module):
                                 norm=norm, act="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``: input fused with its pooled context."""
         size = x.shape[2:]
         mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
         pooled = [F.interpolate(b(x), size=size, mode=mode, align_corners=False) for b in self.branches]

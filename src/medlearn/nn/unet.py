@@ -107,7 +107,7 @@ def _channels_of(modules: Sequence[nn.Module]) -> int:
     raise ValueError("cannot infer the output channels of an encoder stage (no conv or norm layer)")
 
 
-def _split_sequential(features: Sequence[nn.Module]) -> list[EncoderStage]:
+def _split_sequential(features: nn.Sequential | Sequence[nn.Module]) -> list[EncoderStage]:
     """Cut a plain conv stack into stages, a new stage starting at each downsampling module."""
     groups: list[list[nn.Module]] = []
     strides: list[int] = []

@@ -73,6 +73,8 @@ class ImageClassifier(MethodModule):
         threshold: decision threshold of those binary rates.
     """
 
+    class_weights: torch.Tensor | None
+
     encoder_prefix = "backbone."
 
     @property
@@ -132,7 +134,7 @@ class ImageClassifier(MethodModule):
         self.feature_norm = nn.BatchNorm1d(self.backbone.out_features, affine=False) if head_norm else nn.Identity()
         self.head = nn.Linear(self.backbone.out_features, num_classes)
         self.train_augment = ViewAugment(AugmentParams(
-            out_size=image_size, crop_scale=tuple(crop_scale), rotation=rotation, hflip=hflip, brightness=0.1,
+            out_size=image_size, crop_scale=crop_scale, rotation=rotation, hflip=hflip, brightness=0.1,
             contrast=0.1, cutout_holes=0, mean=norm_mean, std=norm_std)) if spatial_dims == 2 else None
         self.load_report: str | None = None
         self.example_input_array = torch.zeros(2, in_channels, *([image_size] * spatial_dims))
@@ -149,7 +151,8 @@ class ImageClassifier(MethodModule):
         self.load_report = load_encoder(self, checkpoint, "backbone.", prefix)
         return self.load_report
 
-    def train(self, mode: bool = True) -> ImageClassifier:  # type: ignore[override]
+    def train(self, mode: bool = True) -> ImageClassifier:
+        """Set the mode; a linear probe keeps its frozen backbone (BatchNorm statistics too) in evaluation mode."""
         super().train(mode)
         if self.hparams.freeze_backbone:
             self.backbone.eval()  # linear probe: frozen BatchNorm statistics too
@@ -178,12 +181,14 @@ class ImageClassifier(MethodModule):
         return F.cross_entropy(logits.float(), y.long().view(-1), weight=self.class_weights)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy (or BCE for multi-label) on augmented views."""
         x, y = batch["image"], batch["label"]
         loss = self._loss(self(self._prep(x, True)), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        """Loss, accuracy and probabilities into the stage's AUC (and binary) metrics."""
         x, y = batch["image"], batch["label"]
         logits = self(self._prep(x, False))
         self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
@@ -217,11 +222,13 @@ class ImageClassifier(MethodModule):
     @torch.no_grad()
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, num_classes)`` (sigmoid if multi-label, else softmax) of raw images
-        (evaluation preprocessing: resized to ``image_size`` and normalised)."""
+        (evaluation preprocessing: resized to ``image_size`` and normalised).
+        """
         logits = self(self._prep(images, False)).float()
         return torch.sigmoid(logits) if self.hparams.multilabel else torch.softmax(logits, 1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Class probabilities of the batch, with the image names."""
         return {"name": batch.get("name"), "probs": self.predict_probs(batch["image"]).cpu()}
 
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:

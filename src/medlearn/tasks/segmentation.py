@@ -103,6 +103,7 @@ class RandomPatch:
         self.to_plain = EnsureTyped(keys, track_meta=False)
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One random patch of ``item`` (padded first where smaller than ``size``)."""
         self.crop.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
         out = self.crop(self.pad(dict(item)))
         if isinstance(out, list):
@@ -257,13 +258,15 @@ class Segmenter(MethodModule):
         elif self.training:
             self.net.backbone.train()
 
-    def train(self, mode: bool = True) -> Segmenter:  # type: ignore[override]
+    def train(self, mode: bool = True) -> Segmenter:
+        """Set the mode; a frozen encoder stays in evaluation mode (BatchNorm statistics too)."""
         super().train(mode)
         if mode and getattr(self, "_encoder_frozen", False):
             self.net.backbone.eval()  # frozen encoder: BatchNorm statistics too
         return self
 
     def on_train_epoch_start(self) -> None:
+        """Freeze or unfreeze the encoder for this epoch (``freeze_encoder_epochs``)."""
         self._set_encoder_frozen(self.current_epoch < self.hparams.freeze_encoder_epochs)
 
     # --- forward ---
@@ -300,12 +303,14 @@ class Segmenter(MethodModule):
     # --- steps ---
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Dice + cross-entropy on the (mirrored) batch."""
         x, y = self._flip(batch["image"].float(), self._targets(batch["seg"]))
         loss = self.loss_fn(self(x).float(), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        """Loss and predicted label maps into the stage's region metrics."""
         x, seg = batch["image"].float(), batch["seg"]
         seg = seg if seg.ndim == x.ndim else seg.unsqueeze(1)
         y = self._targets(seg)
@@ -342,6 +347,7 @@ class Segmenter(MethodModule):
                 **{k: v for k, v in values.items() if not k.startswith("dice")}}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Predicted label values ``(B, 1, *spatial)`` of the batch, with the names."""
         logits = self.infer(batch["image"].float()).float()
         pred = classes_to_labels(logits.argmax(1, keepdim=True), self.hparams.label_values)
         return {"name": batch.get("name"), "seg": pred.cpu()}

@@ -40,6 +40,7 @@ class CoordinateRegressor(nn.Module):
         self.fc = nn.Linear(self.backbone.out_features, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Spur coordinates ``(B, 2)`` as fractions of the view, from images ``(B, C, H, W)``."""
         return torch.sigmoid(self.fc(self.backbone(x)))
 
 

@@ -31,6 +31,7 @@ from medlearn.losses.keypoint import KeypointRegistrationLoss
 from medlearn.methods.asoct.model import HEADS, build_localizer
 from medlearn.metrics.keypoints import KeypointDistance
 from medlearn.nn.heatmaps import DECODERS, decode_heatmap
+from medlearn.tasks.classification import ImageClassifier
 
 __all__ = ["ASOCTPredictor", "SpurLocalizer"]
 
@@ -109,7 +110,7 @@ class SpurLocalizer(MethodModule):
         self.net = build_localizer(head, encoder, in_channels, ppm_bins, decoder_channels)
         self.kr_loss = KeypointRegistrationLoss(sigma, beta, lambda_loc, fg_weight)
         self.augmenter = ViewAugment(AugmentParams(
-            out_size=image_size, crop_scale=tuple(crop_scale), crop_ratio=(1.0, 1.0), rotation=rotation, hflip=0.0,
+            out_size=image_size, crop_scale=crop_scale, crop_ratio=(1.0, 1.0), rotation=rotation, hflip=0.0,
             brightness=0.1, contrast=0.1, cutout_holes=0, mean=norm_mean, std=norm_std)) if augment else None
         self.example_input_array = torch.zeros(2, in_channels, image_size, image_size)
         self._samples: dict[str, torch.Tensor] | None = None
@@ -129,7 +130,8 @@ class SpurLocalizer(MethodModule):
 
     def _resized(self, images: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Square ``images`` at the network input size (antialiased bilinear, ``align_corners=False``) and
-        the factor ``input side / network side``."""
+        the factor ``input side / network side``.
+        """
         s = self.hparams.image_size
         factor = images.shape[-1] / s
         if factor != 1:
@@ -166,6 +168,7 @@ class SpurLocalizer(MethodModule):
         return self.kr_loss(out.float(), points, valid, loc_scale=0.0 if warm else 1.0)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Heatmap (or regression) loss on the batch's views, augmented with their keypoints if enabled."""
         h = self.hparams
         size = (h.image_size, h.image_size)
         images, factor = self._resized(batch["image"])
@@ -188,6 +191,7 @@ class SpurLocalizer(MethodModule):
 
     # --- evaluation ------------------------------------------------------------------------------
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        """Loss and spur distances in original-image pixels (predictions mapped back through the view)."""
         x, factor = self._prep(batch["image"])
         out = self(x)
         loss, _ = self._loss(out, self._rescale(batch["point"].float(), 1 / factor), batch["has_point"].bool())
@@ -198,7 +202,8 @@ class SpurLocalizer(MethodModule):
 
     def evaluation_end(self, stage: str) -> dict[str, Any] | None:
         """Distances in original-image pixels: mean (AED), median, p95, fractions within the radii;
-        NaN when no angle of the split has a spur (checkpointing copes)."""
+        NaN when no angle of the split has a spur (checkpointing copes).
+        """
         m: KeypointDistance | None = self.pop_stage_state(stage)
         if m is None:
             return None
@@ -207,6 +212,7 @@ class SpurLocalizer(MethodModule):
         return {**res.as_dict(), "n": float(res.n)}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Spur positions in full-image pixels of the batch's angles."""
         pred = self.predict_points(batch["image"])
         return {"name": list(batch["name"]), "side": [int(s) for s in batch["side"]], "path": list(batch["path"]),
                 "point": views_to_source(pred, batch["view"]).cpu()}
@@ -219,7 +225,8 @@ class SpurLocalizer(MethodModule):
 
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
         """Training views with their (augmented) spur (after ``fit``), and the error distribution of the
-        evaluated split."""
+        evaluated split.
+        """
         import matplotlib.pyplot as plt
 
         sections: list[Section] = []
@@ -292,7 +299,7 @@ class ASOCTPredictor(MethodModule):
         if len(classification_columns) != 3 or len(localization_columns) != 5:
             raise ValueError("classification_columns needs 3 names and localization_columns 5")
         self.save_hyperparameters()
-        self.classifier: MethodModule | None = None
+        self.classifier: ImageClassifier | None = None
         self.localizer: SpurLocalizer | None = None
 
     def load(self) -> None:
@@ -304,8 +311,6 @@ class ASOCTPredictor(MethodModule):
         """
         if self.classifier is not None and self.localizer is not None:
             return
-        from medlearn.tasks.classification import ImageClassifier
-
         h = self.hparams
         self.classifier = ImageClassifier.load_from_checkpoint(h.classifier, map_location="cpu", weights_only=True,
                                                                pretrained=None)
@@ -314,6 +319,7 @@ class ASOCTPredictor(MethodModule):
         self.localizer.eval()
 
     def setup(self, stage: str) -> None:
+        """Load both checkpoints before the stage runs."""
         self.load()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,6 +331,7 @@ class ASOCTPredictor(MethodModule):
         return probs, self.localizer.predict_points(images)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Closure probability and spur position (full-image pixels) of the batch's angles."""
         probs, points = self(batch["image"])
         return {"name": list(batch["name"]), "side": [int(s) for s in batch["side"]], "path": list(batch["path"]),
                 "p_closed": probs.cpu(), "point": views_to_source(points, batch["view"]).cpu()}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from medlearn.data.age_asoct import ASOCTDataModule
 from medlearn.engine.config import load_config
 from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
 from medlearn.engine.run import fit_from_config, predict_from_config
@@ -163,6 +164,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/asoct", seeds: tuple[int, ..
         r = fit_from_config(_localize_cfg(root, seed, **ARMS[arm][1], **size), out / f"{arm}-s{seed}",
                             prefix=f"[{arm} s={seed}] ")
         shutil.rmtree(r.run_dir / "tb", ignore_errors=True)
+        assert isinstance(r.datamodule, ASOCTDataModule)
         exp.meta["split_scans"] = {k: len(v) for k, v in r.datamodule.splits.items()}
         return {"seconds": r.seconds, **{k.removeprefix("test/"): v for k, v in r.test.items()}}
 

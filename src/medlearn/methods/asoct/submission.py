@@ -103,7 +103,7 @@ def draw_overlay(scan_path: str | Path, sides: dict[str, tuple[float | None, flo
     img = Image.fromarray(gray, mode="L").convert("RGB")
     k = max(1, -(-min_width // img.width))  # small scans: enlarge by an integer factor, for legibility
     if k > 1:
-        img = img.resize((img.width * k, img.height * k), Image.NEAREST)
+        img = img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
     w, h = img.size
     draw = ImageDraw.Draw(img)
     r = max(3.0, min(h, w) / 40.0)
@@ -147,6 +147,7 @@ class AGESubmissionWriter(BasePredictionWriter):
         self.overlays = overlays
 
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
+        """Write the AGE submission files and overlays from the epoch's predictions."""
         scans: dict[str, dict[str, Any]] = {}
         paths: dict[str, str] = {}
         for batch in predictions:

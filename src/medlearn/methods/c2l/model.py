@@ -36,6 +36,7 @@ class C2LEncoder(nn.Module):
         self.head = nn.Linear(self.backbone.out_features, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(B, embed_dim)`` (not normalised) of images ``(B, C, H, W)``."""
         return self.head(self.backbone(x))
 
 

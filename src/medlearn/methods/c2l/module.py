@@ -125,7 +125,7 @@ class C2L(MethodModule):
         self.teacher = self.add_ema("teacher", "student", ema)
         self.queue = MomentumQueue(queue_size, embed_dim, init=queue_init)
         self.augment = ViewAugment(AugmentParams(
-            out_size=view_size, crop_scale=tuple(crop_scale), rotation=rotation, hflip=hflip,
+            out_size=view_size, crop_scale=crop_scale, rotation=rotation, hflip=hflip,
             brightness=brightness, contrast=contrast, cutout_holes=cutout_holes, cutout_size=cutout_size,
             mean=norm_mean, std=norm_std))
         # The NCE form needs the training-set size; without n_data it is built in receive_data() from
@@ -134,9 +134,9 @@ class C2L(MethodModule):
                                      NCEQueueLoss(n_data, temperature) if n_data else nn.Identity())
         self._samples: torch.Tensor | None = None
         self.example_input_array = torch.zeros(2, in_channels, view_size, view_size)
-        if channels_last:
-            self.student.to(memory_format=torch.channels_last)
-            self.teacher.to(memory_format=torch.channels_last)
+        if channels_last:  # Module.to forwards memory_format to Tensor.to (not in torch's stubs)
+            self.student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # -- set-up ---------------------------------------------------------------------------------
     def receive_data(self, info: Any) -> None:
@@ -170,6 +170,7 @@ class C2L(MethodModule):
         return loss, logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The three C2L terms (two without mixup) on two views of the batch; the queue advances."""
         x = batch["image"]
         if self._samples is None:
             self._samples = x[:8].detach().cpu()

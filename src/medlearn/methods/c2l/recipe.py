@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/c2l", seeds: tuple[int, ...]
 
     ckpts: dict[str, Path | None] = {"scratch": None}
     for arm, mixup in (("two-view", False), ("c2l", True)):
-        row = exp.run({"stage": "pretrain", "arm": arm}, lambda a=arm, m=mixup: pretrain(a, m),
+        row = exp.run({"stage": "pretrain", "arm": arm}, partial(pretrain, arm, mixup),
                       valid=lambda r: Path(r["ckpt"]).is_file())
         ckpts[arm] = Path(row["ckpt"])
 
@@ -166,7 +167,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/c2l", seeds: tuple[int, ...]
             for arm, ck in ckpts.items():
                 for mode in ("finetune", "linear") if ck is not None else ("finetune",):
                     exp.run({"stage": "downstream", "labels": n, "seed": seed, "arm": arm, "mode": mode},
-                            lambda a=arm, m=mode, k=n, s=seed: finetune(a, m, k, s))
+                            partial(finetune, arm, mode, n, seed))
     exp.save()
     table = table_from_results({**exp.meta, "rows": exp.rows})
     if results_md:

@@ -92,6 +92,8 @@ class CCLHead(nn.Module):
         (torch.Size([7, 7]), torch.Size([5, 7]), True)
     """
 
+    class_posterior: torch.Tensor
+
     def __init__(self, in_dim: int, num_classes: int, emb_dim: int = 4, scale: float = 16.0, soft_temp: float = 4.0,
                  soft_form: str = "softmax", detach_input: bool = True, proj_hidden: int = 0,
                  soft_source: str = "correlation", posterior_momentum: float = 0.9) -> None:

@@ -77,8 +77,14 @@ class CCLClassifier(ImageClassifier):
         posterior_momentum: per-step EMA momentum of the ``"posterior"`` source.
     """
 
+    class_weight: torch.Tensor
+    _mean: torch.Tensor
+    _std: torch.Tensor
+    teacher: ImageClassifier
+
     @property
     def monitor(self) -> tuple[str, str]:
+        """``best.ckpt`` on the validation balanced accuracy (the ISIC 2018 ranking metric)."""
         return ("val/bal_acc", "max")
 
     def __init__(
@@ -211,6 +217,7 @@ class CCLClassifier(ImageClassifier):
         return None if self.hparams.class_weights == "none" else self.class_weight[y]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The arm's loss: hard, smoothed or distilled targets, or CCL's four terms."""
         h = self.hparams
         x = self._prep(batch["image"], True)
         y = batch["label"].long().view(-1)
@@ -239,6 +246,7 @@ class CCLClassifier(ImageClassifier):
 
     # --- evaluation ------------------------------------------------------------------------------
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        """Loss and the batch's class probabilities into the stage's metrics."""
         x, y = batch["image"], batch["label"].long().view(-1)
         logits = self(self._prep(x, False)).float()
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
@@ -269,7 +277,8 @@ class CCLClassifier(ImageClassifier):
     # --- report ----------------------------------------------------------------------------------
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
         """Metrics, confusion matrix, learned correlations and soft labels (figures; the matrices also as
-        ``<stage>_confusion.csv``, ``ccl_correlation.csv`` and ``ccl_soft_labels.csv`` in the run folder)."""
+        ``<stage>_confusion.csv``, ``ccl_correlation.csv`` and ``ccl_soft_labels.csv`` in the run folder).
+        """
         import matplotlib.pyplot as plt
 
         sections: list[Section] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from medlearn.engine.config import load_config
 from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
+from medlearn.methods.ccl.module import CCLClassifier
 from medlearn.registry import DemoResult, config_dir
 from medlearn.synth.isic import RELATED_PAIRS, SUPER_GROUPS, write_isic2018
 
@@ -63,6 +65,7 @@ def _run(root: Path, arm: str, seed: int, run_dir: Path, teacher: Path | None = 
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
     row: dict[str, Any] = {"arm": arm, "seed": seed, "seconds": r.seconds,
                            **{k: r.test[f"test/{k}"] for k in METRICS}}
+    assert isinstance(r.model, CCLClassifier)
     corr = r.model.correlation_matrix()
     if corr is not None:
         row["corr"] = corr.tolist()
@@ -97,7 +100,7 @@ def demo(out_dir: str | Path = "runs/demo/ccl", seed: int = 0, threads: int | No
     out = Path(out_dir)
     t0 = time.perf_counter()
     root = _data(out, seed)
-    over = {"trainer.max_epochs": epochs} if epochs else {}
+    over: dict[str, Any] = {"trainer.max_epochs": epochs} if epochs else {}
     rows = {arm: _run(root, arm, seed, out / arm, **over) for arm in dict.fromkeys(("hard", *arms, "ccl"))}
     _demo_report(out, rows)
     h, c = rows["hard"], rows["ccl"]
@@ -160,7 +163,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/ccl", seeds: tuple[int, ...]
 
     for seed in seeds:
         for arm in order:
-            exp.run({"arm": arm, "seed": seed}, lambda a=arm, s=seed: one(a, s),
+            exp.run({"arm": arm, "seed": seed}, partial(one, arm, seed),
                     valid=lambda r: Path(r["best_ckpt"]).is_file())  # a teacher checkpoint to distil
         shutil.rmtree(out / "data" / f"isic-synth-s{seed}", ignore_errors=True)
     exp.save()

@@ -1,5 +1,6 @@
 """Rubik's cube recovery (Zhuang et al., MICCAI 2019) and Rubik's Cube+ (Zhu et al., MedIA 2020):
-self-supervised pretraining of 3D encoders on unlabeled CT / MR volumes."""
+self-supervised pretraining of 3D encoders on unlabeled CT / MR volumes.
+"""
 
 from __future__ import annotations
 

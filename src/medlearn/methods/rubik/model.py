@@ -93,6 +93,7 @@ class SiameseOctad(nn.Module):
         return feats.view(b, -1)
 
     def forward(self, cubes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of the permutation (and rotation / mask) heads for puzzles ``(B, 8, C, d, h, w)``."""
         joint = self.cube_features(cubes)
         out = {"order": self.order_head(joint)}
         if self.hor_head is not None and self.ver_head is not None:

@@ -129,9 +129,11 @@ class Rubik(MethodModule):
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Pretext loss on fresh puzzles of the batch."""
         return self._step(batch, "train")
 
     def evaluation_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        """Pretext loss and accuracies on fresh puzzles of the batch."""
         self._step(batch, stage)
 
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:

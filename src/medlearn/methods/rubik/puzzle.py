@@ -403,10 +403,13 @@ class RubikPuzzle:
     @staticmethod
     def collate(samples: Sequence[dict[str, torch.Tensor | int]]) -> dict[str, torch.Tensor]:
         """Stack per-volume puzzles: ``cubes (B, 8, C, d, h, w)``, ``order (B,)`` long, ``hor/ver/mask (B, 8)``."""
+        def tensors(key: str) -> list[torch.Tensor]:
+            return [torch.as_tensor(s[key]) for s in samples]
+
         return {
-            "cubes": torch.stack([s["cubes"] for s in samples]),
+            "cubes": torch.stack(tensors("cubes")),
             "order": torch.tensor([int(s["order"]) for s in samples], dtype=torch.long),
-            **{key: torch.stack([s[key] for s in samples]) for key in ("hor", "ver", "mask")},
+            **{key: torch.stack(tensors(key)) for key in ("hor", "ver", "mask")},
         }
 
     def batch(self, volumes: torch.Tensor, rng: RngLike = None) -> dict[str, torch.Tensor]:

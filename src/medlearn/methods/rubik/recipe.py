@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
     ckpts: dict[str, Path | None] = {"random": None}
     for arm, rotation in (("order", False), ("rubik", True)):
         cfg = _pretrain_cfg(root, **{"model.init_args.rotation": rotation, **pre_over})
-        row = exp.run({"stage": "pretrain", "arm": arm}, lambda c=cfg, a=arm: pretrain(c, a), valid=ckpt_exists)
+        row = exp.run({"stage": "pretrain", "arm": arm}, partial(pretrain, cfg, arm), valid=ckpt_exists)
         ckpts[arm] = Path(row["ckpt"])
     probers: dict[tuple[str, int], _Prober] = {}
 
@@ -244,14 +245,17 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
             probers[arm, init] = _Prober(root, ckpts[arm], init_seed=init)
         return {"acc": probers[arm, init].accuracy(n, seed)}
 
+    def finetune(arm: str, seed: int) -> dict[str, Any]:
+        run_dir = out / f"finetune-{arm}-n{finetune_size}-s{seed}"
+        return {"acc": _finetune(root, ckpts[arm], finetune_size, seed, run_dir)}
+
     for arm in ckpts:
         for seed in seeds:
             for n in probe_sizes:
                 exp.run({"stage": "classify", "arm": arm, "mode": "probe", "labels": n, "seed": seed},
-                        lambda a=arm, k=n, s=seed: probe(a, k, s))
+                        partial(probe, arm, n, seed))
             exp.run({"stage": "classify", "arm": arm, "mode": "finetune", "labels": finetune_size, "seed": seed},
-                    lambda a=arm, s=seed: {"acc": _finetune(root, ckpts[a], finetune_size, s,
-                                                            out / f"finetune-{a}-n{finetune_size}-s{s}")})
+                    partial(finetune, arm, seed))
     if segment_cases:
         broot = _brats_data(out, n_brats)
         bcfg = load_config(config_dir("rubik") / "demo_brats.yaml", {"data.init_args.root": str(broot)})
@@ -259,7 +263,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
         for seed in seeds:
             for arm, ck in (("rubik", Path(brats["ckpt"])), ("random", None)):
                 exp.run({"stage": "segment", "arm": arm, "seed": seed},
-                        lambda a=arm, c=ck, s=seed: _segment(broot, c, segment_cases, s, out / f"segment-{a}-s{s}"))
+                        partial(_segment, broot, ck, segment_cases, seed, out / f"segment-{arm}-s{seed}"))
     exp.save()
     table = table_from_results({**exp.meta, "rows": exp.rows})
     if results_md:
