@@ -36,7 +36,13 @@ def _lightning_cli(argv: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from medlearn.engine.config import link_input_size
-    from medlearn.engine.trainer import TRAINER_DEFAULTS, open_run_folder, set_cpu_threads, trainer_arguments
+    from medlearn.engine.trainer import (
+        TRAINER_DEFAULTS,
+        open_run_folder,
+        quiet_console,
+        set_cpu_threads,
+        trainer_arguments,
+    )
 
     class MedlearnCLI(LightningCLI):
         def add_arguments_to_parser(self, parser: Any) -> None:
@@ -64,6 +70,7 @@ def _lightning_cli(argv: list[str]) -> None:
             return super()._instantiate_trainer(config, callbacks)
 
     set_cpu_threads(None)
+    quiet_console(verbose=True)
     MedlearnCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                 args=argv, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
 

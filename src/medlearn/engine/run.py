@@ -17,7 +17,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 
 from medlearn.engine.config import dump_config, instantiate_class, resolve_links
 from medlearn.engine.seed import seed_everything
-from medlearn.engine.trainer import TRAINER_DEFAULTS, make_trainer, open_run_folder, trainer_arguments
+from medlearn.engine.trainer import TRAINER_DEFAULTS, make_trainer, open_run_folder, quiet_console, trainer_arguments
 
 __all__ = ["fit_from_config", "predict_from_config", "RunResult"]
 
@@ -99,6 +99,7 @@ def predict_from_config(cfg: Mapping[str, Any], run_dir: str | Path, ckpt_path: 
     from lightning.pytorch import Trainer
 
     tkw = _trainer_options(cfg)
+    quiet_console(verbose=False)
     args = trainer_arguments(folder, model, progress=progress, plugins=tkw.pop("plugins", None),
                              logger=tkw.pop("logger", False))
     trainer = Trainer(**{**TRAINER_DEFAULTS, **args, **tkw})

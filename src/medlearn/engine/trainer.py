@@ -25,9 +25,11 @@ metric, RNG state in checkpoints, no sanity-check batches. Everything else is a 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,7 @@ from medlearn.engine.seed import RNGStateCallback
 from medlearn.io.errors import DataError
 
 __all__ = ["make_trainer", "trainer_callbacks", "trainer_arguments", "run_loggers", "open_run_folder", "RunFolder",
-           "DataHandover", "EpochLine", "set_cpu_threads", "TRAINER_DEFAULTS", "STAGES"]
+           "DataHandover", "EpochLine", "set_cpu_threads", "quiet_console", "TRAINER_DEFAULTS", "STAGES"]
 
 STAGES = ("fit", "validate", "test", "predict")
 
@@ -63,6 +65,43 @@ def set_cpu_threads(n: int | None = None) -> int:
         n = int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1)))
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------------- console
+#: Lightning warnings that say nothing to a medlearn user: medlearn chose these settings on purpose
+#: (run folders it manages, zero loader workers on small CPU machines, short demo epochs), or they
+#: come from a torch / Lightning version pairing.
+_QUIET_WARNINGS = (
+    r"Experiment logs directory .* exists and is not empty",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r".*does not have many workers which may be a bottleneck",
+    r".*isinstance\(treespec, LeafSpec\)",
+)
+
+
+class _NoTips(logging.Filter):
+    """Drop Lightning's advertising lines (``💡 Tip: ... install ...``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_console(verbose: bool = True) -> None:
+    """medlearn's lines on the console, not Lightning's chatter.
+
+    Args:
+        verbose: keep Lightning's information lines (accelerator found, checkpoint restored ...);
+            ``False`` (the recipes, which print one line per epoch) shows its warnings only.
+    """
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in log.filters):
+            log.addFilter(_NoTips())
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(level)
 
 
 # ------------------------------------------------------------------------------------ run folder
@@ -259,7 +298,7 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
 
 def make_trainer(run_dir: str | Path | RunFolder, max_epochs: int = 10, monitor: str | None = None, mode: str = "max",
                  progress: str = "auto", report: bool = True, callbacks: list[Callback] | None = None,
-                 prefix: str = "", model: Any = None, **trainer_kwargs: Any) -> Trainer:
+                 prefix: str = "", model: Any = None, verbose: bool = False, **trainer_kwargs: Any) -> Trainer:
     """A ``Trainer`` with medlearn's defaults writing into ``run_dir``.
 
     Args:
@@ -272,10 +311,12 @@ def make_trainer(run_dir: str | Path | RunFolder, max_epochs: int = 10, monitor:
         callbacks: extra callbacks.
         prefix: text before each epoch line.
         model: the module to be trained (its monitor and prediction writer are used).
+        verbose: show Lightning's information lines (see :func:`quiet_console`).
         **trainer_kwargs: any other ``Trainer`` argument (``accelerator``, ``devices``, ``strategy``,
             ``precision``, ``deterministic``, ``limit_train_batches`` ...).
     """
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(Path(run_dir), "fit", Path(run_dir))
+    quiet_console(verbose)
     args = trainer_arguments(folder, model, monitor=(monitor, mode) if monitor else None, progress=progress,
                              prefix=prefix, report=report,
                              callbacks=callbacks or (), plugins=trainer_kwargs.pop("plugins", None),
