@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -9,6 +10,7 @@ from lightning.pytorch import seed_everything
 
 from medlearn.engine.checkpoint import CheckpointError, load_pretrained
 from medlearn.engine.config import load_config
+from medlearn.engine.contract import reload_problems
 from medlearn.engine.run import fit_from_config
 from medlearn.methods.rubik.module import Rubik
 from medlearn.metrics.segmentation import (
@@ -17,6 +19,7 @@ from medlearn.metrics.segmentation import (
     SegmentationMetrics,
     classes_to_labels,
     labels_to_classes,
+    region_set,
 )
 from medlearn.nn import Backbone
 from medlearn.nn.unet import BackboneUNet, encoder_stages
@@ -252,3 +255,96 @@ def test_fit_from_config_and_reload(tmp_path):
     x = torch.randn(1, 4, 32, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+# --------------------------------------------------------------------------- distances, region sets
+
+
+def _naive_surface(mask: np.ndarray) -> np.ndarray:
+    """Border pixels of a 2D mask (4-neighbourhood), as coordinates."""
+    m = np.pad(mask.astype(bool), 1)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    return np.argwhere(mask.astype(bool) & ~inner).astype(float)
+
+
+def _naive_hd(a: np.ndarray, b: np.ndarray, q: float) -> tuple[float, float]:
+    """(q-th percentile symmetric Hausdorff, mean symmetric surface distance) by brute force."""
+    pa, pb = _naive_surface(a), _naive_surface(b)
+    d = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
+    ab, ba = d.min(1), d.min(0)
+    return max(np.percentile(ab, q), np.percentile(ba, q)), float(np.concatenate([ab, ba]).mean())
+
+
+def test_surface_distances_match_a_brute_force_oracle():
+    g = torch.Generator().manual_seed(1)
+    true = torch.zeros(3, 1, 24, 24, dtype=torch.long)
+    pred = torch.zeros_like(true)
+    for i in range(3):  # two labels as nested blobs, shifted in the prediction
+        r0, c0 = (int(v) for v in torch.randint(3, 9, (2,), generator=g))
+        true[i, 0, r0:r0 + 10, c0:c0 + 9] = 1
+        true[i, 0, r0 + 3:r0 + 6, c0 + 2:c0 + 6] = 2
+        pred[i, 0, r0 + 1:r0 + 12, c0 + i:c0 + 8 + i] = 1
+        pred[i, 0, r0 + 4:r0 + 6, c0 + 2:c0 + 7] = 2
+    rs = RegionSet((("disc", (1, 2)), ("cup", (2,))))
+    m = SegmentationMetrics(rs, distances=True)
+    m.update(pred, true)
+    got = m.compute()
+    for name, vals in (("disc", (1, 2)), ("cup", (2,))):
+        hd, asd = zip(*[_naive_hd(np.isin(pred[i, 0].numpy(), vals), np.isin(true[i, 0].numpy(), vals), 95)
+                        for i in range(3)])
+        assert got[f"hd95/{name}"] == pytest.approx(np.mean(hd), rel=1e-5), name
+        assert got[f"asd/{name}"] == pytest.approx(np.mean(asd), rel=1e-5), name
+    assert got["hd95_undefined"] == 0.0
+
+
+def test_empty_masks_and_region_set_checks():
+    true = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    pred = torch.zeros_like(true)
+    true[1, 0, 2:5, 2:5] = 1  # case 0: both empty (distance 0); case 1: prediction empty (undefined)
+    m = SegmentationMetrics(RegionSet.per_label([0, 1]), distances=True)
+    m.update(pred, true)
+    got = m.compute()
+    assert got["dice/label_1"] == pytest.approx(0.5) and got["hd95/label_1"] == 0.0 and got["hd95_undefined"] == 1.0
+    with pytest.raises(ValueError, match=r"label values \[4\]"):
+        region_set("brats", [0, 1, 2])
+    with pytest.raises(ValueError, match="regions must be"):
+        region_set("kidney", [0, 1])
+    assert region_set({"tumour": [1, 2]}, [0, 1, 2]).names == ["tumour"]
+    assert region_set("labels", [0, 3, 7], ["bg", "a", "b"]).regions == (("a", (3,)), ("b", (7,)))
+    assert BRATS.masks(torch.tensor([[[0, 1, 2, 4]]])).tolist() == [[[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]]
+
+
+# ---------------------------------------------------------------------------------- 2D, end to end
+
+
+def test_2d_segmenter_on_an_image_mask_table(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):  # a bright disc with a brighter cup, labels 0 / 1 rim / 2 cup
+        yy, xx = np.mgrid[:32, :32]
+        cy, cx = 16 + rng.integers(-4, 5), 16 + rng.integers(-4, 5)
+        r = np.hypot(yy - cy, xx - cx)
+        mask = np.where(r < 4, 2, np.where(r < 9, 1, 0)).astype(np.uint8)
+        img = (60 + 80 * (mask >= 1) + 80 * (mask == 2) + rng.normal(0, 10, (32, 32))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / f"f{i}.png")
+        Image.fromarray(mask * 100).save(tmp_path / f"f{i}_mask.png")  # stored as 0 / 100 / 200
+        rows.append(f"f{i}.png,f{i}_mask.png,p{i}")
+    (tmp_path / "masks.csv").write_text("image,mask,group\n" + "\n".join(rows) + "\n")
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 15, "accelerator": "cpu", "devices": 1},
+        "model": {"class_path": "medlearn.tasks.segmentation.Segmenter", "init_args": {
+            "backbone": "smallcnn", "spatial_dims": 2, "in_channels": 1, "num_classes": 3,
+            "label_values": [0, 1, 2], "regions": "disc_cup", "lr": 0.01, "background_value": 0.0}},
+        "data": {"class_path": "medlearn.data.segmentation2d.ImageMaskDataModule", "init_args": {
+            "root": str(tmp_path), "image_size": 32, "channels": 1, "batch_size": 4, "val_fraction": 0.25,
+            "test_fraction": 0.25, "value_map": {0: 0, 100: 1, 200: 2}, "label_values": [0, 1, 2]}},
+    }
+    res = fit_from_config(cfg, tmp_path / "run", progress="none")
+    assert {"test/dice/disc", "test/dice/cup", "test/dice_mean", "test/hd95/disc", "test/asd_mean"} <= set(res.test)
+    assert res.test["test/dice/disc"] > 0.5  # a few epochs on an easy task: it learns the disc
+    assert res.model.class_names == ["background", "rim", "cup"]
+    assert (tmp_path / "run" / "figures" / "test_example_slice.png").is_file()
+    assert not reload_problems(res.model, res.last_ckpt)
