@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ __all__ = ["main"]
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def _lightning_cli(argv: list[str]) -> None:
+def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.cli import LightningCLI
 
@@ -64,15 +65,26 @@ def _lightning_cli(argv: list[str]) -> None:
                                      callbacks=user_cbs if isinstance(user_cbs, list) else [user_cbs],
                                      plugins=config.get("plugins"), logger=config.get("logger"))
             config.update(args)
+            opened.append(folder)
             if folder.records != folder.root:
                 print(f"medlearn: {self.subcommand} records go to {folder.records} "
                       f"(the training records in {folder.root} are kept)", flush=True)
             return super()._instantiate_trainer(config, callbacks)
 
+    opened: list[Any] = []
     set_cpu_threads(None)
     quiet_console(verbose=True)
-    MedlearnCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                args=argv, save_config_kwargs={"overwrite": True}, seed_everything_default=0)
+    try:
+        MedlearnCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                    args=None if from_command_line else argv, save_config_kwargs={"overwrite": True},
+                    seed_everything_default=0)
+    except BaseException:
+        for folder in opened:  # an evaluation that failed before writing results leaves no empty folder
+            written = [p for p in folder.records.rglob("*")
+                       if p.is_file() and p.suffix != ".yaml" and "tb" not in p.relative_to(folder.records).parts]
+            if folder.records != folder.root and not written:
+                shutil.rmtree(folder.records, ignore_errors=True)
+        raise
 
 
 def _fresh_out(out: str | None, kind: str, overwrite: bool) -> Path:
@@ -203,12 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``medlearn`` with ``argv`` (default: the process arguments); returns the exit status."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     from medlearn.io.errors import DataError
 
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
-            _lightning_cli(argv)
+            _lightning_cli(argv, from_command_line)
             return 0
         args = build_parser().parse_args(argv)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth}[

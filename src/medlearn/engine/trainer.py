@@ -76,6 +76,7 @@ _QUIET_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r".*does not have many workers which may be a bottleneck",
     r".*isinstance\(treespec, LeafSpec\)",
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
 )
 
 
@@ -287,13 +288,16 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
     if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):
         plugins.append(AtomicCheckpointIO())
-    return {
+    args = {
         "default_root_dir": str(folder.root),
         "logger": run_loggers(folder) if logger in (None, True) else logger,
         "callbacks": cbs,
         "plugins": plugins,
         "enable_progress_bar": progress == "rich",
     }
+    if folder.stage != "fit":
+        args["enable_checkpointing"] = False  # an evaluation writes no checkpoints
+    return args
 
 
 def make_trainer(run_dir: str | Path | RunFolder, max_epochs: int = 10, monitor: str | None = None, mode: str = "max",
