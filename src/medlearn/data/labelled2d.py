@@ -405,12 +405,9 @@ class LabelledImageDataModule(LightningDataModule):
         h = self.hparams
         assert self.train_set is not None
         self._ready(self.train_set)
-        if h.sampler == "balanced":
-            sampler = EpochBalancedSampler(self.train_set.labels, seed=self._seed())
-            return DataLoader(self.train_set, batch_size=h.batch_size, sampler=sampler, drop_last=h.drop_last,
-                              num_workers=h.num_workers, persistent_workers=h.num_workers > 0,
-                              generator=torch.Generator().manual_seed(self._seed()))
-        return seeded_loader(self.train_set, h.batch_size, True, h.drop_last, h.num_workers, seed=self._seed())
+        sampler = EpochBalancedSampler(self.train_set.labels, seed=self._seed()) if h.sampler == "balanced" else None
+        return seeded_loader(self.train_set, h.batch_size, True, h.drop_last, h.num_workers, seed=self._seed(),
+                             sampler=sampler)
 
     def val_dataloader(self) -> Any:
         return [] if self.val_set is None else seeded_loader(self._ready(self.val_set), self.hparams.batch_size, False,

@@ -108,16 +108,33 @@ class EpochBalancedSampler(_EpochSeeded):
 
 
 def seeded_loader(ds: Dataset, batch_size: int, train: bool, drop_last: bool, num_workers: int,
-                  seed: int) -> DataLoader:
+                  seed: int, sampler: Sampler[int] | None = None) -> DataLoader:
     """The DataLoader every medlearn DataModule uses.
 
-    Training: :class:`EpochShuffleSampler` (order from ``(seed, epoch)``) and, with ``drop_last``,
-    batches no larger than the dataset; evaluation: sequential. Always a private generator, so
-    creating an epoch's iterator never draws from the global torch RNG (that would shift every
-    later random draw of a resumed run).
+    Training: ``sampler``, by default :class:`EpochShuffleSampler` (order from ``(seed, epoch)``),
+    and, with ``drop_last``, batches no larger than the dataset (so an epoch is never empty);
+    evaluation: sequential. Always a private generator, so creating an epoch's iterator never
+    draws from the global torch RNG (that would shift every later random draw of a resumed run).
+
+    Args:
+        ds: the dataset (sized).
+        batch_size: per-process batch size.
+        train: training (sampled, optionally dropping the last incomplete batch) or evaluation
+            (sequential, every item).
+        drop_last: drop the last incomplete training batch (ignored for evaluation).
+        num_workers: worker processes (persistent when > 0).
+        seed: seed of the default sampler and of the loader's generator (workers' base seeds).
+        sampler: the training sampler instead of :class:`EpochShuffleSampler`, e.g. an
+            :class:`EpochBalancedSampler` drawing ``len(ds)`` items per epoch.
+
+    Returns:
+        The loader.
     """
     bs = min(batch_size, len(ds)) if train and drop_last else batch_size  # type: ignore[arg-type]
-    sampler = EpochShuffleSampler(ds, seed=seed) if train else None  # type: ignore[arg-type]
+    if not train:
+        sampler = None
+    elif sampler is None:
+        sampler = EpochShuffleSampler(ds, seed=seed)  # type: ignore[arg-type]
     return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop_last, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=False,
                       generator=torch.Generator().manual_seed(seed))
