@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightning.pytorch import LightningDataModule
 from monai.data import CacheDataset
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout
 from medlearn.data.records import VolumeRecord
-from medlearn.data.sampling import case_split, seeded_loader
+from medlearn.data.sampling import case_split
 from medlearn.data.tables import natural_key
 from medlearn.data.volume_preprocess import NORMALISATIONS, volume_transforms
 from medlearn.io import nifti_geometry
@@ -115,7 +115,7 @@ class VolumeDataset(Dataset):
 # ---------------------------------------------------------------------------------- DataModule
 
 
-class VolumeDataModule(LightningDataModule):
+class VolumeDataModule(SplitDataModule[VolumeDataset]):
     """3D volumes for pretraining (``unlabeled``), ``classification`` or ``segmentation``.
 
     Sources (``layout``, the ``volume`` layouts of :mod:`medlearn.data.layouts`): ``"folder"``
@@ -167,9 +167,14 @@ class VolumeDataModule(LightningDataModule):
         train_transform: optional callable on each training item dict (random augmentation),
             applied after the cache.
 
+    Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
+    ``split_seed + 7919 * label_seed``.
+
     Raises:
         ValueError: an unknown ``task``, ``layout`` or ``normalisation``.
     """
+
+    no_test_reason = "no 'test' rows and test_fraction is 0"
 
     def __init__(
         self,
@@ -196,7 +201,7 @@ class VolumeDataModule(LightningDataModule):
         drop_last: bool | None = None,
         train_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(root)
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
         check_layout_name(layout, KIND)
@@ -205,13 +210,10 @@ class VolumeDataModule(LightningDataModule):
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         self.save_hyperparameters(ignore=["train_transform"])
-        self.root = Path(root)
+        self.root: Path = Path(root)
         self.train_transform = train_transform
         self._splits: dict[str, list[VolumeRecord]] | None = None
         self._class_names: list[str] | None = None
-        self.train_set: VolumeDataset | None = None
-        self.val_set: VolumeDataset | None = None
-        self.test_set: VolumeDataset | None = None
 
     # --- indexing ---
 
@@ -372,32 +374,6 @@ class VolumeDataModule(LightningDataModule):
             self.val_set = self._dataset(splits["val"], train=False) if splits["val"] else None
         if stage in (None, "test", "predict") and self.test_set is None and splits["test"]:
             self.test_set = self._dataset(splits["test"], train=False)
-
-    def _loader(self, ds: VolumeDataset, train: bool) -> DataLoader:
-        h = self.hparams
-        drop = h.drop_last if h.drop_last is not None else (h.task == "unlabeled")
-        return seeded_loader(ds, h.batch_size, train, drop, h.num_workers, seed=h.split_seed + 7919 * h.label_seed)
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> Any:
-        if self.train_set is None:
-            self.setup("fit")
-        return [] if self.val_set is None else self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        if self.test_set is None:
-            raise DataError(self.root, "no test split: no 'test' rows and test_fraction is 0")
-        return self._loader(self.test_set, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
 
 def _subsample(records: Sequence[VolumeRecord], n: int, seed: int, root: Path) -> list[VolumeRecord]:
