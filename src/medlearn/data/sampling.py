@@ -14,9 +14,9 @@ private generator seeded from ``seed`` and the epoch that Lightning passes to ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -130,17 +130,18 @@ def seeded_loader(ds: Dataset, batch_size: int, train: bool, drop_last: bool, nu
     Returns:
         The loader.
     """
-    bs = min(batch_size, len(ds)) if train and drop_last else batch_size  # type: ignore[arg-type]
+    sized = cast(Sized, ds)  # map-style datasets have a length; torch's Dataset type does not declare it
+    bs = min(batch_size, len(sized)) if train and drop_last else batch_size
     if not train:
         sampler = None
     elif sampler is None:
-        sampler = EpochShuffleSampler(ds, seed=seed)  # type: ignore[arg-type]
+        sampler = EpochShuffleSampler(sized, seed=seed)
     return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop_last, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=False,
                       generator=torch.Generator().manual_seed(seed))
 
 
-def group_split(records: Sequence[T], fraction: float, seed: int, key: Callable[[T], Hashable],
+def group_split(records: Sequence[T], fraction: float, seed: int, key: Callable[[T], str],
                 name: str = "fraction") -> tuple[list[T], list[T]]:
     """Split records into two parts by group (patient, case), no group in both, deterministically.
 

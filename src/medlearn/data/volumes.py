@@ -14,6 +14,7 @@ preprocessed volumes
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -315,22 +316,22 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
         """
         h = self.hparams
         train = self._index()["train"]
-        common = dict(n_train=len(train), input_size=tuple(int(v) for v in h.spatial_size),
-                      in_channels=self.n_channels)
+        common = DataInfo(n_train=len(train), input_size=tuple(int(v) for v in h.spatial_size),
+                          in_channels=self.n_channels)
         if h.task == "classification":
             names = self.class_names
             index = {c: i for i, c in enumerate(names)}
             counts = [0] * len(names)
             for r in train:
                 counts[index[str(r.label)]] += 1
-            return DataInfo(class_counts=counts, num_classes=len(names), class_names=names, **common)
+            return replace(common, class_counts=counts, num_classes=len(names), class_names=names)
         if h.task == "segmentation":
             layout = get_layout(self.resolved_layout, KIND)
             values = list(layout.label_values) if layout.label_values is not None else None
-            return DataInfo(num_classes=len(values) if values is not None else None,
-                            class_names=list(layout.label_names) if layout.label_names is not None else None,
-                            label_values=values, **common)
-        return DataInfo(**common)
+            return replace(common, num_classes=len(values) if values is not None else None,
+                           class_names=list(layout.label_names) if layout.label_names is not None else None,
+                           label_values=values)
+        return common
 
     # --- datasets ---
 
