@@ -374,6 +374,7 @@ class ASOCTAngleDataset(Dataset):
         return 2 * len(self.records)
 
     def view(self, index: int) -> ImageView:
+        """The view of item ``index``: the left half of its scan, or the right half mirrored."""
         rec = self.records[index // 2]
         return angle_view(SIDES[index % 2], rec.width, rec.height, self.image_size)
 
@@ -386,6 +387,10 @@ class ASOCTAngleDataset(Dataset):
         return [self.view(2 * scan + s).apply(image).clamp_(0.0, 1.0) for s in range(2)]
 
     def image(self, index: int) -> torch.Tensor:
+        """The angle image of item ``index``, ``(1, S, S)`` float32 in [0, 1].
+
+        The scan is decoded once for both of its angles; with ``cache`` both views are kept.
+        """
         scan, side = divmod(index, 2)
         if self._cache is None:
             return self._decode(scan)[side]

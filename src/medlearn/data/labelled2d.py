@@ -331,6 +331,7 @@ class LabelledImageDataModule(SplitDataModule[LabelledImageDataset]):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (reads the table when ``classes`` was not given)."""
         if not self.class_names:
             self.setup("fit")
         return len(self.class_names)

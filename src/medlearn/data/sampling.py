@@ -65,8 +65,9 @@ class _EpochSeeded(Sampler[int]):
 
 
 class EpochShuffleSampler(_EpochSeeded):
-    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)`` (epoch handling
-    as :class:`_EpochSeeded`).
+    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)``.
+
+    Epoch handling as :class:`_EpochSeeded`.
 
     Args:
         data_source: the dataset (only its length is used).

@@ -279,8 +279,10 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label-index order (classification), the names of the layout's label
-        values (segmentation on a layout that defines them, e.g. BraTS), else empty."""
+        """Class names in label-index order (classification), else the label values' names.
+
+        For segmentation on a layout that names its label values (BraTS); otherwise empty.
+        """
         h = self.hparams
         if h.task == "classification":
             self._index()
@@ -296,9 +298,11 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
 
     @property
     def n_channels(self) -> int:
-        """Image channels, from the first training record (indexes the data if needed; decodes
-        nothing): one per modality file of a multi-modal record (BraTS; the reader checks that
-        each is 3D), else the fourth dimension of the volume's header (1 for a 3D volume)."""
+        """Image channels, from the first training record (indexes the data if needed; decodes nothing).
+
+        One per modality file of a multi-modal record (BraTS; the reader checks that each is 3D),
+        else the fourth dimension of the volume's header (1 for a 3D volume).
+        """
         record = self._index()["train"][0]
         if record.paths is not None:
             return len(record.paths)
@@ -367,8 +371,11 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
                              train_transform=self.train_transform if train else None)
 
     def setup(self, stage: str | None = None) -> None:
-        """Index the data once; build (and cache) the train/val sets for fitting, the test set for
-        testing / predicting; later calls reuse them."""
+        """Index the data once and build (and cache) the sets a stage needs; later calls reuse them.
+
+        Fitting and validating build the train and validation sets, testing and predicting the
+        test set.
+        """
         splits = self._index()
         if stage in (None, "fit", "validate") and self.train_set is None:
             self.train_set = self._dataset(splits["train"], train=True)
