@@ -32,7 +32,7 @@ What a DataModule reads, how it splits and what its items are stay in its own mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
@@ -89,8 +89,9 @@ class SplitDataModule(LightningDataModule, Generic[D]):
     @property
     def hparams(self) -> AttributeDict:
         """The saved hyper-parameters, with attribute access (``self.hparams.batch_size``)."""
-        # save_hyperparameters stores an AttributeDict; Lightning types the property more loosely
-        return cast(AttributeDict, super().hparams)
+        hp = super().hparams  # save_hyperparameters stores an AttributeDict; Lightning types it more loosely
+        assert isinstance(hp, AttributeDict)
+        return hp
 
     # --- hooks ---
 
