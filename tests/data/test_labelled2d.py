@@ -154,3 +154,15 @@ def test_datamodule_csv_split_column_sampler_and_batches(table: Path) -> None:
     assert next(iter(dm.test_dataloader()))["image"].shape == (5, 1, 8, 8)
     with pytest.raises(DataError, match="does not exist"):
         LabelledImageDataModule(str(table / "nowhere")).setup("fit")
+
+
+def test_balanced_epochs_keep_one_batch_when_the_batch_exceeds_the_training_set(table: Path) -> None:
+    # with drop_last a batch larger than the training set would drop every batch: it is capped instead,
+    # as for the shuffled sampler
+    for sampler in ("shuffle", "balanced"):
+        dm = LabelledImageDataModule(str(table), layout="csv", image_dir="imgs", image_size=8, batch_size=100,
+                                     sampler=sampler, drop_last=True, val_fraction=0.2, test_fraction=0.2)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        n = len(dm.splits["train"])
+        assert len(loader) == 1 and [len(b["name"]) for b in loader] == [n]

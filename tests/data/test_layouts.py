@@ -190,8 +190,8 @@ def test_radiograph_multilabel_needs_a_labelled_layout(written: dict[str, Path])
 # --- import rules ----------------------------------------------------------------------------------
 DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
-GENERIC = {"__init__", "augment", "datasets", "decode", "image_view", "info", "labelled2d", "layouts", "radiograph",
-           "records", "sampling", "segmentation2d", "tables", "volume_preprocess", "volumes"}
+GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
+           "radiograph", "records", "sampling", "segmentation2d", "tables", "volume_preprocess", "volumes"}
 
 
 def _imports(path: Path) -> set[str]:

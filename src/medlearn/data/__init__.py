@@ -2,8 +2,10 @@
 
 Importing this package registers every built-in layout (:mod:`medlearn.data.layouts`): each layout
 module registers itself at import, and all of them are imported here. Generic modules (records,
-tables, sampling, decode, volume_preprocess, layouts, info, and the DataModules) import no dataset
-module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest) import no other one.
+tables, sampling, decode, volume_preprocess, layouts, info, datamodule and the DataModules) import
+no dataset module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest) import no
+other one. Every DataModule extends :class:`~medlearn.data.datamodule.SplitDataModule`, which owns
+the loaders, their seeds and the cache filling.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from medlearn.data.brats import (
     read_brats,
 )
 from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
 from medlearn.data.info import DataInfo
@@ -66,5 +69,5 @@ __all__ = [
     "case_split", "load_volume", "volume_transforms",
     "AGE_CLASSES", "ASOCTDataModule", "read_age",
     "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
-    "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table",
+    "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table", "SplitDataModule",
 ]

@@ -41,16 +41,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.decode import ImageCache, load_gray
 from medlearn.data.decode import image_size as _image_size  # its own image_size arguments are view sides
 from medlearn.data.image_view import ImageView
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import IMAGE_SUFFIXES
-from medlearn.data.sampling import group_split, seeded_loader
+from medlearn.data.sampling import group_split
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = [
@@ -374,6 +374,7 @@ class ASOCTAngleDataset(Dataset):
         return 2 * len(self.records)
 
     def view(self, index: int) -> ImageView:
+        """The view of item ``index``: the left half of its scan, or the right half mirrored."""
         rec = self.records[index // 2]
         return angle_view(SIDES[index % 2], rec.width, rec.height, self.image_size)
 
@@ -386,6 +387,10 @@ class ASOCTAngleDataset(Dataset):
         return [self.view(2 * scan + s).apply(image).clamp_(0.0, 1.0) for s in range(2)]
 
     def image(self, index: int) -> torch.Tensor:
+        """The angle image of item ``index``, ``(1, S, S)`` float32 in [0, 1].
+
+        The scan is decoded once for both of its angles; with ``cache`` both views are kept.
+        """
         scan, side = divmod(index, 2)
         if self._cache is None:
             return self._decode(scan)[side]
@@ -420,7 +425,7 @@ class ASOCTAngleDataset(Dataset):
                 "side": side, "path": str(rec.path)}
 
 
-class ASOCTDataModule(LightningDataModule):
+class ASOCTDataModule(SplitDataModule[ASOCTAngleDataset]):
     """AGE AS-OCT angles for closure classification, spur localisation, or prediction on new scans.
 
     Both angles of every scan are items (:class:`ASOCTAngleDataset`). The scans of ``root`` are
@@ -442,9 +447,15 @@ class ASOCTDataModule(LightningDataModule):
         test_root: separate AGE folder for testing.
         predict_root: folder of new scans for ``predict`` (``root/ASOCT_Image`` layout or flat).
         expected_size: ``(width, height)`` every image must have (``None``: any).
-        cache: keep decoded views in memory (with ``num_workers > 0`` filled in ``setup``, so that the
-            workers share one block instead of filling a copy each).
+        cache: keep decoded views in memory (with ``num_workers > 0`` filled before the loader's
+            workers start, so that they share one block instead of filling a copy each).
+
+    Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with ``split_seed``
+    (:meth:`loader_seed`); training always drops the last incomplete batch
+    (:meth:`train_drop_last`); prediction runs on ``predict_set`` (``predict_root``) when given.
     """
+
+    no_test_reason = "test_fraction is 0 and no test_root"
 
     def __init__(
         self,
@@ -462,16 +473,12 @@ class ASOCTDataModule(LightningDataModule):
         expected_size: tuple[int, int] | None = None,
         cache: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(root)
         if root is None and predict_root is None:
             raise ValueError("give root (an AGE folder with its table) or predict_root (a folder of scans)")
         self.save_hyperparameters()
         self.class_names = list(AGE_CLASSES)
         self.splits: dict[str, list[ASOCTRecord]] = {}
-        self.train_set: ASOCTAngleDataset | None = None
-        self.val_set: ASOCTAngleDataset | None = None
-        self.test_set: ASOCTAngleDataset | None = None
-        self.predict_set: ASOCTAngleDataset | None = None
 
     def _read(self, root: str) -> list[ASOCTRecord]:
         return read_age(root, self.hparams.table if root == self.hparams.root else None,
@@ -506,10 +513,6 @@ class ASOCTDataModule(LightningDataModule):
         self.train_set, self.val_set, self.test_set = (self._dataset(self.splits[k]) for k in ("train", "val", "test"))
         if self.train_set is None:
             raise DataError(h.root, "no training scans left after the patient split")
-        if h.cache and h.num_workers > 0:  # fill before the workers fork: they share one filled block
-            for ds in (self.train_set, self.val_set, self.test_set):
-                if ds is not None:
-                    ds.fill_cache()
 
     def data_info(self) -> DataInfo:
         """What a model needs to know about this data (reads and splits it if needed).
@@ -529,25 +532,10 @@ class ASOCTDataModule(LightningDataModule):
         return DataInfo(n_train=len(self.train_set), class_counts=counts, num_classes=len(self.class_names),
                         class_names=list(self.class_names), input_size=(s, s), in_channels=1)
 
-    def _loader(self, ds: ASOCTAngleDataset, train: bool) -> DataLoader:
-        # drop_last in training: BatchNorm in the pyramid pooling's 1x1 bin cannot take a batch of one
-        return seeded_loader(ds, self.hparams.batch_size, train, train, self.hparams.num_workers,
-                             seed=self.hparams.split_seed)
+    def loader_seed(self) -> int:
+        """``split_seed`` (the AGE module has no ``label_seed``: ``num_train`` draws with ``split_seed``)."""
+        return self.hparams.split_seed
 
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> Any:
-        return [] if self.val_set is None else self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            raise DataError(self.hparams.root or "<none>", "no test split (test_fraction is 0 and no test_root)")
-        return self._loader(self.test_set, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        ds = self.predict_set if self.hparams.predict_root is not None else self.test_set
-        if ds is None:
-            raise DataError(self.hparams.root or "<none>", "nothing to predict: set predict_root or a test split")
-        return self._loader(ds, False)
+    def train_drop_last(self) -> bool:
+        """Always: BatchNorm in the pyramid pooling's 1x1 bin cannot take a training batch of one."""
+        return True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,9 +61,9 @@ class ViewAugment(nn.Module):
         torch.Size([4, 1, 32, 32])
     """
 
-    def __init__(self, params: AugmentParams | None = None, **kwargs: float) -> None:
+    def __init__(self, params: AugmentParams | None = None, **kwargs: Any) -> None:
         super().__init__()
-        self.p = params or AugmentParams(**kwargs)  # type: ignore[arg-type]
+        self.p = params or AugmentParams(**kwargs)
 
     def affine(self, b: int, device: torch.device) -> torch.Tensor:
         """Random ``(B, 2, 3)`` sampling matrices (normalised coordinates) for crop/rotate/flip."""

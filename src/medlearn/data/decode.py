@@ -138,8 +138,10 @@ def load_gray(path: str | Path) -> torch.Tensor:
 
 
 def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """``(C, H, W)`` -> ``(C, size, size)`` in [0, 1] (aspect ratio not kept): ``area`` interpolation
-    when shrinking both sides, else bilinear with antialiasing."""
+    """Resize ``(C, H, W)`` to ``(C, size, size)`` in [0, 1] (the aspect ratio is not kept).
+
+    ``area`` interpolation when shrinking both sides, else bilinear with antialiasing.
+    """
     t = image[None]
     h, w = t.shape[-2:]
     if (h, w) != (size, size):
@@ -195,6 +197,7 @@ class ImageCache:
         return self.store.numel() * self.store.element_size()
 
     def has(self, index: int) -> bool:
+        """Whether image ``index`` is stored."""
         return bool(self.filled[index])
 
     def put(self, index: int, image: torch.Tensor) -> None:

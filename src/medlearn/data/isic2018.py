@@ -69,7 +69,7 @@ def find_isic2018(root: str | Path, split: str = "Training") -> tuple[Path, Path
 
 
 def _groupings(root: Path, split: str, names: set[str]) -> dict[str, str]:
-    """image -> lesion_id from ``ISIC2018_Task3_<split>_LesionGroupings.csv`` (if present)."""
+    """Map image -> lesion_id from ``ISIC2018_Task3_<split>_LesionGroupings.csv`` (if present)."""
     fname = f"ISIC2018_Task3_{split}_LesionGroupings.csv"
     path = next((p for p in (root / fname, root / _gt_name(split) / fname) if p.is_file()), None)
     if path is None:

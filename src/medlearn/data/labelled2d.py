@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, Sampler
 
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.decode import load_image2d
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import LabelledImage, index_images, resolve_image
-from medlearn.data.sampling import EpochBalancedSampler, seeded_loader, stratified_group_split, subsample
+from medlearn.data.sampling import EpochBalancedSampler, stratified_group_split, subsample
 from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
 from medlearn.io.errors import DataError, name_issues
 
@@ -254,7 +254,7 @@ class LabelledImageDataset(Dataset):
 
 
 # --- DataModule ------------------------------------------------------------------------------------
-class LabelledImageDataModule(LightningDataModule):
+class LabelledImageDataModule(SplitDataModule[LabelledImageDataset]):
     """Single-label 2D classification data: a generic table or the ISIC 2018 Task 3 layout.
 
     Args:
@@ -281,7 +281,13 @@ class LabelledImageDataModule(LightningDataModule):
             with replacement, epoch length = training set size).
         dihedral: random flips / 90-degree rotations of training images (orientation-free data).
         drop_last: drop the last incomplete training batch.
+
+    Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
+    ``split_seed + 7919 * label_seed``; ``sampler="balanced"`` replaces the training shuffle
+    (:meth:`train_sampler`).
     """
+
+    no_test_reason = "set test_fraction > 0 or provide a test set"
 
     def __init__(
         self,
@@ -307,17 +313,14 @@ class LabelledImageDataModule(LightningDataModule):
         dihedral: bool = False,
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(root)
         check_layout_name(layout, KIND)
         if sampler not in ("shuffle", "balanced"):
             raise ValueError(f"sampler must be 'shuffle' or 'balanced', got {sampler!r}")
         self.save_hyperparameters()
-        self.root = Path(root)
+        self.root: Path = Path(root)
         self.class_names: list[str] = list(classes) if classes else []
         self.splits: dict[str, list[LabelledImage]] = {}
-        self.train_set: LabelledImageDataset | None = None
-        self.val_set: LabelledImageDataset | None = None
-        self.test_set: LabelledImageDataset | None = None
 
     @property
     def resolved_layout(self) -> str:
@@ -328,6 +331,7 @@ class LabelledImageDataModule(LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (reads the table when ``classes`` was not given)."""
         if not self.class_names:
             self.setup("fit")
         return len(self.class_names)
@@ -391,36 +395,8 @@ class LabelledImageDataModule(LightningDataModule):
         self.val_set = mk(splits.get("val", []), False)
         self.test_set = mk(splits.get("test", []), False)
 
-    def _seed(self) -> int:
-        return self.hparams.split_seed + 7919 * self.hparams.label_seed
-
-    def _ready(self, ds: LabelledImageDataset) -> LabelledImageDataset:
-        """With worker processes, fill the cache first: forked workers then share it copy-on-write
-        instead of each decoding (and holding) its own copy."""
-        if self.hparams.cache and self.hparams.num_workers > 0:
-            ds.fill_cache()
-        return ds
-
-    def train_dataloader(self) -> DataLoader:
-        h = self.hparams
-        assert self.train_set is not None
-        self._ready(self.train_set)
-        if h.sampler == "balanced":
-            sampler = EpochBalancedSampler(self.train_set.labels, seed=self._seed())
-            return DataLoader(self.train_set, batch_size=h.batch_size, sampler=sampler, drop_last=h.drop_last,
-                              num_workers=h.num_workers, persistent_workers=h.num_workers > 0,
-                              generator=torch.Generator().manual_seed(self._seed()))
-        return seeded_loader(self.train_set, h.batch_size, True, h.drop_last, h.num_workers, seed=self._seed())
-
-    def val_dataloader(self) -> Any:
-        return [] if self.val_set is None else seeded_loader(self._ready(self.val_set), self.hparams.batch_size, False,
-                                                              False, self.hparams.num_workers, seed=self._seed())
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            raise DataError(self.root, "no test split (set test_fraction > 0 or provide a test set)")
-        return seeded_loader(self._ready(self.test_set), self.hparams.batch_size, False, False,
-                             self.hparams.num_workers, seed=self._seed())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def train_sampler(self, dataset: LabelledImageDataset) -> Sampler[int] | None:
+        """With ``sampler="balanced"``, class-balanced draws (:class:`~medlearn.data.sampling.EpochBalancedSampler`)."""
+        if self.hparams.sampler != "balanced":
+            return None
+        return EpochBalancedSampler(dataset.labels, seed=self.loader_seed())

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
 
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, list_layouts, register_layout
 from medlearn.data.records import ImageRecord, has_image_files, list_image_files
-from medlearn.data.sampling import patient_split, seeded_loader, subsample
+from medlearn.data.sampling import patient_split, subsample
 from medlearn.io.errors import DataError
 
 __all__ = ["RadiographDataModule"]
@@ -59,7 +58,7 @@ register_layout(
 )
 
 
-class RadiographDataModule(LightningDataModule):
+class RadiographDataModule(SplitDataModule[RadiographDataset]):
     """Radiographs for pretraining (``task="unlabeled"``) or multi-label classification.
 
     Args:
@@ -77,7 +76,13 @@ class RadiographDataModule(LightningDataModule):
         cache: decode each image once and keep it in memory (see :class:`~medlearn.data.datasets.RadiographDataset`).
         drop_last: drop the last incomplete training batch (default: for unlabeled pretraining,
             where BatchNorm and the cross-rank shuffle want equal batches).
+
+    Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
+    ``split_seed + 7919 * label_seed``. Unlabeled pretraining has no validation or test part (it
+    never reads the test list).
     """
+
+    no_test_reason = "unlabeled pretraining reads no test list; test with task='multilabel' on a labelled layout"
 
     def __init__(
         self,
@@ -95,16 +100,13 @@ class RadiographDataModule(LightningDataModule):
         cache: bool = True,
         drop_last: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(root)
         if task not in ("unlabeled", "multilabel"):
             raise ValueError(f"task must be 'unlabeled' or 'multilabel', got {task!r}")
         check_layout_name(layout, KIND)
         self.save_hyperparameters()
-        self.root = Path(root)
+        self.root: Path = Path(root)
         self.class_names = list(classes) if classes else list(get_layout(CLASSES_LAYOUT, KIND).classes or ())
-        self.train_set: RadiographDataset | None = None
-        self.val_set: RadiographDataset | None = None
-        self.test_set: RadiographDataset | None = None
 
     @property
     def resolved_layout(self) -> str:
@@ -164,23 +166,3 @@ class RadiographDataModule(LightningDataModule):
         self.val_set = RadiographDataset(val, h.image_size, cache=h.cache) if val else None
         self.test_set = RadiographDataset(layout.read(self.root, split="test", classes=self.class_names).records,
                                           h.image_size, cache=h.cache)
-
-    def _loader(self, ds: RadiographDataset, train: bool) -> DataLoader:
-        h = self.hparams
-        drop = h.drop_last if h.drop_last is not None else (h.task == "unlabeled")
-        return seeded_loader(ds, h.batch_size, train, drop, h.num_workers, seed=h.split_seed + 7919 * h.label_seed)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> Any:
-        return [] if self.val_set is None else self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            raise DataError(self.root, "no test split: the test list is needed for testing")
-        return self._loader(self.test_set, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

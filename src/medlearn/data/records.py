@@ -209,13 +209,15 @@ class VolumeRecord:
         if self.seg is not None:
             self.seg = Path(self.seg)
         if not self.case:
-            first = self.path if self.path is not None else next(iter(self.paths.values()))  # type: ignore[union-attr]
-            self.case = nifti_stem(first.name)
+            self.case = nifti_stem(self.files[0].name)
 
     @property
     def files(self) -> list[Path]:
         """The image files in channel order."""
-        return [self.path] if self.path is not None else list(self.paths.values())  # type: ignore[union-attr]
+        if self.path is not None:
+            return [self.path]
+        assert self.paths is not None  # __post_init__: exactly one of path and paths
+        return list(self.paths.values())
 
     @property
     def modalities(self) -> list[str]:

@@ -14,9 +14,9 @@ private generator seeded from ``seed`` and the epoch that Lightning passes to ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -65,8 +65,9 @@ class _EpochSeeded(Sampler[int]):
 
 
 class EpochShuffleSampler(_EpochSeeded):
-    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)`` (epoch handling
-    as :class:`_EpochSeeded`).
+    """A fresh random permutation per epoch, reproducible from ``(seed, epoch)``.
+
+    Epoch handling as :class:`_EpochSeeded`.
 
     Args:
         data_source: the dataset (only its length is used).
@@ -108,22 +109,40 @@ class EpochBalancedSampler(_EpochSeeded):
 
 
 def seeded_loader(ds: Dataset, batch_size: int, train: bool, drop_last: bool, num_workers: int,
-                  seed: int) -> DataLoader:
+                  seed: int, sampler: Sampler[int] | None = None) -> DataLoader:
     """The DataLoader every medlearn DataModule uses.
 
-    Training: :class:`EpochShuffleSampler` (order from ``(seed, epoch)``) and, with ``drop_last``,
-    batches no larger than the dataset; evaluation: sequential. Always a private generator, so
-    creating an epoch's iterator never draws from the global torch RNG (that would shift every
-    later random draw of a resumed run).
+    Training: ``sampler``, by default :class:`EpochShuffleSampler` (order from ``(seed, epoch)``),
+    and, with ``drop_last``, batches no larger than the dataset (so an epoch is never empty);
+    evaluation: sequential. Always a private generator, so creating an epoch's iterator never
+    draws from the global torch RNG (that would shift every later random draw of a resumed run).
+
+    Args:
+        ds: the dataset (sized).
+        batch_size: per-process batch size.
+        train: training (sampled, optionally dropping the last incomplete batch) or evaluation
+            (sequential, every item).
+        drop_last: drop the last incomplete training batch (ignored for evaluation).
+        num_workers: worker processes (persistent when > 0).
+        seed: seed of the default sampler and of the loader's generator (workers' base seeds).
+        sampler: the training sampler instead of :class:`EpochShuffleSampler`, e.g. an
+            :class:`EpochBalancedSampler` drawing ``len(ds)`` items per epoch.
+
+    Returns:
+        The loader.
     """
-    bs = min(batch_size, len(ds)) if train and drop_last else batch_size  # type: ignore[arg-type]
-    sampler = EpochShuffleSampler(ds, seed=seed) if train else None  # type: ignore[arg-type]
+    sized = cast(Sized, ds)  # map-style datasets have a length; torch's Dataset type does not declare it
+    bs = min(batch_size, len(sized)) if train and drop_last else batch_size
+    if not train:
+        sampler = None
+    elif sampler is None:
+        sampler = EpochShuffleSampler(sized, seed=seed)
     return DataLoader(ds, batch_size=bs, sampler=sampler, drop_last=train and drop_last, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=False,
                       generator=torch.Generator().manual_seed(seed))
 
 
-def group_split(records: Sequence[T], fraction: float, seed: int, key: Callable[[T], Hashable],
+def group_split(records: Sequence[T], fraction: float, seed: int, key: Callable[[T], str],
                 name: str = "fraction") -> tuple[list[T], list[T]]:
     """Split records into two parts by group (patient, case), no group in both, deterministically.
 

@@ -35,15 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.decode import ImageCache, load_image, load_mask, relabel_mask, resize_image, resize_mask
 from medlearn.data.decode import image_size as header_size
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import MaskedImage
-from medlearn.data.sampling import seeded_loader, stratified_group_split, subsample
+from medlearn.data.sampling import stratified_group_split, subsample
 from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
 from medlearn.io.errors import DataError, name_issues
 
@@ -294,7 +294,7 @@ def _no_class(record: MaskedImage) -> int:
     return 0
 
 
-class ImageMaskDataModule(LightningDataModule):
+class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
     """2D segmentation data: images with label masks, split by group, cached, in fixed-size batches.
 
     Batches: ``{"image": (B, C, H, W) float32 in [0, 1], "seg": (B, 1, H, W) int64 (label values),
@@ -338,11 +338,16 @@ class ImageMaskDataModule(LightningDataModule):
             sizes); without it a bad pair fails when first loaded.
         drop_last: drop the last incomplete training batch.
 
+    Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
+    ``split_seed + 7919 * label_seed``.
+
     Raises:
         ValueError: an unknown layout, a bad ``image_size`` or ``channels``, repeated
             ``label_values``, a ``value_map`` producing values outside ``label_values``, or
             ``class_names`` of another length than ``label_values``.
     """
+
+    no_test_reason = "set test_fraction > 0 or mark test rows"
 
     def __init__(
         self,
@@ -371,7 +376,7 @@ class ImageMaskDataModule(LightningDataModule):
         check_masks: bool = True,
         drop_last: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(root)
         check_layout_name(layout, KIND)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -380,12 +385,9 @@ class ImageMaskDataModule(LightningDataModule):
         if class_names is not None and values is not None and len(class_names) != len(values):
             raise ValueError(f"{len(class_names)} class_names for {len(values)} label values {values}")
         self.save_hyperparameters()
-        self.root = Path(root)
+        self.root: Path = Path(root)
         self._label_values = values
         self.splits: dict[str, list[MaskedImage]] = {}
-        self.train_set: ImageMaskDataset | None = None
-        self.val_set: ImageMaskDataset | None = None
-        self.test_set: ImageMaskDataset | None = None
 
     @staticmethod
     def _initial_label_values(label_values: Sequence[int] | None,
@@ -503,33 +505,3 @@ class ImageMaskDataModule(LightningDataModule):
         return DataInfo(n_train=len(self.train_set), num_classes=len(values),
                         class_names=list(names) if names is not None else None, input_size=self.image_hw,
                         in_channels=self.hparams.channels, label_values=values)
-
-    def _seed(self) -> int:
-        return self.hparams.split_seed + 7919 * self.hparams.label_seed
-
-    def _loader(self, ds: ImageMaskDataset, train: bool) -> DataLoader:
-        h = self.hparams
-        if h.cache and h.num_workers > 0:  # forked workers then share the filled cache copy-on-write
-            ds.fill_cache()
-        return seeded_loader(ds, h.batch_size, train, train and h.drop_last, h.num_workers, seed=self._seed())
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> Any:
-        if self.train_set is None:
-            self.setup("fit")
-        return [] if self.val_set is None else self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("test")
-        if self.test_set is None:
-            raise DataError(self.root, "no test split (set test_fraction > 0 or mark test rows)")
-        return self._loader(self.test_set, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -56,8 +56,10 @@ def read_csv_table(csv: Path) -> pd.DataFrame:
 
 
 def find_column(df: pd.DataFrame, name: str | None, candidates: Sequence[str] = ()) -> str | None:
-    """The column of ``df`` called ``name`` (any case); with ``name`` ``None`` or ``"auto"``, the
-    first of ``candidates`` present. ``None`` when there is none."""
+    """The column of ``df`` called ``name`` (any case), or ``None`` when there is none.
+
+    With ``name`` ``None`` or ``"auto"``: the first of ``candidates`` present.
+    """
     lower = {c.lower(): c for c in df.columns}
     if name not in (None, "auto"):
         return lower.get(str(name).lower())

@@ -125,6 +125,7 @@ class LoadVolumed(MapTransform):
         self.atol = float(atol)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """A copy of ``data`` with each key's files loaded as one ``MetaTensor`` ``(C, X, Y, Z)``."""
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = load_volume(d[key], atol=self.atol)

@@ -14,20 +14,21 @@ preprocessed volumes
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lightning.pytorch import LightningDataModule
 from monai.data import CacheDataset
 from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout
 from medlearn.data.records import VolumeRecord
-from medlearn.data.sampling import case_split, seeded_loader
+from medlearn.data.sampling import case_split
 from medlearn.data.tables import natural_key
 from medlearn.data.volume_preprocess import NORMALISATIONS, volume_transforms
 from medlearn.io import nifti_geometry
@@ -115,7 +116,7 @@ class VolumeDataset(Dataset):
 # ---------------------------------------------------------------------------------- DataModule
 
 
-class VolumeDataModule(LightningDataModule):
+class VolumeDataModule(SplitDataModule[VolumeDataset]):
     """3D volumes for pretraining (``unlabeled``), ``classification`` or ``segmentation``.
 
     Sources (``layout``, the ``volume`` layouts of :mod:`medlearn.data.layouts`): ``"folder"``
@@ -167,9 +168,14 @@ class VolumeDataModule(LightningDataModule):
         train_transform: optional callable on each training item dict (random augmentation),
             applied after the cache.
 
+    Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
+    ``split_seed + 7919 * label_seed``.
+
     Raises:
         ValueError: an unknown ``task``, ``layout`` or ``normalisation``.
     """
+
+    no_test_reason = "no 'test' rows and test_fraction is 0"
 
     def __init__(
         self,
@@ -196,7 +202,7 @@ class VolumeDataModule(LightningDataModule):
         drop_last: bool | None = None,
         train_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(root)
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
         check_layout_name(layout, KIND)
@@ -205,13 +211,10 @@ class VolumeDataModule(LightningDataModule):
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         self.save_hyperparameters(ignore=["train_transform"])
-        self.root = Path(root)
+        self.root: Path = Path(root)
         self.train_transform = train_transform
         self._splits: dict[str, list[VolumeRecord]] | None = None
         self._class_names: list[str] | None = None
-        self.train_set: VolumeDataset | None = None
-        self.val_set: VolumeDataset | None = None
-        self.test_set: VolumeDataset | None = None
 
     # --- indexing ---
 
@@ -276,8 +279,10 @@ class VolumeDataModule(LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label-index order (classification), the names of the layout's label
-        values (segmentation on a layout that defines them, e.g. BraTS), else empty."""
+        """Class names in label-index order (classification), else the label values' names.
+
+        For segmentation on a layout that names its label values (BraTS); otherwise empty.
+        """
         h = self.hparams
         if h.task == "classification":
             self._index()
@@ -293,9 +298,11 @@ class VolumeDataModule(LightningDataModule):
 
     @property
     def n_channels(self) -> int:
-        """Image channels, from the first training record (indexes the data if needed; decodes
-        nothing): one per modality file of a multi-modal record (BraTS; the reader checks that
-        each is 3D), else the fourth dimension of the volume's header (1 for a 3D volume)."""
+        """Image channels, from the first training record (indexes the data if needed; decodes nothing).
+
+        One per modality file of a multi-modal record (BraTS; the reader checks that each is 3D),
+        else the fourth dimension of the volume's header (1 for a 3D volume).
+        """
         record = self._index()["train"][0]
         if record.paths is not None:
             return len(record.paths)
@@ -313,22 +320,22 @@ class VolumeDataModule(LightningDataModule):
         """
         h = self.hparams
         train = self._index()["train"]
-        common = dict(n_train=len(train), input_size=tuple(int(v) for v in h.spatial_size),
-                      in_channels=self.n_channels)
+        common = DataInfo(n_train=len(train), input_size=tuple(int(v) for v in h.spatial_size),
+                          in_channels=self.n_channels)
         if h.task == "classification":
             names = self.class_names
             index = {c: i for i, c in enumerate(names)}
             counts = [0] * len(names)
             for r in train:
                 counts[index[str(r.label)]] += 1
-            return DataInfo(class_counts=counts, num_classes=len(names), class_names=names, **common)
+            return replace(common, class_counts=counts, num_classes=len(names), class_names=names)
         if h.task == "segmentation":
             layout = get_layout(self.resolved_layout, KIND)
             values = list(layout.label_values) if layout.label_values is not None else None
-            return DataInfo(num_classes=len(values) if values is not None else None,
-                            class_names=list(layout.label_names) if layout.label_names is not None else None,
-                            label_values=values, **common)
-        return DataInfo(**common)
+            return replace(common, num_classes=len(values) if values is not None else None,
+                           class_names=list(layout.label_names) if layout.label_names is not None else None,
+                           label_values=values)
+        return common
 
     # --- datasets ---
 
@@ -364,40 +371,17 @@ class VolumeDataModule(LightningDataModule):
                              train_transform=self.train_transform if train else None)
 
     def setup(self, stage: str | None = None) -> None:
-        """Index the data once; build (and cache) the train/val sets for fitting, the test set for
-        testing / predicting; later calls reuse them."""
+        """Index the data once and build (and cache) the sets a stage needs; later calls reuse them.
+
+        Fitting and validating build the train and validation sets, testing and predicting the
+        test set.
+        """
         splits = self._index()
         if stage in (None, "fit", "validate") and self.train_set is None:
             self.train_set = self._dataset(splits["train"], train=True)
             self.val_set = self._dataset(splits["val"], train=False) if splits["val"] else None
         if stage in (None, "test", "predict") and self.test_set is None and splits["test"]:
             self.test_set = self._dataset(splits["test"], train=False)
-
-    def _loader(self, ds: VolumeDataset, train: bool) -> DataLoader:
-        h = self.hparams
-        drop = h.drop_last if h.drop_last is not None else (h.task == "unlabeled")
-        return seeded_loader(ds, h.batch_size, train, drop, h.num_workers, seed=h.split_seed + 7919 * h.label_seed)
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> Any:
-        if self.train_set is None:
-            self.setup("fit")
-        return [] if self.val_set is None else self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        if self.test_set is None:
-            raise DataError(self.root, "no test split: no 'test' rows and test_fraction is 0")
-        return self._loader(self.test_set, False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
 
 def _subsample(records: Sequence[VolumeRecord], n: int, seed: int, root: Path) -> list[VolumeRecord]:

@@ -279,8 +279,10 @@ def wrap_library_error(path: str | Path, what: str, exc: BaseException) -> DataE
 
 
 def guard_reader(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator for ``read_*(path, ...)``: any exception other than :class:`DataError` (and
-    :class:`MemoryError`) escaping the reader becomes a :class:`DataError` naming the file.
+    """Decorate a ``read_*(path, ...)`` so that it raises only :class:`DataError` for bad input.
+
+    Any exception other than :class:`DataError` (and :class:`MemoryError`) escaping the reader
+    becomes a :class:`DataError` naming the file.
 
     The readers catch the expected library errors themselves with precise reasons; this is the
     safety net for the unexpected ones (a malformed header value, an odd library corner case), so
@@ -388,7 +390,7 @@ def atomic_write(
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text (``\\n`` line ends) atomically, replacing ``path`` if it exists."""
+    r"""Write UTF-8 text (``\n`` line ends) atomically, replacing ``path`` if it exists."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:

@@ -78,8 +78,9 @@ def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
             return read_nifti(path)  # raises the precise reason (truncated stream / not NIfTI)
         expected = f"not a valid {FORMAT_NAMES[by_name]} file: " if by_name else ""
         raise DataError(path, f"{expected}{describe_unknown_content(head)}")
-    mismatch = by_name is not None and fmt != by_name
-    if mismatch:
+    mismatch = False
+    if by_name is not None and fmt != by_name:
+        mismatch = True
         warnings.warn(
             f"{path}: the extension says {FORMAT_NAMES[by_name]} but the content is "
             f"{FORMAT_NAMES[fmt]}; reading it as {FORMAT_NAMES[fmt]}",
@@ -128,7 +129,7 @@ def write_image(
     array = np.asarray(array)
     if fmt == "png":
         if dtype is None and array.dtype.kind == "f" and meta.get("bit_depth") in (8, 16):
-            dtype = np.uint8 if meta["bit_depth"] == 8 else np.uint16
+            dtype = np.dtype(np.uint8 if meta["bit_depth"] == 8 else np.uint16)
         return write_png(path, array, dtype=dtype, overwrite=overwrite)
     if fmt == "tiff":
         return write_tiff(path, array, dtype=dtype, overwrite=overwrite)

@@ -41,6 +41,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from medlearn.io._common import (
@@ -110,6 +111,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
             img = (nib.Nifti2Image if version == 2 else nib.Nifti1Image).from_bytes(raw)
     except Exception as exc:  # ImageFileError, HeaderDataError, EOFError, zlib.error, OSError...
         raise wrap_library_error(path, "NIfTI", exc) from exc
+    if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 / NIfTI-2, single file or pair: the header said NIfTI
+        raise DataError(path, f"not a NIfTI file: nibabel reads it as {type(img).__name__}")
 
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 4 and shape[-1] == 1:
@@ -318,9 +321,14 @@ def nifti_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
     path = Path(path)
     try:
         img = nib.load(path)
+        if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 / NIfTI-2 (their images and pairs)
+            raise TypeError(f"nibabel reads it as {type(img).__name__}, not as NIfTI")
         shape = tuple(int(s) for s in img.shape)
         affine = np.asarray(img.affine, dtype=np.float64)
-        expected = int(img.dataobj.offset) + math.prod(shape) * img.get_data_dtype().itemsize
+        proxy = img.dataobj  # a file-backed image's voxels: an ArrayProxy, which knows their offset
+        if not isinstance(proxy, ArrayProxy):
+            raise TypeError(f"nibabel holds the voxels as {type(proxy).__name__}, not as a file proxy")
+        expected = int(proxy.offset) + math.prod(shape) * img.get_data_dtype().itemsize
     except Exception as exc:  # ImageFileError, HeaderDataError, OSError, EOFError...
         _decode(path)  # raises the DataError with the precise reason
         raise DataError(path, f"cannot read the NIfTI header ({type(exc).__name__}: {exc})") from exc

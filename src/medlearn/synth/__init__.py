@@ -98,8 +98,10 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
 
 
 def held_out_count(n_test: int | None, n: int, what: str) -> int:
-    """How many of ``n`` items a generator puts in its test split: ``n_test``, or by default a
-    quarter (at least 1 and at most ``n - 1`` when ``n > 1``, else 0).
+    """How many of ``n`` items a generator puts in its test split.
+
+    ``n_test`` when given; by default a quarter (at least 1 and at most ``n - 1`` when ``n > 1``,
+    else 0).
 
     Raises:
         ValueError: ``n_test`` outside ``[0, n]`` (the message names the ``what`` argument).

@@ -141,7 +141,8 @@ def _soft(d: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(d / _EDGE))
 
 
-def _radius(u: np.ndarray, v: np.ndarray, w: np.ndarray, centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
+def _radius(u: np.ndarray, v: np.ndarray, w: np.ndarray, centre: Sequence[float] | np.ndarray,
+            radii: Sequence[float] | np.ndarray) -> np.ndarray:
     """Ellipsoidal radius (1 on the surface) of an axis-aligned ellipsoid."""
     return np.sqrt(
         ((u - centre[0]) / radii[0]) ** 2 + ((v - centre[1]) / radii[1]) ** 2 + ((w - centre[2]) / radii[2]) ** 2

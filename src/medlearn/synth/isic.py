@@ -57,8 +57,11 @@ _LIGHT = np.array([0.96, 0.82, 0.74])
 
 
 def world_templates(size: int, world_seed: int = 1234, template_sd: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """``(group templates (4, S, S), class templates (7, S, S))``: smoothed Gaussian noise, zero mean,
-    standard deviation ``template_sd`` each."""
+    """The world's templates: smoothed Gaussian noise, zero mean, standard deviation ``template_sd``.
+
+    Returns:
+        ``(group templates (4, S, S), class templates (7, S, S))``.
+    """
     rng = np.random.default_rng(world_seed)
 
     def smooth(n: int) -> np.ndarray:
