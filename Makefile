@@ -30,6 +30,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	@PYTHON=$(BIN)/python tools/fetch-test-data
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	MEDLEARN_THREADS=1 $(BIN)/python -m pytest
 
 test-slow: $(VENV)/.installed

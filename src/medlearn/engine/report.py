@@ -29,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from medlearn.io import atomic_write_text  # noqa: E402
 
@@ -209,9 +210,10 @@ def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str 
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
     for ax, c in zip(axes.flat, cols):
         d = df[["epoch", c]].dropna().groupby("epoch")[c].mean()
-        ax.plot(d.index, d.values, marker="o" if len(d) < 30 else None, ms=3)
+        ax.plot(d.index + 1, d.values, marker="o" if len(d) < 30 else None, ms=3)  # epochs 1..N, as printed
         ax.set_title(c, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -275,8 +277,7 @@ def write_run_report(trainer: Any, pl_module: Any, stage: str = "fit", run_dir: 
     else:
         rows = _stage_metrics(trainer, stage)
         if rows:
-            sections.append(Section(f"{stage} metrics", f"records in {_relative(records, run_dir)}",
-                                    table=(["metric", "value"], rows)))
+            sections.append(Section(f"{stage} metrics", table=(["metric", "value"], rows)))
     extra = getattr(pl_module, "report_sections", None)
     if callable(extra):
         sections.extend(extra(records, stage))

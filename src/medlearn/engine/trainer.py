@@ -88,7 +88,7 @@ class _NoTips(logging.Filter):
 
 
 def quiet_console(verbose: bool = True) -> None:
-    """medlearn's lines on the console, not Lightning's chatter.
+    """Keep the console to medlearn's lines, not Lightning's chatter.
 
     Args:
         verbose: keep Lightning's information lines (accelerator found, checkpoint restored ...);

@@ -243,8 +243,9 @@ class ImageClassifier(MethodModule):
         vals = [r[f"auc/{n}"] for n in names]
         fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(names) + 2), 3.2))
         ax.bar(names, vals, color="#4477aa")
-        ax.set_ylim(0.5, 1.0)
-        ax.set_ylabel("ROC-AUC")
+        ax.axhline(0.5, color="gray", ls=":", lw=1)  # chance
+        ax.set_ylim(0.0, 1.0)
+        ax.set_ylabel("ROC-AUC (dotted: chance)")
         ax.set_title(f"{stage} AUC per class (mean {r['auc_mean']:.3f})")
         ax.tick_params(axis="x", rotation=45)
         png = save_figure(fig, Path(run_dir) / "figures" / f"{stage}_auc_per_class.png")
