@@ -30,6 +30,19 @@ __all__ = ["ImageCache", "image_size", "load_gray", "load_image", "load_image2d"
 _DTYPE_BITS = {"uint8": 8, "int8": 8, "uint16": 16, "int16": 16, "uint32": 32, "int32": 32}
 
 
+
+def _read(path: str | Path, what: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``read_image`` with any decoder failure turned into a DataError naming the file."""
+    from medlearn.io import read_image  # io is a sibling package; imported late on purpose
+
+    try:
+        array, meta = read_image(path)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(path, f"cannot read {what}: {type(exc).__name__}: {exc}") from exc
+    return np.asarray(array), dict(meta or {})
+
 def _bit_depth(meta: Mapping[str, Any]) -> int | None:
     """Bit depth of the stored pixels, if the reader's metadata says it."""
     for key in ("bit_depth", "bits", "bits_stored", "BitsStored", "bits_allocated"):
@@ -105,17 +118,9 @@ def load_image(path: str | Path, channels: int = 1) -> torch.Tensor:
         DataError: naming ``path`` if the file cannot be read or is not a single 2D image.
         ValueError: ``channels`` other than 1 or 3.
     """
-    from medlearn.io import read_image  # io is a sibling package; imported late on purpose
-
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    try:
-        array, meta = read_image(path)
-    except DataError:
-        raise
-    except Exception as exc:  # any decoder failure becomes a DataError naming the file
-        raise DataError(path, f"cannot read image: {type(exc).__name__}: {exc}") from exc
-    array = np.asarray(array)
+    array, meta = _read(path, "image")
     if array.ndim == 2:
         array = array[None]
     if array.ndim == 4 and array.shape[1] == 1:  # (C, F=1, H, W): a one-frame stack
@@ -284,15 +289,7 @@ def load_mask(path: str | Path) -> np.ndarray:
         DataError: naming ``path``: unreadable, more than one 2D image, colour channels that
             differ (a palette PNG's colours are not label values), or non-integer values.
     """
-    from medlearn.io import read_image  # io is a sibling package; imported late on purpose
-
-    try:
-        array, meta = read_image(path)
-    except DataError:
-        raise
-    except Exception as exc:  # any decoder failure becomes a DataError naming the file
-        raise DataError(path, f"cannot read mask: {type(exc).__name__}: {exc}") from exc
-    array = np.asarray(array)
+    array, meta = _read(path, "mask")
     if str((meta or {}).get("format", "")).lower() == "nifti":
         spatial = array.shape[1:]
         if array.shape[0] != 1:

@@ -50,7 +50,7 @@ from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import LabelledImage, index_images, resolve_image
 from medlearn.data.sampling import EpochBalancedSampler, stratified_group_split, subsample
-from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
+from medlearn.data.tables import SPLIT_NAMES, read_columns
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["LabelledImageDataModule", "LabelledImageDataset", "read_image_table"]
@@ -97,18 +97,8 @@ def read_image_table(
     """
     csv = Path(csv)
     folder = Path(image_dir) if image_dir is not None else csv.parent
-    df = read_csv_table(csv)
-    cols = {"image": find_column(df, image_col), "label": find_column(df, label_col)}
-    missing = [f"missing column {want!r}" for want, key in ((image_col, "image"), (label_col, "label"))
-               if cols[key] is None]
-    if group_col not in (None, "auto") and find_column(df, group_col) is None:
-        missing.append(f"missing grouping column {group_col!r}")
-    if missing:
-        raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
-    gcol = find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
-    scol = find_column(df, split_col) if split_col else None
-    names = [s.strip() for s in df[cols["image"]].tolist()]
-    labels = [s.strip() for s in df[cols["label"]].tolist()]
+    cols = read_columns(csv, {"image": image_col, "label": label_col}, group_col, {"split": split_col})
+    names, labels = cols["image"], cols["label"]
 
     if classes is not None:
         class_names = [str(c) for c in classes]
@@ -126,8 +116,8 @@ def read_image_table(
     records: list[LabelledImage] = []
     problems: list[str] = []
     first: dict[str, int] = {}
-    groups = [s.strip() for s in df[gcol].tolist()] if gcol else [""] * len(df)
-    splits = [s.strip().lower() for s in df[scol].tolist()] if scol else [""] * len(df)
+    groups = cols["group"]
+    splits = [s.lower() for s in cols["split"]]
     for i, (name, lab, grp, spl) in enumerate(zip(names, labels, groups, splits)):
         line = i + 2
         issues: list[str] = []

@@ -44,7 +44,7 @@ from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import MaskedImage
 from medlearn.data.sampling import stratified_group_split, subsample
-from medlearn.data.tables import GROUP_COLUMNS, SPLIT_NAMES, find_column, read_csv_table
+from medlearn.data.tables import SPLIT_NAMES, read_columns
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["ImageMaskDataModule", "ImageMaskDataset", "read_mask_table"]
@@ -87,27 +87,12 @@ def read_mask_table(
     """
     csv = Path(csv)
     base = csv.parent
-    df = read_csv_table(csv)
-    cols = {"image": find_column(df, image_col), "mask": find_column(df, mask_col)}
-    missing = [f"missing column {want!r}" for want, key in ((image_col, "image"), (mask_col, "mask"))
-               if cols[key] is None]
-    if group_col not in (None, "auto") and find_column(df, group_col) is None:
-        missing.append(f"missing grouping column {group_col!r}")
-    if missing:
-        raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
-    gcol = find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
-    scol = find_column(df, split_col) if split_col else None
-    dcol = find_column(df, domain_col) if domain_col else None
-
-    def column(name: str | None, lower: bool = False) -> list[str]:
-        if name is None:
-            return [""] * len(df)
-        return [s.strip().lower() if lower else s.strip() for s in df[name].tolist()]
-
+    cols = read_columns(csv, {"image": image_col, "mask": mask_col}, group_col,
+                        {"split": split_col, "domain": domain_col})
     records: list[MaskedImage] = []
     problems: list[str] = []
     first: dict[str, int] = {}
-    rows = zip(column(cols["image"]), column(cols["mask"]), column(gcol), column(scol, lower=True), column(dcol))
+    rows = zip(cols["image"], cols["mask"], cols["group"], [s.lower() for s in cols["split"]], cols["domain"])
     for i, (name, mask, group, split, domain) in enumerate(rows):
         line = i + 2  # header is line 1
         issues = name_issues(name, line, first, duplicate="duplicate image")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from medlearn.io.errors import DataError
 
-__all__ = ["GROUP_COLUMNS", "SPLIT_NAMES", "find_column", "natural_key", "read_csv_table"]
+__all__ = ["GROUP_COLUMNS", "SPLIT_NAMES", "find_column", "natural_key", "read_csv_table", "read_columns"]
 
 #: Columns taken as the grouping column when ``group_col="auto"`` (first match, case-insensitive).
 GROUP_COLUMNS = ("lesion_id", "patient_id", "patient", "case", "case_id", "group", "subject")
@@ -67,6 +67,38 @@ def find_column(df: pd.DataFrame, name: str | None, candidates: Sequence[str] = 
         if c in lower:
             return lower[c]
     return None
+
+
+def read_columns(csv: Path, required: dict[str, str], group_col: str | None = "auto",
+                 optional: dict[str, str | None] | None = None) -> dict[str, list[str]]:
+    """Read a table and the cells of its columns, every required column checked at once.
+
+    Args:
+        csv: the table.
+        required: ``{key: column name}`` of columns that must be there (e.g. ``{"image": "image"}``).
+        group_col: the grouping column (``"auto"``: the first of :data:`GROUP_COLUMNS` present, or
+            none; ``None``: no grouping); a named one must be there.
+        optional: ``{key: column name or None}`` of columns used when present.
+
+    Returns:
+        ``{key: stripped cell strings}`` for the required keys, ``"group"`` and the optional keys
+        (empty strings for a column that is absent).
+
+    Raises:
+        DataError: the table is missing or unreadable, or columns are missing (all named).
+    """
+    df = read_csv_table(csv)
+    cols = {key: find_column(df, name) for key, name in required.items()}
+    missing = [f"missing column {required[key]!r}" for key, col in cols.items() if col is None]
+    if group_col not in (None, "auto") and find_column(df, group_col) is None:
+        missing.append(f"missing grouping column {group_col!r}")
+    if missing:
+        raise DataError(csv, f"missing required columns (found: {', '.join(df.columns) or 'none'})", missing)
+    cols["group"] = find_column(df, group_col, GROUP_COLUMNS) if group_col is not None else None
+    for key, name in (optional or {}).items():
+        cols[key] = find_column(df, name) if name else None
+    return {key: [s.strip() for s in df[col].tolist()] if col is not None else [""] * len(df)
+            for key, col in cols.items()}
 
 
 def natural_key(s: str) -> tuple[int, Any]:
