@@ -213,6 +213,17 @@ class Experiment:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         return atomic_write_text(self.path, json.dumps({**self.meta, "rows": self.rows}, indent=1, default=str))
 
+    def publish(self, method: str, table: Callable[[dict[str, Any]], str],
+                results_md: str | Path | None = "docs/results.md") -> str:
+        """Save, render the markdown with ``table(results)`` and write it as ``method``'s section of
+        ``results_md`` (``None``: not written); returns the markdown.
+        """
+        self.save()
+        md = table({**self.meta, "rows": self.rows})
+        if results_md:
+            write_results_section(Path(results_md), method, md, threads=self.meta["threads"])
+        return md
+
     # --- reading ---
     def values(self, metric: str, **match: Any) -> np.ndarray:
         """``metric`` of the rows whose fields equal ``match``, in seed order."""

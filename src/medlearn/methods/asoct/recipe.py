@@ -24,7 +24,7 @@ import numpy as np
 
 from medlearn.data.age_asoct import ASOCTDataModule
 from medlearn.engine.config import load_config
-from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select
 from medlearn.engine.run import fit_from_config, predict_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
@@ -169,11 +169,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/asoct", seeds: tuple[int, ..
         return {"seconds": r.seconds, **{k.removeprefix("test/"): v for k, v in r.test.items()}}
 
     exp.grid(seeds, ARMS, one)
-    exp.save()
-    table = table_from_results({**exp.meta, "rows": exp.rows})
-    if results_md:
-        write_results_section(Path(results_md), "asoct", table, threads=exp.meta["threads"])
-    return table
+    return exp.publish("asoct", table_from_results, results_md)
 
 
 def table_from_results(run: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medlearn.engine.config import load_config
-from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.registry import DemoResult, config_dir
@@ -168,11 +168,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/c2l", seeds: tuple[int, ...]
                 for mode in ("finetune", "linear") if ck is not None else ("finetune",):
                     exp.run({"stage": "downstream", "labels": n, "seed": seed, "arm": arm, "mode": mode},
                             partial(finetune, arm, mode, n, seed))
-    exp.save()
-    table = table_from_results({**exp.meta, "rows": exp.rows})
-    if results_md:
-        write_results_section(Path(results_md), "c2l", table, threads=exp.meta["threads"])
-    return table
+    return exp.publish("c2l", table_from_results, results_md)
 
 
 def table_from_results(run: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medlearn.engine.config import load_config
-from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.methods.ccl.module import CCLClassifier
@@ -166,11 +166,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/ccl", seeds: tuple[int, ...]
             exp.run({"arm": arm, "seed": seed}, partial(one, arm, seed),
                     valid=lambda r: Path(r["best_ckpt"]).is_file())  # a teacher checkpoint to distil
         shutil.rmtree(out / "data" / f"isic-synth-s{seed}", ignore_errors=True)
-    exp.save()
-    table = table_from_results({**exp.meta, "rows": exp.rows})
-    if results_md:
-        write_results_section(Path(results_md), "ccl", table, threads=exp.meta["threads"])
-    return table
+    return exp.publish("ccl", table_from_results, results_md)
 
 
 def table_from_results(run: dict[str, Any]) -> str:

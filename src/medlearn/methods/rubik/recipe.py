@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from medlearn.engine.checkpoint import load_pretrained
 from medlearn.engine.config import instantiate_class, load_config
-from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select, write_results_section
+from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select
 from medlearn.engine.run import fit_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.nn import build_backbone
@@ -264,11 +264,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
             for arm, ck in (("rubik", Path(brats["ckpt"])), ("random", None)):
                 exp.run({"stage": "segment", "arm": arm, "seed": seed},
                         partial(_segment, broot, ck, segment_cases, seed, out / f"segment-{arm}-s{seed}"))
-    exp.save()
-    table = table_from_results({**exp.meta, "rows": exp.rows})
-    if results_md:
-        write_results_section(Path(results_md), "rubik", table, threads=exp.meta["threads"])
-    return table
+    return exp.publish("rubik", table_from_results, results_md)
 
 
 def table_from_results(run: dict[str, Any]) -> str:
