@@ -1,8 +1,9 @@
 """Write predictions into the run folder (``medlearn predict``).
 
 By default a CSV of per-class probabilities (:class:`CSVPredictionWriter`); a module whose output
-needs another format (a challenge's submission files, overlays) provides its own writer through a
-``prediction_writer(run_dir)`` method, which :func:`prediction_writer` picks up.
+needs another format (a challenge's submission files, overlays) overrides
+:meth:`medlearn.engine.module.MethodModule.prediction_writer`, which :func:`prediction_writer`
+(called by the run builder for ``predict``) picks up.
 """
 
 from __future__ import annotations

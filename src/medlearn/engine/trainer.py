@@ -278,13 +278,9 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
     metric, mode = monitor or getattr(model, "monitor", None) or (None, "max")
     cbs = trainer_callbacks(folder, metric, mode, progress, report, prefix) + list(callbacks)
     if folder.stage == "predict" and model is not None:
-        writer = getattr(model, "prediction_writer", None)
-        if callable(writer):
-            cbs.append(writer(folder.records))
-        else:
-            from medlearn.engine.predict import CSVPredictionWriter
+        from medlearn.engine.predict import prediction_writer
 
-            cbs.append(CSVPredictionWriter(folder.records))
+        cbs.append(prediction_writer(model, folder.records))
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
     if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):
         plugins.append(AtomicCheckpointIO())
