@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medlearn.runtime import default_threads
+
 __all__ = ["main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    default_threads()  # a malformed MEDLEARN_THREADS fails here, before any data is written
     from medlearn.io.errors import DataError
 
     try:

@@ -17,13 +17,11 @@ seeding. Everything is a plain ``lightning.pytorch.Trainer`` argument, so ``devi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -31,20 +29,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from medlearn.engine.checkpoint import AtomicCheckpointIO
 from medlearn.engine.report import ReportCallback
 from medlearn.engine.seed import RNGStateCallback
+from medlearn.runtime import set_cpu_threads  # re-exported: the threading policy lives in medlearn.runtime
 
 __all__ = ["make_trainer", "trainer_callbacks", "EpochLine", "set_cpu_threads"]
-
-
-def set_cpu_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to ``n`` (default: env ``MEDLEARN_THREADS`` or 1).
-
-    Small CNNs on few cores run fastest on one thread, and several processes each spinning up all
-    cores oversubscribe the machine badly; medlearn's demos and tests therefore pin this on purpose.
-    """
-    if n is None:
-        n = int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1)))
-    torch.set_num_threads(max(1, n))
-    return torch.get_num_threads()
 
 
 class EpochLine(Callback):
