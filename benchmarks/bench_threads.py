@@ -101,15 +101,15 @@ class BusyCore:
         self.proc.wait()
 
 
-def openmp_spincount(env: dict[str, str | None]) -> str:
-    """GNU OpenMP's spin count as a child started with ``env`` reads it (``import medlearn, torch``)."""
+def openmp_spincount(env: dict[str, str | None], code: str = "import medlearn, torch") -> str:
+    """GNU OpenMP's spin count as a child started with ``env`` and running ``code`` reads it."""
     child = {k: v for k, v in os.environ.items()}
     for k, v in {**env, "OMP_DISPLAY_ENV": "VERBOSE"}.items():
         if v is None:
             child.pop(k, None)
         else:
             child[k] = v
-    out = subprocess.run([sys.executable, "-c", "import medlearn, torch"], env=child, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], env=child, capture_output=True,
                          text=True, timeout=300)
     for line in out.stderr.splitlines():
         if line.strip().startswith("GOMP_SPINCOUNT"):
@@ -219,7 +219,9 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
         "Old default: torch threads `min(2, os.cpu_count())` with OpenMP's own wait policy (GNU OpenMP "
         f"spins about 3 ms before sleeping; children read GOMP_SPINCOUNT={spin['old']}). New default: "
         "`medlearn.runtime.default_threads()` with `OMP_WAIT_POLICY=PASSIVE` as `import medlearn` sets it "
-        f"(children read GOMP_SPINCOUNT={spin['new']}). One core busy: a separate `while True: pass` process, "
+        f"(children read GOMP_SPINCOUNT={spin['new']}; a process importing torch before medlearn reads "
+        f"{spin['torch_first']}: OpenMP reads its environment when torch loads it). "
+        "One core busy: a separate `while True: pass` process, "
         "running only during the loaded configurations' repeats. A step = the C2L demo step "
         "(`configs/c2l/demo.yaml`: plaincnn, 32 px views, batch 64, mixup; training_step + backward + SGD + "
         "teacher EMA, no Trainer), each configuration in its own `spawn` child started with its OpenMP "
@@ -265,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = command_line("benchmarks/bench_threads.py", argv)
     t0 = time.perf_counter()
     machine = machine_info()
-    spin = {"old": openmp_spincount(ENV_OLD), "new": openmp_spincount(ENV_NEW)}
+    spin = {"old": openmp_spincount(ENV_OLD), "new": openmp_spincount(ENV_NEW),
+            "torch_first": openmp_spincount(ENV_NEW, "import torch, medlearn")}
     print(f"[bench] GNU OpenMP spin count in the children: {spin}", file=sys.stderr, flush=True)
     configs, comps = plan(old_threads, new_threads)
     busy = BusyCore()

@@ -201,7 +201,6 @@ def set_cpu_threads(n: int | None = None) -> int:
     n = default_threads() if n is None else int(n)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
-    configure_openmp()  # a no-op after ``import medlearn``; covers callers that cleared the env
     import torch
 
     torch.set_num_threads(n)
