@@ -31,8 +31,9 @@ Trainer. The epoch comparison runs the demo's pretraining itself (Lightning ``Tr
 ChestX-ray14 set (1600 images, 64 px), old vs new default, idle and loaded; each run in a fresh
 ``spawn`` child.
 
-``--quick`` (smoke): 1 warm-up + 3 timed steps, 1 repeat, 1 epoch on 400 images. Default: 5
-warm-up + 20 timed steps, 5 interleaved repeats, 2 epochs (the table shows the last). The section
+``--quick`` (smoke): 1 warm-up + 3 timed steps, 1 repeat, 1 epoch on 400 images. Default: 3
+warm-up + 10 timed steps, 3 interleaved repeats, 2 epochs (the old default with a core busy takes
+seconds per step, so this already runs several minutes). The section
 between ``<!-- threads:start -->`` and ``<!-- threads:end -->`` of ``--out`` is replaced; the full
 results go to ``--json``.
 """
@@ -260,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="demo pretraining epochs per run (0: skip)")
     parser.add_argument("--note", default="", help="what else ran on the machine (shown in the section)")
     budget = Budget(parser.parse_args(argv))
-    warmup, iters = budget.pick("warmup", 1, 5), budget.pick("iters", 3, 20)
-    repeats, n_epochs = budget.pick("repeats", 1, 5), budget.pick("epochs", 1, 2)
+    warmup, iters = budget.pick("warmup", 1, 3), budget.pick("iters", 3, 10)
+    repeats, n_epochs = budget.pick("repeats", 1, 3), budget.pick("epochs", 1, 2)
     n_images = 400 if budget.args.quick else 1600
     new_threads, old_threads = budget.threads, min(2, os.cpu_count() or 1)
     cmd = command_line("benchmarks/bench_threads.py", argv)
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] GNU OpenMP spin count in the children: {spin}", file=sys.stderr, flush=True)
     configs, comps = plan(old_threads, new_threads)
     busy = BusyCore()
+    # a terminated run still stops its children and the busy loop (the finally blocks run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         def around(c: BenchConfig) -> contextlib.AbstractContextManager[Any]:
             return busy.on() if c.name.startswith("loaded") else contextlib.nullcontext()
