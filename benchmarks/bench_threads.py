@@ -102,6 +102,40 @@ class BusyCore:
         self.proc.wait()
 
 
+class OtherLoad:
+    """CPU time other processes (not this run and its children) used while the run went on.
+
+    System-wide busy time from ``/proc/stat`` (steal included: another VM's use of the host) minus
+    this process's own time and that of its reaped children (``os.times``), over the wall time:
+    the average number of cores taken by someone else. ``None`` where ``/proc/stat`` is missing.
+    """
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy_s(), self._own_s()
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                v = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    @staticmethod
+    def _own_s() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def cores(self) -> float | None:
+        """Average cores used by other processes since construction (call after the children are reaped)."""
+        busy = self._busy_s()
+        if busy is None or self.busy0 is None:
+            return None
+        other = (busy - self.busy0) - (self._own_s() - self.own0)
+        return max(0.0, other) / (time.perf_counter() - self.t0)
+
+
 def openmp_spincount(env: dict[str, str | None], code: str = "import medlearn, torch") -> str:
     """GNU OpenMP's spin count as a child started with ``env`` and running ``code`` reads it."""
     child = {k: v for k, v in os.environ.items()}
@@ -190,7 +224,7 @@ def plan(old_threads: int, new_threads: int) -> tuple[list[BenchConfig], list[Co
 def run_epochs(busy: BusyCore, old_threads: int, new_threads: int, epochs: int, n_images: int,
                work: Path) -> dict[str, Any]:
     """Demo pretraining epochs: old and new default, idle and loaded (order old new | new old)."""
-    root = run_isolated(write_demo_data, str(work / "cxr"), n_images)
+    root = write_demo_data(str(work / "cxr"), n_images)  # here: its CPU time counts as this run's
     out: dict[str, Any] = {}
     order = [("idle", "old"), ("idle", "new"), ("loaded", "new"), ("loaded", "old")]
     for machine, setting in order:
@@ -214,8 +248,11 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
         "Threads and the OpenMP wait policy (C2L demo step and epoch)", meta,
         f"{s['warmup']} warm-up + {s['iters']} timed steps per repeat, {s['repeats']} interleaved repeat(s), "
         f"median; old default {old_threads} threads, new default {new_threads} threads")
-    if note:
-        lines += [f"Background load: {note}", ""]
+    other = meta.get("other_cores")
+    load = (f"other processes used {other:.2f} cores on average during the run (`/proc/stat` busy time "
+            "minus this run's own)" if other is not None else "")
+    if load or note:
+        lines += ["Background load: " + "; ".join(x for x in (load, note) if x) + ".", ""]
     lines += [
         "Old default: torch threads `min(2, os.cpu_count())` with OpenMP's own wait policy (GNU OpenMP "
         f"spins about 3 ms before sleeping; children read GOMP_SPINCOUNT={spin['old']}). New default: "
@@ -267,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     new_threads, old_threads = budget.threads, min(2, os.cpu_count() or 1)
     cmd = command_line("benchmarks/bench_threads.py", argv)
     t0 = time.perf_counter()
+    others = OtherLoad()
     machine = machine_info()
     spin = {"old": openmp_spincount(ENV_OLD), "new": openmp_spincount(ENV_NEW),
             "torch_first": openmp_spincount(ENV_NEW, "import torch, medlearn")}
@@ -287,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         busy.close()
     rows = compare(results, comps)
-    meta = run_meta(cmd, t0, machine, budget, note=budget.args.note)
+    meta = run_meta(cmd, t0, machine, budget, note=budget.args.note, other_cores=others.cores())
     body = render(meta, results, rows, epochs, spin, old_threads, new_threads, budget.args.note)
     return finish(budget, SECTION, meta, body, {"configs": results, "comparisons": rows, "epochs": epochs,
                                                 "openmp_spincount": spin})
