@@ -1,9 +1,10 @@
-"""Threads and the OpenMP wait policy: a C2L demo training step and epoch, idle and with one core busy.
+"""Threads and the OpenMP wait policy: C2L training steps and the demo's epoch, idle and with one core busy.
 
 Usage::
 
     python benchmarks/bench_threads.py [--quick] [--out docs/benchmarks.md] [--json PATH] [--threads N]
-                                       [--epochs N] [--note TEXT]
+                                       [--r18-iters N] [--spins N,N,...] [--epochs N] [--epoch-runs N]
+                                       [--note TEXT]
 
 What is compared (``medlearn.runtime`` holds the policy):
 
@@ -15,25 +16,26 @@ What is compared (``medlearn.runtime`` holds the policy):
   prints the same; the section records the spin count each side's children read).
 * **new default**: ``medlearn.runtime.default_threads()`` threads (``MEDLEARN_THREADS``, else
   ``min(2, usable cores)``) with the wait policy ``import medlearn`` sets (``OMP_WAIT_POLICY=PASSIVE``).
-* **1 thread**, for reference (no OpenMP worker threads to wait).
+* **1 thread**, for reference (no OpenMP worker thread to wait), and with ``--spins`` the demo
+  step on 2 threads at other GNU OpenMP spin counts (between passive, 0, and the default, 300,000).
 
 each on an **idle** machine and with **one core busy**: a separate process running
 ``while True: pass`` (not pinned, like another user's job), resumed (``SIGCONT``) only around the
-timed repeats of the loaded configurations and stopped (``SIGSTOP``) otherwise, so all six
-configurations' repeats interleave in one run.
+timed repeats of the loaded configurations and stopped (``SIGSTOP``) otherwise, so the repeats of
+all configurations of a step interleave in one run.
 
 Every configuration runs in its own ``spawn`` child started with its OpenMP environment, because
 OpenMP reads it once, when the child imports torch (a fork-server child would inherit the server's
-runtime as it was initialised). The step is ``bench_c2l``'s C2L demo step: ``configs/c2l/demo.yaml``
-(plaincnn, 32 px views, batch 64, mixup), ``training_step`` + backward + SGD + teacher EMA, no
-Trainer. The epoch comparison runs the demo's pretraining itself (Lightning ``Trainer`` from
-``make_trainer``, data loading, checkpoints) for ``--epochs`` epochs on the demo's synthetic
-ChestX-ray14 set (1600 images, 64 px), old vs new default, idle and loaded; each run in a fresh
-``spawn`` child.
+runtime as it was initialised). The steps are ``bench_c2l``'s: ``C2L.training_step`` + backward +
+SGD + teacher EMA, no Trainer; the demo step is ``configs/c2l/demo.yaml`` (plaincnn, 32 px views,
+batch 64, mixup), the heavier one the same with ResNet-18 at 64 px, batch 32. The epoch comparison
+runs the demo's pretraining itself (its config, ``make_trainer``: Lightning, data loading,
+checkpoints) for ``--epochs`` epochs on the demo's synthetic ChestX-ray14 set (1600 images, 64 px),
+``--epoch-runs`` times per setting and machine state, each run a fresh ``spawn`` child.
 
-``--quick`` (smoke): 1 warm-up + 3 timed steps, 1 repeat, 1 epoch on 400 images. Default: 3
-warm-up + 10 timed steps, 3 interleaved repeats, 2 epochs (the old default with a core busy takes
-seconds per step, so this already runs several minutes). The section
+``--quick`` (smoke): 1 warm-up + 3 timed demo steps, 1 + 1 ResNet-18 steps, 1 repeat, 1 epoch on
+400 images, 1 run. Default: 3 warm-up + 10 timed demo steps, 1 + 5 ResNet-18 steps, 3 interleaved
+repeats, 2 epochs, 2 runs (the old default with a core busy can take seconds per step). The section
 between ``<!-- threads:start -->`` and ``<!-- threads:end -->`` of ``--out`` is replaced; the full
 results go to ``--json``.
 """
@@ -43,11 +45,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,8 @@ SECTION = "threads"
 #: the C2L demo step (configs/c2l/demo.yaml at its demo size and batch)
 DEMO_STEP = {"backbone": "plaincnn", "size": 32, "batch": 64, "mixup": True, "channels_last": False,
              "precision": "32"}
+#: a heavier step: the same with ResNet-18 at 64 px, batch 32 (as in bench_c2l)
+R18_STEP = {**DEMO_STEP, "backbone": "resnet18", "size": 64, "batch": 32}
 #: children's OpenMP environment (None: removed before the child starts)
 ENV_OLD: dict[str, str | None] = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "300000"}
 ENV_NEW: dict[str, str | None] = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
@@ -199,107 +205,156 @@ def demo_epochs(root: str, run_dir: str, epochs: int) -> dict[str, Any]:
 
 
 # -- the plan (parent) ------------------------------------------------------------------------------
-SETTINGS = ("1thread", "old", "new")
 MACHINES = ("idle", "loaded")
+MACHINE_LABEL = {"idle": "idle", "loaded": "one core busy"}
 
 
-def plan(old_threads: int, new_threads: int) -> tuple[list[BenchConfig], list[Comparison]]:
-    """Six configurations (setting x machine) and the comparisons read from them."""
-    settings = {"1thread": (1, ENV_NEW), "old": (old_threads, ENV_OLD), "new": (new_threads, ENV_NEW)}
-    configs = [BenchConfig(f"{m}-{s}", make_c2l_step, DEMO_STEP, threads=settings[s][0], env=settings[s][1])
-               for m in MACHINES for s in SETTINGS]
-    new, old = f"new default ({new_threads} threads, passive)", f"old default ({old_threads} threads, OpenMP default)"
-    comps = [
-        Comparison("idle machine: new vs old default", "idle-new", "idle-old", "~1: no cost when idle", new, old),
-        Comparison("one core busy: new vs old default", "loaded-new", "loaded-old",
-                   "< 1: no thread spinning on a core it lacks", new, old),
-        Comparison("idle machine: new default vs 1 thread", "idle-new", "idle-1thread",
-                   "< 1: the second thread helps when idle", new, "1 thread"),
-        Comparison("one core busy: new default vs 1 thread", "loaded-new", "loaded-1thread",
-                   "~1: little lost when a core is taken", new, "1 thread"),
-    ]
-    return configs, comps
+@dataclass
+class Setting:
+    """A thread count and the OpenMP environment its children start with."""
+
+    key: str
+    label: str
+    threads: int
+    env: dict[str, str | None]
 
 
-def run_epochs(busy: BusyCore, old_threads: int, new_threads: int, epochs: int, n_images: int,
-               work: Path) -> dict[str, Any]:
-    """Demo pretraining epochs: old and new default, idle and loaded (order old new | new old)."""
-    root = write_demo_data(str(work / "cxr"), n_images)  # here: its CPU time counts as this run's
-    out: dict[str, Any] = {}
-    order = [("idle", "old"), ("idle", "new"), ("loaded", "new"), ("loaded", "old")]
-    for machine, setting in order:
-        threads, env = (old_threads, ENV_OLD) if setting == "old" else (new_threads, ENV_NEW)
-        print(f"[bench] demo epochs: {machine} machine, {setting} default", file=sys.stderr, flush=True)
-        with busy.on() if machine == "loaded" else contextlib.nullcontext():
-            t0 = time.perf_counter()
-            res = run_isolated(demo_epochs, root, str(work / f"run-{machine}-{setting}"), epochs,
-                               threads=threads, env=env)
-            res["wall_s"] = time.perf_counter() - t0
-        out[f"{machine}-{setting}"] = res
-        print(f"[bench]   epochs: {', '.join(f'{s:.1f}' for s in res['epoch_s'])} s", file=sys.stderr, flush=True)
+def settings(old_threads: int, new_threads: int, spins: list[int]) -> list[Setting]:
+    """1 thread, the old default, the new default, and 2-thread runs at the given GNU OpenMP spin counts."""
+    out = [Setting("1thread", "1 thread (reference)", 1, ENV_NEW),
+           Setting("old", f"old default: {old_threads} threads, OpenMP default wait", old_threads, ENV_OLD),
+           Setting("new", f"new default: {new_threads} threads, passive wait", new_threads, ENV_NEW)]
+    out += [Setting(f"spin{n}", f"{new_threads} threads, GOMP_SPINCOUNT={n}", new_threads,
+                    {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(n)}) for n in spins]
     return out
 
 
-def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, Any]], epochs: dict[str, Any] | None,
-           spin: dict[str, str], old_threads: int, new_threads: int, note: str) -> str:
+def plan(step: str, spec: dict[str, Any], sets: list[Setting]) -> tuple[list[BenchConfig], list[Comparison]]:
+    """One configuration per (machine, setting) for ``spec``, and the comparisons read from them."""
+    configs = [BenchConfig(f"{step}-{m}-{st.key}", make_c2l_step, spec, threads=st.threads, env=st.env)
+               for m in MACHINES for st in sets]
+    new, old = "new default", "old default"
+    comps = []
+    for m in MACHINES:
+        comps += [
+            Comparison(f"{step}, {MACHINE_LABEL[m]}: new vs old default", f"{step}-{m}-new", f"{step}-{m}-old",
+                       "what passive waiting costs (idle) or saves (busy)", new, old),
+            Comparison(f"{step}, {MACHINE_LABEL[m]}: new default vs 1 thread", f"{step}-{m}-new",
+                       f"{step}-{m}-1thread", "what the second thread gives", new, "1 thread"),
+        ]
+    return configs, comps
+
+
+def run_epochs(busy: BusyCore, sets: list[Setting], epochs: int, runs: int, n_images: int,
+               work: Path) -> dict[str, list[dict[str, Any]]]:
+    """Demo pretraining epochs per (machine, setting), ``runs`` times, the order reversed every other round."""
+    root = write_demo_data(str(work / "cxr"), n_images)  # here: its CPU time counts as this run's
+    out: dict[str, list[dict[str, Any]]] = {}
+    seq = [(m, st) for m in MACHINES for st in sets]
+    for r in range(runs):
+        for machine, st in seq if r % 2 == 0 else reversed(seq):
+            print(f"[bench] demo epochs, run {r + 1}/{runs}: {machine} machine, {st.label}", file=sys.stderr,
+                  flush=True)
+            with busy.on() if machine == "loaded" else contextlib.nullcontext():
+                t0 = time.perf_counter()
+                res = run_isolated(demo_epochs, root, str(work / f"run-{machine}-{st.key}-{r}"), epochs,
+                                   threads=st.threads, env=st.env)
+                res["wall_s"] = time.perf_counter() - t0
+            out.setdefault(f"{machine}-{st.key}", []).append(res)
+            print(f"[bench]   epochs: {', '.join(f'{x:.1f}' for x in res['epoch_s'])} s", file=sys.stderr,
+                  flush=True)
+    return out
+
+
+def step_grid(results: dict[str, Any], step: str, sets: list[Setting]) -> str:
+    """ms/step medians: one row per setting, idle and busy side by side."""
+    rows = []
+    for st in sets:
+        idle, loaded = results[f"{step}-idle-{st.key}"], results[f"{step}-loaded-{st.key}"]
+        spread = [" (" + "-".join(f"{f(x['ms_per_step'] for x in r['repeats']):.0f}" for f in (min, max)) + ")"
+                  if len(r["repeats"]) > 1 else "" for r in (idle, loaded)]
+        rows.append([st.label, f"{idle['ms_per_step']:.1f}{spread[0]}", f"{loaded['ms_per_step']:.1f}{spread[1]}",
+                     f"{loaded['ms_per_step'] / idle['ms_per_step']:.2f}"])
+    return markdown_table(["setting", "idle ms/step (repeats min-max)", "one core busy ms/step (min-max)",
+                           "busy / idle"], rows, "lrrr")
+
+
+def epoch_table(epochs: dict[str, list[dict[str, Any]]], sets: list[Setting]) -> tuple[str, dict[str, float]]:
+    """Last-epoch seconds per (machine, setting): median over runs, every run listed."""
+    med: dict[str, float] = {}
+    rows = []
+    for st in sets:
+        cells = []
+        for m in MACHINES:
+            last = [run["epoch_s"][-1] for run in epochs[f"{m}-{st.key}"]]
+            med[f"{m}-{st.key}"] = statistics.median(last)
+            cells.append(f"{med[f'{m}-{st.key}']:.1f} (" + ", ".join(f"{x:.1f}" for x in last) + ")")
+        rows.append([st.label, *cells, f"{med[f'loaded-{st.key}'] / med[f'idle-{st.key}']:.2f}"])
+    table = markdown_table(["setting", "idle s/epoch (runs)", "one core busy s/epoch (runs)", "busy / idle"],
+                           rows, "lrrr")
+    return table, med
+
+
+def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, Any]],
+           epochs: dict[str, list[dict[str, Any]]] | None, spin: dict[str, str], sets: list[Setting],
+           step_sets: dict[str, list[Setting]], old_threads: int, note: str) -> str:
     """The markdown section."""
     s = meta["settings"]
     lines = section_header(
-        "Threads and the OpenMP wait policy (C2L demo step and epoch)", meta,
-        f"{s['warmup']} warm-up + {s['iters']} timed steps per repeat, {s['repeats']} interleaved repeat(s), "
-        f"median; old default {old_threads} threads, new default {new_threads} threads")
+        "Threads and the OpenMP wait policy (C2L demo step and epoch, idle and with one core busy)", meta,
+        f"demo step {s['warmup']} warm-up + {s['iters']} timed steps, ResNet-18 step 1 + {s['r18_iters']}, "
+        f"per repeat; {s['repeats']} interleaved repeat(s), median; demo pretraining {s['epochs']} epoch(s), "
+        f"{s['epoch_runs']} run(s) per setting")
     other = meta.get("other_cores")
     load = (f"other processes used {other:.2f} cores on average during the run (`/proc/stat` busy time "
             "minus this run's own)" if other is not None else "")
     if load or note:
         lines += ["Background load: " + "; ".join(x for x in (load, note) if x) + ".", ""]
     lines += [
-        "Old default: torch threads `min(2, os.cpu_count())` with OpenMP's own wait policy (GNU OpenMP "
-        f"spins about 3 ms before sleeping; children read GOMP_SPINCOUNT={spin['old']}). New default: "
-        "`medlearn.runtime.default_threads()` with `OMP_WAIT_POLICY=PASSIVE` as `import medlearn` sets it "
-        f"(children read GOMP_SPINCOUNT={spin['new']}; a process importing torch before medlearn reads "
-        f"{spin['torch_first']}: OpenMP reads its environment when torch loads it). "
-        "One core busy: a separate `while True: pass` process, "
-        "running only during the loaded configurations' repeats. A step = the C2L demo step "
-        "(`configs/c2l/demo.yaml`: plaincnn, 32 px views, batch 64, mixup; training_step + backward + SGD + "
-        "teacher EMA, no Trainer), each configuration in its own `spawn` child started with its OpenMP "
-        "environment.",
+        f"Old default: `min(2, os.cpu_count())` = {old_threads} torch threads with OpenMP's own wait policy "
+        f"(GNU OpenMP spins about 3 ms before sleeping; the children read GOMP_SPINCOUNT={spin['old']}). New "
+        "default: `medlearn.runtime.default_threads()` threads with `OMP_WAIT_POLICY=PASSIVE` as `import "
+        f"medlearn` sets it (the children read GOMP_SPINCOUNT={spin['new']}; a process that imports torch "
+        f"before medlearn reads {spin['torch_first']}: OpenMP reads its environment when torch loads it). One "
+        "core busy: a separate `while True: pass` process, running only during the loaded configurations' "
+        "repeats. Every configuration runs in its own `spawn` child started with its OpenMP environment. "
+        "Steps: `C2L.training_step` + backward + SGD + teacher EMA, no Trainer (as in the C2L section); "
+        "demo = `configs/c2l/demo.yaml` (plaincnn, 32 px views, batch 64), ResNet-18 = the same at 64 px, "
+        "batch 32. Brackets: the range over repeats.",
         "",
     ]
-    label = {"1thread": "1 thread (reference)", "old": f"old default: {old_threads} threads, OpenMP default wait",
-             "new": f"new default: {new_threads} threads, passive wait"}
-    grid = []
-    for st in SETTINGS:
-        idle, loaded = results[f"idle-{st}"]["ms_per_step"], results[f"loaded-{st}"]["ms_per_step"]
-        grid.append([label[st], f"{idle:.1f}", f"{loaded:.1f}", f"{loaded / idle:.2f}"])
-    lines += ["ms per demo training step (median):", "",
-              markdown_table(["setting", "idle ms/step", "one core busy ms/step", "busy / idle"], grid, "lrrr"),
-              "", comparison_table(rows)]
+    for step, title in (("demo", "C2L demo step"), ("resnet18", "C2L ResNet-18 step (64 px, batch 32)")):
+        if step in step_sets:
+            lines += [f"{title}, ms per step (median):", "", step_grid(results, step, step_sets[step]), ""]
+    lines += ["Ratios (time ratio < 1: the new default is faster):", "", comparison_table(rows)]
     if epochs:
-        n_ep = len(next(iter(epochs.values()))["epoch_s"])
-        steps = next(iter(epochs.values()))["steps_per_epoch"]
-        body = []
-        for st in ("old", "new"):
-            idle, loaded = epochs[f"idle-{st}"]["epoch_s"], epochs[f"loaded-{st}"]["epoch_s"]
-            body.append([label[st], " / ".join(f"{x:.1f}" for x in idle), " / ".join(f"{x:.1f}" for x in loaded),
-                         f"{loaded[-1] / idle[-1]:.1f}"])
-        ratio = [epochs[f"{m}-new"]["epoch_s"][-1] / epochs[f"{m}-old"]["epoch_s"][-1] for m in MACHINES]
-        lines += ["", f"C2L demo pretraining, {n_ep} epoch(s) of {steps} steps (the demo's Trainer, data loading and "
-                  "checkpoints; one fresh process per run, runs in the order idle old, idle new, busy new, busy old):",
-                  "", markdown_table(["setting", f"idle s/epoch (epochs 1..{n_ep})",
-                                      f"one core busy s/epoch (epochs 1..{n_ep})", "busy / idle (last epoch)"],
-                                     body, "lrrr"),
-                  "", f"Last epoch, new / old default: idle **{ratio[0]:.2f}**, one core busy **{ratio[1]:.2f}**."]
+        first = next(iter(epochs.values()))[0]
+        table, med = epoch_table(epochs, sets)
+        ratio = {m: med[f"{m}-new"] / med[f"{m}-old"] for m in MACHINES}
+        lines += ["", f"C2L demo pretraining as the demo runs it (its config and `make_trainer`: Lightning, data "
+                  f"loading, checkpoints), {len(first['epoch_s'])} epoch(s) of {first['steps_per_epoch']} steps on "
+                  "the demo's 1600 synthetic radiographs; seconds of the last epoch, median over runs (each run a "
+                  "fresh process; the order of the runs reversed every other round):", "", table, "",
+                  f"Last epoch, new / old default: idle **{ratio['idle']:.2f}**, one core busy "
+                  f"**{ratio['loaded']:.2f}**."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_parser(__doc__, SECTION, "smoke: 1 warm-up + 3 timed steps, 1 repeat, 1 epoch on 400 images")
+    parser = bench_parser(__doc__, SECTION, "smoke: 1 warm-up + 3 timed steps (ResNet-18: 1 + 1), 1 repeat, "
+                                            "1 epoch on 400 images, 1 run")
+    parser.add_argument("--r18-iters", type=int, default=None, help="timed ResNet-18 steps per repeat (0: skip)")
+    parser.add_argument("--spins", default="", help="also time the demo step on 2 threads at these "
+                                                    "comma-separated GOMP_SPINCOUNT values")
     parser.add_argument("--epochs", type=int, default=None, help="demo pretraining epochs per run (0: skip)")
+    parser.add_argument("--epoch-runs", type=int, default=None, help="demo pretraining runs per setting")
     parser.add_argument("--note", default="", help="what else ran on the machine (shown in the section)")
     budget = Budget(parser.parse_args(argv))
     warmup, iters = budget.pick("warmup", 1, 3), budget.pick("iters", 3, 10)
-    repeats, n_epochs = budget.pick("repeats", 1, 3), budget.pick("epochs", 1, 2)
+    repeats, r18_iters = budget.pick("repeats", 1, 3), budget.pick("r18_iters", 1, 5)
+    n_epochs, epoch_runs = budget.pick("epochs", 1, 2), budget.pick("epoch_runs", 1, 2)
+    spins = [int(x) for x in budget.args.spins.split(",") if x.strip()]
+    budget.settings["spins"] = spins
     n_images = 400 if budget.args.quick else 1600
     new_threads, old_threads = budget.threads, min(2, os.cpu_count() or 1)
     cmd = command_line("benchmarks/bench_threads.py", argv)
@@ -309,24 +364,34 @@ def main(argv: list[str] | None = None) -> int:
     spin = {"old": openmp_spincount(ENV_OLD), "new": openmp_spincount(ENV_NEW),
             "torch_first": openmp_spincount(ENV_NEW, "import torch, medlearn")}
     print(f"[bench] GNU OpenMP spin count in the children: {spin}", file=sys.stderr, flush=True)
-    configs, comps = plan(old_threads, new_threads)
+    base = settings(old_threads, new_threads, [])
+    step_sets = {"demo": settings(old_threads, new_threads, spins)}
+    if r18_iters > 0:
+        step_sets["resnet18"] = base
     busy = BusyCore()
     # a terminated run still stops its children and the busy loop (the finally blocks run)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results: dict[str, Any] = {}
+    comps: list[Comparison] = []
+    epochs = None
     try:
         def around(c: BenchConfig) -> contextlib.AbstractContextManager[Any]:
-            return busy.on() if c.name.startswith("loaded") else contextlib.nullcontext()
+            return busy.on() if "-loaded-" in c.name else contextlib.nullcontext()
 
-        results = run_interleaved(configs, warmup, iters, repeats, preload=["torch"], around=around)
-        epochs = None
+        for step, sets in step_sets.items():
+            spec = DEMO_STEP if step == "demo" else R18_STEP
+            configs, step_comps = plan(step, spec, sets)
+            w, it = (warmup, iters) if step == "demo" else (1, r18_iters)
+            results.update(run_interleaved(configs, w, it, repeats, preload=["torch"], around=around))
+            comps += step_comps
         if n_epochs > 0:
             with tempfile.TemporaryDirectory(prefix="bench-threads-") as work:
-                epochs = run_epochs(busy, old_threads, new_threads, n_epochs, n_images, Path(work))
+                epochs = run_epochs(busy, base, n_epochs, epoch_runs, n_images, Path(work))
     finally:
         busy.close()
     rows = compare(results, comps)
     meta = run_meta(cmd, t0, machine, budget, note=budget.args.note, other_cores=others.cores())
-    body = render(meta, results, rows, epochs, spin, old_threads, new_threads, budget.args.note)
+    body = render(meta, results, rows, epochs, spin, base, step_sets, old_threads, budget.args.note)
     return finish(budget, SECTION, meta, body, {"configs": results, "comparisons": rows, "epochs": epochs,
                                                 "openmp_spincount": spin})
 
