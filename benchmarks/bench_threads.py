@@ -297,7 +297,7 @@ def epoch_table(epochs: dict[str, list[dict[str, Any]]], sets: list[Setting]) ->
 
 def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, Any]],
            epochs: dict[str, list[dict[str, Any]]] | None, spin: dict[str, str], sets: list[Setting],
-           step_sets: dict[str, list[Setting]], old_threads: int, note: str) -> str:
+           step_sets: dict[str, list[Setting]], old_threads: int, n_images: int, note: str) -> str:
     """The markdown section."""
     s = meta["settings"]
     lines = section_header(
@@ -333,8 +333,8 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
         ratio = {m: med[f"{m}-new"] / med[f"{m}-old"] for m in MACHINES}
         lines += ["", f"C2L demo pretraining as the demo runs it (its config and `make_trainer`: Lightning, data "
                   f"loading, checkpoints), {len(first['epoch_s'])} epoch(s) of {first['steps_per_epoch']} steps on "
-                  "the demo's 1600 synthetic radiographs; seconds of the last epoch, median over runs (each run a "
-                  "fresh process; the order of the runs reversed every other round):", "", table, "",
+                  f"{n_images} synthetic radiographs (the demo's set); seconds of the last epoch, median over runs "
+                  "(each run a fresh process; the order of the runs reversed every other round):", "", table, "",
                   f"Last epoch, new / old default: idle **{ratio['idle']:.2f}**, one core busy "
                   f"**{ratio['loaded']:.2f}**."]
     return "\n".join(lines)
@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         busy.close()
     rows = compare(results, comps)
     meta = run_meta(cmd, t0, machine, budget, note=budget.args.note, other_cores=others.cores())
-    body = render(meta, results, rows, epochs, spin, base, step_sets, old_threads, budget.args.note)
+    body = render(meta, results, rows, epochs, spin, base, step_sets, old_threads, n_images,
+                  budget.args.note)
     return finish(budget, SECTION, meta, body, {"configs": results, "comparisons": rows, "epochs": epochs,
                                                 "openmp_spincount": spin})
 
