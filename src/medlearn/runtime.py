@@ -5,13 +5,23 @@ and reproduction recipes, the tests, the benchmarks) shares:
 
 * **OpenMP threads wait passively** (``OMP_WAIT_POLICY=PASSIVE``). After each parallel region,
   torch's OpenMP threads otherwise spin on their core for a while (GNU OpenMP, which the PyPI
-  torch wheels bundle: 300,000 spins by default) waiting for the next region. On an idle machine
-  that saves a wake-up; when another process holds one of the cores, a spinning thread burns the
-  time slice its partner needs, and every step waits for the thread that has no core. With one of
-  two cores busy, ``medlearn demo c2l`` took about 100 s per pretraining epoch instead of about
-  2 s; a small CNN training step took 33 ms on 1 thread, 217 ms on 2 threads and 36 ms on 2
-  threads with ``OMP_WAIT_POLICY=PASSIVE``. ``benchmarks/bench_threads.py`` measures one C2L demo
-  step idle and loaded under both policies (``docs/benchmarks.md``, section "Threads").
+  torch wheels bundle: 300,000 spins, about 3 ms) waiting for the next region. On idle cores that
+  saves a wake-up per region; when another process holds one of the cores, a spinning thread burns
+  the time its partner needs, and every region waits for the thread that has no core. With one of
+  two cores busy, ``medlearn demo c2l`` once took about 100 s per pretraining epoch instead of
+  about 2 s, and a small CNN step 217 ms on 2 threads against 33 ms on 1 thread and 36 ms on 2
+  threads with ``OMP_WAIT_POLICY=PASSIVE``.
+
+  Passive waiting is not free. ``benchmarks/bench_threads.py`` (``docs/benchmarks.md``, section
+  "Threads"; 2-core VM, nothing else running) measured, new / old default: the C2L demo step
+  0.45x with one core busy but 1.97x on idle cores (178 vs 395 ms, 252 vs 128 ms), a demo
+  pretraining epoch 0.56x busy and 1.98x idle (3.3 vs 6.0 s, 4.0 vs 2.0 s), a ResNet-18 C2L step
+  0.60x busy and 1.29x idle. medlearn takes the bounded slowdown on idle cores over the unbounded
+  one on shared machines (3x to 50x above). No spin count in between serves both: 10,000 spins
+  keep the idle speed (1.14x) and lose the busy one (401 ms), 1,000 spins lose some of each.
+
+  On a machine of your own, set ``GOMP_SPINCOUNT=300000`` (GNU OpenMP: the old behaviour exactly;
+  an explicit spin count overrides the wait policy) or ``OMP_WAIT_POLICY=ACTIVE``.
 * **Threads per process**: ``MEDLEARN_THREADS`` if set, else ``min(2, usable_cores())``: the
   cores this process may run on (CPU affinity, capped by a cgroup CPU quota), not the machine's.
 
@@ -24,9 +34,6 @@ policy cannot take effect in this process and a :class:`RuntimeWarning` says so 
 
 Intel/LLVM OpenMP builds of torch read the same variable: ``PASSIVE`` sets their block time to 0
 unless ``KMP_BLOCKTIME`` is set, so no ``KMP_*`` setting is needed.
-
-To get OpenMP's own default back (GNU OpenMP: spin 300,000 times, about 3 ms, before sleeping),
-set ``GOMP_SPINCOUNT=300000``: an explicit spin count overrides the wait policy.
 
 Example:
     >>> import medlearn  # first: sets OMP_WAIT_POLICY=PASSIVE unless the user set it
@@ -51,9 +58,10 @@ __all__ = ["OPENMP_ENV", "DEFAULT_MAX_THREADS", "configure_openmp", "usable_core
 #: Environment medlearn sets for OpenMP (with ``setdefault``: a user's value wins).
 OPENMP_ENV: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
 
-#: Most threads the default picks. Measured on 2 cores only: a C2L demo step on 2 threads takes
-#: about 0.6x the 1-thread time when both cores are idle, and with the passive wait policy about
-#: the 1-thread time when one core is busy. Larger defaults are not measured.
+#: Most threads the default picks. Measured on 2 cores only, with passive waiting the second thread
+#: gives no consistent gain (against 1 thread: C2L demo step 1.25x idle, 0.82x with a core busy;
+#: ResNet-18 step 0.84x idle, 1.25x busy); 2 stays, so the documented reproductions keep their
+#: arithmetic (float sums depend on the thread count). More threads are not measured.
 DEFAULT_MAX_THREADS = 2
 
 _warned = False
