@@ -9,7 +9,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-export MEDLEARN_THREADS ?= 2
+# torch threads: medlearn picks min(2, usable cores) itself (medlearn/runtime.py); override with
+# `make demo MEDLEARN_THREADS=4` or the environment.
 
 .PHONY: demo test test-slow reproduce bench install clean
 
@@ -43,9 +44,10 @@ METHODS := c2l rubik ccl asoct
 reproduce: $(VENV)/.installed
 	for m in $(METHODS); do $(BIN)/medlearn reproduce $$m || exit 1; done
 
-# every benchmark script in turn; one: python benchmarks/bench_NAME.py
+# every benchmark script in turn (bench_threads wants an otherwise idle machine); one: python benchmarks/bench_NAME.py
 bench: $(VENV)/.installed
 	for m in $(METHODS); do $(BIN)/python benchmarks/bench_$$m.py --out docs/benchmarks.md || exit 1; done
+	$(BIN)/python benchmarks/bench_threads.py --out docs/benchmarks.md
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

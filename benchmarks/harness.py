@@ -3,7 +3,10 @@
 How a benchmark is measured:
 
 * Every configuration runs in its **own fresh process** (a ``forkserver`` child on Linux, whose
-  server has only imported the modules named in ``preload``; ``spawn`` elsewhere). The process
+  server has only imported the modules named in ``preload``; ``spawn`` elsewhere, and for a
+  configuration with its own ``env``). Children run with medlearn's OpenMP settings
+  (``medlearn.runtime``: passive wait policy), set in this process before the fork server starts,
+  since the server preloads torch and OpenMP reads its environment only when torch loads it. The process
   builds its model and batch once, takes a memory baseline, and then waits for commands, so a
   configuration's peak memory is that process's own: on CPU the peak resident set (``VmHWM``,
   reset via ``/proc/self/clear_refs`` right after the build; ``ru_maxrss`` where that is not
@@ -30,6 +33,7 @@ a :class:`StepBench`: a zero-argument ``step`` callable (one full training step)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import gc
 import json
@@ -42,17 +46,22 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# medlearn's runtime policy (passive OpenMP wait, thread defaults), imported before anything loads
+# torch here or in the children: it sets OMP_WAIT_POLICY in os.environ, which they inherit.
+from medlearn import runtime as _runtime
 
 __all__ = [
     "StepBench", "BenchConfig", "Comparison", "PeakMemory", "time_step", "run_interleaved",
     "run_isolated", "compare", "default_threads", "machine_info", "machine_markdown", "comparison_table",
     "markdown_table", "update_section", "write_json", "utc_now", "DOC_INTRO",
     "bench_parser", "Budget", "command_line", "drift_summary", "drift_table",
-    "section_header", "run_meta", "finish",
+    "section_header", "run_meta", "finish", "child_env", "THREAD_ENV",
 ]
 
 #: Intro of ``docs/benchmarks.md`` when a benchmark script creates the file.
@@ -104,6 +113,10 @@ class BenchConfig:
         spec: JSON-serialisable arguments of ``factory``.
         threads: torch intra-op threads in the child (``None``: leave torch's default).
         device: ``"cpu"`` or ``"cuda"`` (selects the memory measure and synchronisation).
+        env: environment variables of the child (``None`` as a value: removed), e.g. an OpenMP
+            setting. OpenMP reads them once, when the child loads torch, so such a configuration
+            runs in a ``spawn`` child (a fresh interpreter started with them) rather than in a
+            fork-server child, which inherits the server's OpenMP runtime as it was initialised.
     """
 
     name: str
@@ -111,6 +124,7 @@ class BenchConfig:
     spec: dict[str, Any]
     threads: int | None = None
     device: str = "cpu"
+    env: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,13 +254,52 @@ def time_step(fn: Callable[[], Any], warmup: int, iters: int, *, batch_size: int
 
 
 # -- child processes ----------------------------------------------------------------------------
-def _context(preload: Sequence[str]) -> Any:
-    """``forkserver`` with preloaded imports on Linux (fresh, cheap children), else ``spawn``."""
+#: environment variables a child reports (``BenchConfig.env`` and the threading variables)
+THREAD_ENV = ("MEDLEARN_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def _context(preload: Sequence[str], env: Mapping[str, str | None] | None = None) -> Any:
+    """``forkserver`` with preloaded imports on Linux (fresh, cheap children), else ``spawn``;
+    ``spawn`` when ``env`` is given (start the child inside :func:`child_env`)."""
+    _runtime.configure_openmp()  # before the fork server (which preloads torch) starts
+    if env:
+        return mp.get_context("spawn")
     if sys.platform.startswith("linux") and "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["__main__", *preload])
         return ctx
     return mp.get_context("spawn")
+
+
+@contextlib.contextmanager
+def child_env(env: Mapping[str, str | None] | None) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` (``None``: remove) while a ``spawn`` child starts, then restore."""
+    env = dict(env or {})
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _openmp_library() -> str:
+    """The OpenMP runtime this process loaded (``libgomp``, ``libiomp5``, ``libomp``), from its maps."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            names = {Path(line.split()[-1]).name for line in f if "omp" in line and "/" in line}
+    except OSError:
+        return "?"
+    libs = sorted(n.split(".so")[0] for n in names if n.startswith(("libgomp", "libiomp", "libomp")))
+    return ", ".join(dict.fromkeys(libs)) or "none found"
 
 
 def _set_threads(threads: int | None) -> None:
@@ -259,6 +312,7 @@ def _set_threads(threads: int | None) -> None:
 def _worker(conn: Any, cfg: BenchConfig) -> None:
     """Child: build once, take the memory baseline, then serve ``time`` commands."""
     try:
+        env = {k: os.environ[k] for k in (*THREAD_ENV, *cfg.env) if k in os.environ}  # before torch loads
         _set_threads(cfg.threads)
         import torch
 
@@ -266,7 +320,8 @@ def _worker(conn: Any, cfg: BenchConfig) -> None:
         mem = PeakMemory(cfg.device)
         base = mem.reset()
         conn.send(("ready", {"threads": torch.get_num_threads(), "baseline_mb": base, "mem_method": mem.method,
-                             "batch_size": bench.batch_size, "info": bench.info, "pid": os.getpid()}))
+                             "batch_size": bench.batch_size, "info": bench.info, "pid": os.getpid(),
+                             "env": env, "openmp": _openmp_library()}))
         while True:
             cmd, args = conn.recv()
             if cmd == "stop":
@@ -292,7 +347,9 @@ def _log(msg: str) -> None:
 
 
 def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, repeats: int,
-                    preload: Sequence[str] = ("torch",), verbose: bool = True) -> dict[str, dict[str, Any]]:
+                    preload: Sequence[str] = ("torch",), verbose: bool = True,
+                    around: Callable[[BenchConfig], AbstractContextManager[Any]] | None = None,
+                    ) -> dict[str, dict[str, Any]]:
     """Time every configuration in its own process, repeats interleaved across configurations.
 
     All processes are started and built first (idle while the others run); then ``repeats`` rounds
@@ -305,23 +362,26 @@ def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, rep
         repeats: rounds.
         preload: modules the fork server imports once (children start with them loaded).
         verbose: progress on stderr.
+        around: context entered around each timed repeat of a configuration (warm-up included),
+            e.g. a background load that only some configurations run under.
 
     Returns:
-        ``{name: {"spec", "threads", "device", "baseline_mb", "mem_method", "batch_size", "info",
+        ``{name: {"spec", "threads", "device", "baseline_mb", "mem_method", "batch_size", "info", "env", "openmp",
         "repeats": [time_step results], "ms_per_step", "images_per_s" (medians over repeats),
         "peak_mem_mb" (max over repeats)}}``.
     """
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"configuration names must be unique: {names}")
-    ctx = _context(preload)
     procs: dict[str, tuple[Any, Any]] = {}
     out: dict[str, dict[str, Any]] = {}
     try:
         for c in configs:
+            ctx = _context(preload, c.env)
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(child, c), name=f"bench-{c.name}", daemon=True)
-            p.start()
+            with child_env(c.env):
+                p.start()
             child.close()
             procs[c.name] = (p, parent)
         for c in configs:
@@ -333,8 +393,9 @@ def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, rep
             order = list(configs) if r % 2 == 0 else list(reversed(configs))
             for c in order:
                 conn = procs[c.name][1]
-                conn.send(("time", {"warmup": warmup, "iters": iters}))
-                res = _recv(conn, c.name)
+                with around(c) if around else contextlib.nullcontext():
+                    conn.send(("time", {"warmup": warmup, "iters": iters}))
+                    res = _recv(conn, c.name)
                 out[c.name]["repeats"].append(res)
                 if verbose:
                     _log(f"[bench] repeat {r + 1}/{repeats} {c.name}: {res['ms_per_step']:.1f} ms/step, "
@@ -371,12 +432,16 @@ def _isolated(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: 
 
 
 def run_isolated(fn: Callable[..., Any], *args: Any, threads: int | None = None,
-                 preload: Sequence[str] = ("torch",), **kwargs: Any) -> Any:
-    """Run ``fn(*args, **kwargs)`` (picklable, top level) in a fresh process; return its result."""
-    ctx = _context(preload)
+                 preload: Sequence[str] = ("torch",), env: Mapping[str, str | None] | None = None,
+                 **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` (picklable, top level) in a fresh process; return its result.
+
+    ``env``: the child's environment changes, as :attr:`BenchConfig.env` (a ``spawn`` child)."""
+    ctx = _context(preload, env)
     parent, child = ctx.Pipe()
     p = ctx.Process(target=_isolated, args=(child, fn, args, kwargs, threads), daemon=True)
-    p.start()
+    with child_env(env):
+        p.start()
     child.close()
     try:
         return _recv(parent, getattr(fn, "__name__", "isolated"))
@@ -405,9 +470,9 @@ def compare(results: Mapping[str, Mapping[str, Any]], comparisons: Sequence[Comp
 
 # -- machine ------------------------------------------------------------------------------------
 def default_threads() -> int:
-    """Threads as ``medlearn.engine.trainer.set_cpu_threads()`` resolves them (env ``MEDLEARN_THREADS``
-    or min(2, cores)), without importing Lightning in the parent."""
-    return max(1, int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1))))
+    """Threads as medlearn's ``set_cpu_threads()`` resolves them (``MEDLEARN_THREADS``, else
+    min(2, usable cores): :func:`medlearn.runtime.default_threads`), without importing torch here."""
+    return _runtime.default_threads()
 
 
 def _cpu_model() -> str:
@@ -441,13 +506,14 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_flags": _cpu_flags(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": _runtime.usable_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),
         "torch_default_threads": torch.get_num_threads(),
-        "env_threads": {k: os.environ[k] for k in ("MEDLEARN_THREADS", "OMP_NUM_THREADS") if k in os.environ},
+        "env_threads": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+        "openmp": _openmp_library(),
     }
     try:
         info["loadavg"] = list(os.getloadavg())
@@ -476,7 +542,8 @@ def machine_markdown(info: Mapping[str, Any]) -> str:
                  f"(CPU capability {info['torch_cpu_capability']}), {info['platform']}")
     env = info.get("env_threads") or {}
     lines.append(f"- Threads: torch default {info['torch_default_threads']}"
-                 + (", " + ", ".join(f"{k}={v}" for k, v in env.items()) if env else ""))
+                 + (", " + ", ".join(f"{k}={v}" for k, v in env.items()) if env else "")
+                 + (f"; OpenMP runtime {info['openmp']}" if info.get("openmp") else ""))
     if "loadavg" in info:
         la = info["loadavg"]
         end = info.get("loadavg_end")
@@ -555,7 +622,7 @@ def bench_parser(doc: str | None, name: str, quick_help: str) -> argparse.Argume
     p.add_argument("--out", default=str(root / "docs" / "benchmarks.md"), help="markdown file to update")
     p.add_argument("--json", default=None, help=f"results JSON (default: next to --out, '<stem>-{name}.json')")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: MEDLEARN_THREADS or min(2, cores), as set_cpu_threads)")
+                   help="torch threads (default: MEDLEARN_THREADS or min(2, usable cores), as set_cpu_threads)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per repeat")
     p.add_argument("--iters", type=int, default=None, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats")

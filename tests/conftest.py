@@ -1,4 +1,5 @@
-"""Test-wide settings: one torch thread per test process (no oversubscription on small machines)."""
+"""Test-wide settings: one torch thread per test process (no oversubscription on small machines),
+with medlearn's OpenMP wait policy (``medlearn.runtime``), applied before anything imports torch."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import os
 import warnings
 
 import pytest
-import torch
+
+from medlearn.runtime import set_cpu_threads
 
 os.environ.setdefault("MEDLEARN_THREADS", "1")
-torch.set_num_threads(int(os.environ["MEDLEARN_THREADS"]))
+set_cpu_threads()
 
 
 @pytest.fixture(autouse=True)

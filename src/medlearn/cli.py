@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medlearn.runtime import default_threads
+
 __all__ = ["main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -217,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``medlearn`` with ``argv`` (default: the process arguments); returns the exit status."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    default_threads()  # a malformed MEDLEARN_THREADS fails here, before any data is written
     from medlearn.io.errors import DataError
 
     try:

@@ -26,7 +26,6 @@ metric, RNG state in checkpoints, no sanity-check batches. Everything else is a 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import warnings
@@ -35,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -44,6 +42,7 @@ from medlearn.engine.checkpoint import AtomicCheckpointIO
 from medlearn.engine.report import ReportCallback
 from medlearn.engine.seed import RNGStateCallback
 from medlearn.io.errors import DataError
+from medlearn.runtime import set_cpu_threads  # re-exported: the threading policy lives in medlearn.runtime
 
 __all__ = ["make_trainer", "trainer_callbacks", "trainer_arguments", "run_loggers", "open_run_folder", "RunFolder",
            "DataHandover", "EpochLine", "set_cpu_threads", "quiet_console", "TRAINER_DEFAULTS", "STAGES"]
@@ -53,18 +52,6 @@ STAGES = ("fit", "validate", "test", "predict")
 #: medlearn's ``Trainer`` defaults (recipes and ``medlearn fit`` alike; a config may override them).
 TRAINER_DEFAULTS: dict[str, Any] = {"enable_model_summary": False, "log_every_n_steps": 10,
                                     "num_sanity_val_steps": 0}
-
-
-def set_cpu_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to ``n`` (default: env ``MEDLEARN_THREADS`` or 1).
-
-    Small CNNs on few cores run fastest on one thread, and several processes each spinning up all
-    cores oversubscribe the machine badly; medlearn's demos and tests therefore pin this on purpose.
-    """
-    if n is None:
-        n = int(os.environ.get("MEDLEARN_THREADS", min(2, os.cpu_count() or 1)))
-    torch.set_num_threads(max(1, n))
-    return torch.get_num_threads()
 
 
 # ------------------------------------------------------------------------------------- console
