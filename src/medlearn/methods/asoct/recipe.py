@@ -79,7 +79,7 @@ def demo(out_dir: str | Path = "runs/demo/asoct", n_scans: int = 240, n_new: int
         n_scans: synthetic training scans (two angles each; split by patient into train / val / test).
         n_new: new scans for ``medlearn predict`` (scored against their table).
         epochs: override of the localiser configs' epochs.
-        threads: torch threads (default: ``MEDLEARN_THREADS`` or min(2, cores)).
+        threads: torch threads (default: :func:`medlearn.runtime.default_threads`).
     """
     set_cpu_threads(threads)
     out = Path(out_dir)

@@ -65,7 +65,7 @@ def demo(out_dir: str | Path = "runs/demo/c2l", n_images: int = 1600, pretrain_e
         n_images: synthetic images written (about 75% train_val, 25% test).
         pretrain_epochs: override of the demo config's epochs.
         n_labels: labelled training images for fine-tuning.
-        threads: torch threads (default: ``MEDLEARN_THREADS`` or 1).
+        threads: torch threads (default: :func:`medlearn.runtime.default_threads`).
     """
     set_cpu_threads(threads)
     out = Path(out_dir)
