@@ -78,3 +78,20 @@ def test_fit_refuses_to_overwrite_a_finished_run(tmp_path, capsys):
                  "--trainer.default_root_dir", str(run)])
     assert code == 2 and "already holds" in capsys.readouterr().err
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"precious"
+
+
+def test_a_recipe_checkpoint_is_evaluated_through_the_cli(tmp_path, capsys):
+    """Checkpoints of demos and reproductions (models built without LightningCLI) load in `medlearn test`."""
+    from medlearn.engine.config import load_config
+    from medlearn.engine.run import fit_from_config
+
+    data = tmp_path / "cxr"
+    main(["synth", "chestxray", "--out", str(data), "--n-images", "60", "--size", "32", "--seed", "3"])
+    over = {"data.init_args.root": str(data), "data.init_args.num_train": 20, "trainer.max_epochs": 1}
+    run = tmp_path / "recipe-run"
+    fit_from_config(load_config(config_dir("c2l") / "demo_finetune.yaml", over), run, test=False, progress="none")
+    ckpt = run / "checkpoints" / "best.ckpt"
+    capsys.readouterr()
+    assert main(["test", "--config", str(config_dir("c2l") / "demo_finetune.yaml"), "--data.init_args.root",
+                 str(data), "--data.init_args.num_train", "20", "--ckpt_path", str(ckpt)]) in (0, None)
+    assert "test/auc_mean" in capsys.readouterr().out

@@ -414,12 +414,22 @@ class MethodModule(LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Declare the module and the encoder it offers in the checkpoint (``checkpoint['medlearn']``)."""
+        """Declare the module and the encoder it offers in the checkpoint (``checkpoint['medlearn']``).
+
+        The hyper-parameters also name the class and how to build it (``_class_path`` and
+        ``_instantiator``, as in the checkpoints of models LightningCLI builds), so that a checkpoint
+        of a model built without LightningCLI (demos, reproductions, ``fit_from_config``) reads back
+        the same way in ``medlearn test|predict --ckpt_path`` and ``load_from_checkpoint``.
+        """
         from medlearn import __version__
 
         cls = type(self)
-        checkpoint["medlearn"] = {"module": f"{cls.__module__}.{cls.__qualname__}",
-                                  "encoder_prefix": cls.encoder_prefix, "version": __version__}
+        class_path = f"{cls.__module__}.{cls.__qualname__}"
+        checkpoint["medlearn"] = {"module": class_path, "encoder_prefix": cls.encoder_prefix, "version": __version__}
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY)
+        if isinstance(hparams, Mapping) and hparams and "_class_path" not in hparams:
+            checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {
+                **hparams, "_class_path": class_path, "_instantiator": "lightning.pytorch.cli.instantiate_module"}
 
     # --- documented hooks ---------------------------------------------------------------------------
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
