@@ -22,6 +22,8 @@ medlearn scores (:data:`~medlearn.metrics.segmentation.OPTIC_DISC_CUP`): 0 backg
 :class:`~medlearn.io.errors.DataError` naming the file and the values (``mask_rule="exact"``,
 the default); ``mask_rule="threshold"`` instead reads disc = value <= 150 and cup = value <= 100
 (the rule of ``bob.ip.binseg``'s REFUGE loader), for re-encoded masks with soft edges.
+``train_masks`` reads the training masks from another folder of the same structure (a
+corrupted copy written by ``medlearn corrupt-masks``, for a label-noise study on the real data).
 
 Records: ``split`` train / val / test for Training400 / Validation400 / Test400 (the challenge's
 parts), ``domain`` the camera (:data:`REFUGE_DOMAINS`: ``"zeiss"`` for Training400, ``"canon"``
@@ -104,15 +106,16 @@ def _images(folder: Path) -> list[Path]:
                   and p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
-def refuge_mask_path(root: str | Path, split: str, image: str | Path) -> Path:
+def refuge_mask_path(root: str | Path, split: str, image: str | Path, masks: str | Path | None = None) -> Path:
     """Where REFUGE keeps the mask of ``image`` (a path under the part's image folder, or its name).
 
     Training: ``Annotation-Training400/Disc_Cup_Masks/<Glaucoma|Non-Glaucoma>/<stem>.bmp``;
     validation: ``REFUGE-Validation400-GT/Disc_Cup_Masks/<stem>.bmp``; test:
     ``REFUGE-Test-GT/Disc_Cup_Masks/<G|N>/<stem>.bmp`` (the sub-folder that holds it; ``G`` when none does).
+    ``masks`` replaces the part's mask folder (e.g. a corrupted copy of the training masks).
     """
     root, image = Path(root), Path(image)
-    masks = root / REFUGE_PARTS[split][1]
+    masks = Path(masks) if masks is not None else root / REFUGE_PARTS[split][1]
     stem = image.stem
     if split == "train":
         sub = "Glaucoma" if image.parent.name == "Glaucoma" or stem.startswith("g") else "Non-Glaucoma"
@@ -126,7 +129,7 @@ def refuge_mask_path(root: str | Path, split: str, image: str | Path) -> Path:
 
 
 def read_refuge(root: str | Path, splits: tuple[str, ...] = ("train", "val", "test"), mask_rule: str = "exact",
-                check_files: bool = True) -> list[MaskedImage]:
+                check_files: bool = True, train_masks: str | Path | None = None) -> list[MaskedImage]:
     """Read a REFUGE folder (see the module docstring).
 
     Args:
@@ -135,6 +138,9 @@ def read_refuge(root: str | Path, splits: tuple[str, ...] = ("train", "val", "te
             folder is absent is skipped.
         mask_rule: ``"exact"`` or ``"threshold"`` (see :class:`RefugeMask`).
         check_files: pair every image with its mask and every mask with its image.
+        train_masks: a folder used instead of ``Annotation-Training400/Disc_Cup_Masks`` (same
+            ``Glaucoma`` / ``Non-Glaucoma`` structure), e.g. the output of ``medlearn
+            corrupt-masks`` (relative paths are relative to ``root``).
 
     Returns:
         Records in part order (train, val, test), each part sorted by path.
@@ -153,14 +159,14 @@ def read_refuge(root: str | Path, splits: tuple[str, ...] = ("train", "val", "te
         if split not in REFUGE_PARTS:
             raise ValueError(f"unknown REFUGE split {split!r} (train, val, test)")
         img_dir = _part_root(root, REFUGE_PARTS[split][0])
-        mask_dir = root / REFUGE_PARTS[split][1]
+        mask_dir = root / REFUGE_PARTS[split][1] if split != "train" or train_masks is None else root / train_masks
         if not img_dir.is_dir() or not mask_dir.is_dir():
             continue
         found_any = True
         images = _images(img_dir)
         paired: set[Path] = set()
         for img in images:
-            mask = refuge_mask_path(root, split, img)
+            mask = refuge_mask_path(root, split, img, mask_dir)
             if check_files and not mask.is_file():
                 problems.append(f"{img}: no mask (expected {mask})")
                 continue
@@ -186,8 +192,9 @@ def _detect(root: Path, **_: Any) -> bool:
     return any(_part_root(root, img).is_dir() and (root / masks).is_dir() for img, masks in REFUGE_PARTS.values())
 
 
-def _read(root: Path, mask_rule: str = "exact", check_files: bool = True, **_: Any) -> RecordSet[MaskedImage]:
-    return RecordSet(read_refuge(root, mask_rule=mask_rule, check_files=check_files))
+def _read(root: Path, mask_rule: str = "exact", check_files: bool = True, train_masks: str | None = None,
+          **_: Any) -> RecordSet[MaskedImage]:
+    return RecordSet(read_refuge(root, mask_rule=mask_rule, check_files=check_files, train_masks=train_masks))
 
 
 register_layout(

@@ -433,6 +433,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
             raise ValueError(f"{len(class_names)} class_names for {len(values)} label values {values}")
         self.save_hyperparameters()
         self.root: Path = Path(root)
+        self.roi = roi  # the object (LightningCLI may keep its config form in hparams)
         self._label_values = values
         self.splits: dict[str, list[MaskedImage]] = {}
 
@@ -537,7 +538,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
     def _dataset(self, records: Sequence[MaskedImage], train: bool) -> ImageMaskDataset:
         """A dataset of ``records`` with this module's decoding options (and ROI rule: training or evaluation)."""
         h = self.hparams
-        roi: DiscROI | None = h.get("roi")
+        roi = self.roi
         centre = None if roi is None else (roi.train_centre if train else roi.eval_centre)
         return ImageMaskDataset(records, self.image_hw, h.channels, h.value_map, self._label_values, h.cache,
                                 roi=roi, roi_centre=centre)

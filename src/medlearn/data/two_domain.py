@@ -433,7 +433,7 @@ class TwoDomainDataModule(ImageMaskDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read both domains, split them, build the datasets and (with ``check_masks``) check every mask, once."""
         h = self.hparams
-        roi: DiscROI | None = h.roi
+        roi = self.roi
         if h.predict_root is not None and self.predict_images is None:
             folder = Path(h.predict_root)
             files = list_image_files(folder)
