@@ -6,7 +6,7 @@ for which a U-Net is the spec's accepted substitute. Two families, chosen by ``b
 
 * ``"unet"``: MONAI's :class:`~monai.networks.nets.UNet` with ``channels`` per level (the spec's
   CPU experiment: 3 levels, 8 / 16 / 32 channels, batch normalisation, strided convolutions
-  down and transposed convolutions up);
+  down and transposed convolutions up, one residual unit per block by default);
 * any encoder of :class:`medlearn.nn.unet.BackboneUNet` (``resnet34``, ``efficientnet-b0`` ...):
   a U-Net decoder on a factory backbone, for the paper-scale configs.
 
@@ -33,7 +33,7 @@ __all__ = ["build_segmenter", "input_multiple"]
 
 
 def build_segmenter(backbone: str, in_channels: int, num_classes: int, channels: Sequence[int] = (8, 16, 32),
-                    num_res_units: int = 0) -> nn.Module:
+                    num_res_units: int = 1) -> nn.Module:
     """One peer network.
 
     Args:
@@ -42,7 +42,9 @@ def build_segmenter(backbone: str, in_channels: int, num_classes: int, channels:
         in_channels: image channels.
         num_classes: output classes (3: background, rim, cup).
         channels: ``"unet"``: channels per level (len >= 2).
-        num_res_units: ``"unet"``: residual units per block (0: plain convolutions).
+        num_res_units: ``"unet"``: residual units per block (0: one plain convolution per level, whose
+            stride-2 transposed output convolution left stripes in the predicted cups of our pilot;
+            1, the default: a residual unit after each, which removes them at the same speed here).
 
     Returns:
         The network.

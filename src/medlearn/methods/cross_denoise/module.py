@@ -129,7 +129,7 @@ class CrossDenoise(MethodModule):
         pseudo_labels: bool | None = None,
         backbone: str = "unet",
         widths: tuple[int, ...] = (8, 16, 32),
-        num_res_units: int = 0,
+        num_res_units: int = 1,
         in_channels: int = 3,
         num_classes: int = 3,
         label_values: list[int] | None = None,
