@@ -119,3 +119,11 @@ def test_prediction_folder_with_roi(refuge: Path) -> None:
         dm.train_dataloader()
     with pytest.raises(ValueError, match="eval_centre"):
         TwoDomainDataModule(str(refuge), roi=DiscROI(eval_centre="mask"))
+
+
+def test_caches_are_filled_before_loader_workers_start(refuge: Path) -> None:
+    dm = _dm(refuge, num_workers=1)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["source"]["image"].shape[0] == 4
+    target = dm.target_train.datasets[0].dataset  # type: ignore[union-attr]
+    assert bool(target._cache.filled.all()) and bool(dm.train_set._mask_filled.all())  # type: ignore[union-attr]

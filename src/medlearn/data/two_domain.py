@@ -147,9 +147,8 @@ class _Tagged(Dataset):
         return out
 
     def fill_cache(self) -> None:
-        fill = getattr(self.dataset, "fill_cache", None)
-        if callable(fill):
-            fill()
+        """Fill the wrapped dataset's cache."""
+        _fill(self.dataset)
 
 
 class PairedDataset(Dataset):
@@ -171,11 +170,20 @@ class PairedDataset(Dataset):
         return {"source": self.source[i], "target": self.target[j]}
 
     def fill_cache(self) -> None:
-        """Fill both datasets' caches."""
-        for ds in (self.source, self.target):
-            fill = getattr(ds, "fill_cache", None)
-            if callable(fill):
-                fill()
+        """Fill both datasets' caches (through concatenations)."""
+        _fill(self.source)
+        _fill(self.target)
+
+
+def _fill(ds: Dataset) -> None:
+    """Fill the cache of ``ds``, of the parts of a ``ConcatDataset`` and of a tagged dataset's inner one."""
+    if isinstance(ds, ConcatDataset):
+        for part in ds.datasets:
+            _fill(part)
+        return
+    fill = getattr(ds, "fill_cache", None)
+    if callable(fill):
+        fill()
 
 
 class PairedEpochSampler(Sampler[tuple[int, int]]):
@@ -511,9 +519,8 @@ class TwoDomainDataModule(ImageMaskDataModule):
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
         h = self.hparams
-        fill = getattr(ds, "fill_cache", None)
-        if h.cache and h.num_workers > 0 and callable(fill):
-            fill()
+        if h.cache and h.num_workers > 0:
+            _fill(ds)
         return seeded_loader(ds, h.batch_size, False, False, h.num_workers, seed=self.loader_seed())
 
     def val_dataloader(self) -> DataLoader | list[Any]:
