@@ -41,9 +41,16 @@ __all__ = ["demo", "reproduce", "write_contract_data", "table_from_results", "sc
 #: Arms of the reproduction, in table order.
 REPRODUCE_ARMS = ("single", "indep", "coteach", "cdn_no_nt", "cdn_no_pl", "cdn", "pl_only")
 _QUIET = (r".*Total length of `list` across ranks is zero.*",)
-#: Torch threads of the recipes unless ``threads`` or ``MEDLEARN_THREADS`` say otherwise: the peers are tiny
-#: U-Nets on 48 px images, whose convolutions are too small to share; a 40-epoch CDN run took 28 s with one
-#: thread and 58 s with two on the 2-core development machine.
+#: Torch threads of the recipes unless ``threads`` or ``MEDLEARN_THREADS`` say otherwise. The peers are tiny
+#: U-Nets on 48 px images whose convolutions gain little from a second thread. Measured on the 2-core
+#: development machine (one 40-epoch CDN run of the demo config, seed 0, with the wait policy
+#: ``medlearn.runtime`` picks at import): both cores free, 1 thread 27.3-27.5 s (3 runs) and 2 threads
+#: 24.4-24.6 s (2 runs, spinning), so 2 threads are 11 % faster. Another process on one core from the start:
+#: 1 thread 27.4 s, 2 threads 52.8 s (passive waiting). Cores free at the start and one of them taken 5 s
+#: later: 2 threads 91.8 s (still spinning). The recipes run on shared machines, where one thread costs at
+#: most 11 % and two can cost 2-3x. One thread also makes the documented numbers independent of the core
+#: count, because float sums depend on the thread count: seed 0 scored target Dice disc / cup
+#: 0.8006 / 0.3704 with 1 thread and 0.7990 / 0.3678 with 2.
 RECIPE_THREADS = 1
 
 
@@ -152,7 +159,7 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], pred_dir: Path, sco
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("Dice (per-network mean)")
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[1].legend(fontsize=7, loc="upper right")  # above the short cup bars, clear of every bar
     png = save_figure(fig, out / "figures" / "arms.png")
     cols = ["target_dice_disc", "target_dice_cup", "target_vcdr_err", "source_dice_disc", "source_dice_cup"]
     table = (["arm", "target Dice disc", "target Dice cup", "target vCDR error", "source Dice disc", "source Dice cup",
