@@ -7,6 +7,8 @@
     medlearn reproduce NAME [--out DIR --resume]
                                                CPU-scale reproduction; table to docs/results.md
     medlearn synth NAME --out DIR [...]        synthetic data in a public dataset layout
+    medlearn corrupt-masks --masks DIR|CSV --out DIR [--fraction 0.5 --seed 0 ...]
+                                               a copy of a disc / cup mask set with label noise
     medlearn fit|validate|test|predict --config FILE [--section.key value ...]
                                                LightningCLI over any medlearn model and datamodule
 
@@ -193,6 +195,45 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corrupt_masks(args: argparse.Namespace) -> int:
+    from medlearn.synth.corrupt import corrupt_masks
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    try:
+        out = corrupt_masks(args.masks, args.out, fraction=args.fraction, seed=args.seed, kinds=kinds,
+                            radius=tuple(args.radius), shift=tuple(args.shift), encoding=args.encoding,
+                            overwrite=args.overwrite)
+    except ValueError as exc:
+        if type(exc) is not ValueError:  # DataError: reported by main
+            raise
+        print(f"medlearn: {exc}", file=sys.stderr)
+        return 2
+    with (out / "corruption.csv").open(encoding="utf-8") as f:
+        flags = [line.split(",")[1] for line in f.read().splitlines()[1:]]
+    print(f"wrote {len(flags)} masks to {out} ({flags.count('1')} corrupted); which and how: {out / 'corruption.csv'}")
+    return 0
+
+
+def _corrupt_parser(sub: Any) -> None:
+    from medlearn.synth.corrupt import CORRUPTIONS, ENCODINGS
+
+    c = sub.add_parser("corrupt-masks", help="write a copy of a disc / cup mask set with a fraction of the masks "
+                                             "corrupted (the input is never modified)")
+    c.add_argument("--masks", required=True, help="a folder of masks (BMP / PNG / TIFF, recursive) or a CSV with a "
+                                                  "mask column")
+    c.add_argument("--out", required=True, help="output folder (masks at their relative paths + corruption.csv)")
+    c.add_argument("--fraction", type=float, default=0.5, help="share of the masks corrupted (default 0.5)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the choice and of every parameter (default 0)")
+    c.add_argument("--kinds", default=",".join(CORRUPTIONS), help=f"comma-separated, from {', '.join(CORRUPTIONS)}")
+    c.add_argument("--radius", type=int, nargs=2, default=(3, 5), metavar=("MIN", "MAX"),
+                   help="disc dilation / erosion radius (cup: one less) and elastic displacement, pixels (3 5)")
+    c.add_argument("--shift", type=int, nargs=2, default=(2, 5), metavar=("MIN", "MAX"),
+                   help="shift per axis, pixels (2 5)")
+    c.add_argument("--encoding", choices=ENCODINGS, default="auto",
+                   help="refuge (255 / 128 / 0), labels (0 / 1 / 2) or auto (from the values)")
+    c.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medlearn", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -210,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
     _synth_parser(sub)
+    _corrupt_parser(sub)
     for c in LIGHTNING_COMMANDS:
         sub.add_parser(c, help=f"Lightning {c} with a config (see `medlearn {c} --help`)", add_help=False)
     return p
@@ -227,8 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _lightning_cli(argv, from_command_line)
             return 0
         args = build_parser().parse_args(argv)
-        return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth}[
-            args.command](args)
+        return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
+                "corrupt-masks": _cmd_corrupt_masks}[args.command](args)
     except DataError as exc:
         print(f"medlearn: data error: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "brats": dict(n_cases=2, size=16, seed=1),
     "headct": dict(n_volumes=6, size=16, seed=1),
     "asoct": dict(n_scans=4, width=64, height=32, images_per_patient=2, table_format="csv", seed=1),
+    "fundus": dict(n_train=4, n_target=2, n_test=2, n_source_test=1, seed=1),
+    "drishti": dict(n_train=2, n_test=2, size=32, seed=1),
 }
 #: What "auto" resolves each writer's output to: (kind, layout). The head CT phantom is a manifest
 #: to "auto" (its explicit layout "headct" only changes the default class order).
@@ -43,6 +45,8 @@ AUTO: dict[str, tuple[str, str]] = {
     "brats": ("volume", "brats"),
     "headct": ("volume", "manifest"),
     "asoct": ("asoct", "age"),
+    "fundus": ("segmentation2d", "refuge"),
+    "drishti": ("segmentation2d", "drishti"),
 }
 
 
@@ -191,7 +195,8 @@ def test_radiograph_multilabel_needs_a_labelled_layout(written: dict[str, Path])
 DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
 GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
-           "radiograph", "records", "sampling", "segmentation2d", "tables", "volume_preprocess", "volumes"}
+           "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain", "volume_preprocess",
+           "volumes"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -24,6 +24,7 @@ from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
 from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
+from medlearn.data.drishti import read_drishti
 from medlearn.data.info import DataInfo
 from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
 from medlearn.data.labelled2d import LabelledImageDataModule, LabelledImageDataset, read_image_table
@@ -45,6 +46,8 @@ from medlearn.data.records import (
     VolumeRecord,
     list_image_files,
 )
+from medlearn.data.refuge import REFUGE_VALUE_MAP, read_refuge
+from medlearn.data.roi import DiscROI, detect_disc_centre
 from medlearn.data.sampling import (
     EpochBalancedSampler,
     EpochShuffleSampler,
@@ -70,4 +73,5 @@ __all__ = [
     "AGE_CLASSES", "ASOCTDataModule", "read_age",
     "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
     "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table", "SplitDataModule",
+    "DiscROI", "detect_disc_centre", "REFUGE_VALUE_MAP", "read_refuge", "read_drishti",
 ]

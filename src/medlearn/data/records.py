@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -26,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageRecord",
     "LabelledImage",
+    "MaskSource",
     "MaskedImage",
     "VolumeRecord",
     "has_image_files",
@@ -76,13 +78,28 @@ class LabelledImage:
     split: str = ""
 
 
+@runtime_checkable
+class MaskSource(Protocol):
+    """A label mask that is not one file of label values, decoded by its layout.
+
+    A layout whose masks need decoding of their own (REFUGE's 0 / 128 / 255 encoding mapped to
+    0 / 1 / 2, Drishti-GS's two soft maps binarised and combined) gives its records an object
+    with ``load() -> (H, W) int64 labels`` (raising :class:`~medlearn.io.errors.DataError` naming
+    the file and the reason) and a ``__str__`` naming the file(s), instead of a path.
+    """
+
+    def load(self) -> np.ndarray:
+        """The ``(H, W)`` int64 label map."""
+
+
 @dataclass
 class MaskedImage:
     """One 2D image with its segmentation mask.
 
     Attributes:
         path: the image file.
-        mask: the label mask file (same size as the image).
+        mask: the label mask file (same size as the image), or a :class:`MaskSource` that decodes
+            its layout's masks.
         group: grouping key (patient, eye, video); images of one group never straddle a split.
         name: the image's entry in its table.
         split: ``"train"``, ``"val"``, ``"test"`` when the table fixes it, else ``""``.
@@ -90,7 +107,7 @@ class MaskedImage:
     """
 
     path: Path
-    mask: Path
+    mask: Path | MaskSource
     group: str
     name: str
     split: str = ""

@@ -23,6 +23,11 @@ the same size. Splits are grouped (:func:`~medlearn.data.sampling.stratified_gro
 single class), deterministic from ``split_seed``; the decoded, resized pairs are cached once in
 memory.
 
+Fundus photographs are usually cropped to a disc-centred square before resizing (``roi``, a
+:class:`~medlearn.data.roi.DiscROI`): the box comes from the training mask, a table of disc
+centres or a coarse detector, and every item keeps it (``roi``, with the original ``orig_hw``) so
+predictions map back to the full image.
+
 Validation reports every bad row, and with ``check_masks`` every unusable image / mask pair, at
 once (a :class:`~medlearn.io.errors.DataError` whose ``problems`` lists each).
 """
@@ -42,7 +47,8 @@ from medlearn.data.decode import ImageCache, load_image, load_mask, relabel_mask
 from medlearn.data.decode import image_size as header_size
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
-from medlearn.data.records import MaskedImage
+from medlearn.data.records import MaskedImage, MaskSource
+from medlearn.data.roi import DiscROI, crop_pad, detect_disc_centre, mask_disc_centre
 from medlearn.data.sampling import stratified_group_split, subsample
 from medlearn.data.tables import SPLIT_NAMES, read_columns
 from medlearn.io.errors import DataError, name_issues
@@ -159,7 +165,8 @@ class ImageMaskDataset(Dataset):
     """2D images and their label masks, resized to one size, decoded once into an in-memory cache.
 
     Items: ``{"image": (C, H, W) float32 in [0, 1], "seg": (1, H, W) int64, "name": str,
-    "domain": str}``. The image is resized bilinearly with antialiasing
+    "domain": str}``, with ``roi`` also ``"roi": (4,) int64`` (the crop box ``y0, x0, y1, x1`` in
+    original pixels) and ``"orig_hw": (2,) int64``. The image is resized bilinearly with antialiasing
     (:func:`~medlearn.data.decode.resize_image`), the mask by nearest neighbour
     (:func:`~medlearn.data.decode.resize_mask`): mask values stay label values. With ``cache``
     images are kept as uint8 (quantised to 1/255, as for classification) and masks exactly (uint8
@@ -172,14 +179,18 @@ class ImageMaskDataset(Dataset):
         value_map: ``{stored: label}`` applied to every mask on read; ``None``: values kept.
         label_values: allowed label values (after ``value_map``); ``None``: any.
         cache: keep decoded pairs in memory.
+        roi: crop a disc-centred box of every pair before resizing (``None``: whole images).
+        roi_centre: the box-centre rule of this dataset (``"mask"``, ``"table"``, ``"detector"``;
+            default: ``roi.train_centre``). With ``"mask"``, a mask without disc pixels falls back
+            to the detector.
 
     Raises:
-        ValueError: no records, a bad size or channel count.
+        ValueError: no records, a bad size or channel count, an unknown centre rule.
     """
 
     def __init__(self, records: Sequence[MaskedImage], image_size: int | Sequence[int], channels: int = 3,
                  value_map: Mapping[int, int] | None = None, label_values: Sequence[int] | None = None,
-                 cache: bool = True) -> None:
+                 cache: bool = True, roi: DiscROI | None = None, roi_centre: str | None = None) -> None:
         if not records:
             raise ValueError("ImageMaskDataset needs at least one record")
         if channels not in (1, 3):
@@ -195,20 +206,55 @@ class ImageMaskDataset(Dataset):
         self._masks = torch.empty((n, 1, h, w), dtype=torch.uint8 if small else torch.int32) if cache else None
         self._mask_filled = torch.zeros(n, dtype=torch.bool)
         self._mask_hw = torch.zeros((n, 2), dtype=torch.int64)  # stored (H, W) of each decoded mask
+        self.roi = roi
+        self.roi_centre = roi_centre or (roi.train_centre if roi is not None else None)
+        if roi is not None and self.roi_centre not in ("mask", "table", "detector"):
+            raise ValueError(f"roi_centre must be 'mask', 'table' or 'detector', got {self.roi_centre!r}")
+        self._boxes = torch.zeros((n, 4), dtype=torch.int64)
+        self._has_box = torch.zeros(n, dtype=torch.bool)
+        self._pending: dict[int, torch.Tensor] = {}  # full image decoded by the detector, for _image
 
     def __len__(self) -> int:
         return len(self.records)
 
     def _decode_mask(self, i: int) -> np.ndarray:
         rec = self.records[i]
-        mask = relabel_mask(load_mask(rec.mask), rec.mask, self.value_map, self.label_values)
+        raw = rec.mask.load() if isinstance(rec.mask, MaskSource) else load_mask(rec.mask)
+        mask = relabel_mask(raw, str(rec.mask), self.value_map, self.label_values)
         self._mask_hw[i] = torch.tensor(mask.shape)
         return mask
+
+    @property
+    def _background(self) -> int:
+        return int(self.label_values[0]) if self.label_values else 0
+
+    def _box(self, i: int, mask: np.ndarray) -> torch.Tensor:
+        """The ROI box of pair ``i`` (``mask``: its decoded full-size mask), computed once."""
+        if bool(self._has_box[i]):
+            return self._boxes[i]
+        assert self.roi is not None
+        rec = self.records[i]
+        hw = mask.shape
+        centre = None
+        if self.roi_centre == "mask":
+            centre = mask_disc_centre(mask, self.roi.disc_values)
+        elif self.roi_centre == "table":
+            centre = self.roi.table_centre(rec.name, rec.path)
+        if centre is None:  # "detector", or a mask without disc pixels
+            x = load_image(rec.path, self.channels)
+            self._pending[i] = x
+            centre = detect_disc_centre(x, self.roi.detector_sigma)
+        self._boxes[i] = torch.tensor(self.roi.box(centre, hw))
+        self._has_box[i] = True
+        return self._boxes[i]
 
     def _mask(self, i: int) -> torch.Tensor:
         if self._masks is not None and bool(self._mask_filled[i]):
             return self._masks[i].to(torch.int64)
-        seg = resize_mask(self._decode_mask(i), self.size)
+        mask = self._decode_mask(i)
+        if self.roi is not None:
+            mask = np.asarray(crop_pad(mask, self._box(i, mask).tolist(), fill=self._background))
+        seg = resize_mask(mask, self.size)
         if self._masks is not None:
             self._masks[i] = seg.to(self._masks.dtype)
             self._mask_filled[i] = True
@@ -219,11 +265,14 @@ class ImageMaskDataset(Dataset):
         if self._images is not None and self._images.has(i):
             return self._images.get(i)
         rec = self.records[i]
-        x = load_image(rec.path, self.channels)
+        pending = self._pending.pop(i, None)
+        x = pending if pending is not None else load_image(rec.path, self.channels)
         hw = tuple(int(v) for v in self._mask_hw[i])
         if tuple(x.shape[1:]) != hw:
             raise DataError(rec.path, f"image is {x.shape[2]} x {x.shape[1]} but its mask {rec.mask} is "
                                       f"{hw[1]} x {hw[0]} (width x height)")
+        if self.roi is not None:
+            x = torch.as_tensor(crop_pad(x, self._boxes[i].tolist(), fill=0.0))
         x = resize_image(x, self.size)
         if self._images is not None:
             self._images.put(i, x)
@@ -234,7 +283,11 @@ class ImageMaskDataset(Dataset):
         index = range(len(self))[index]  # bounds check, negative indices
         seg = self._mask(index)
         rec = self.records[index]
-        return {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain}
+        item = {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain}
+        if self.roi is not None:
+            item["roi"] = self._boxes[index].clone()
+            item["orig_hw"] = self._mask_hw[index].clone()
+        return item
 
     def fill_cache(self) -> None:
         """Decode every pair not cached yet (no-op without cache)."""
@@ -257,12 +310,14 @@ class ImageMaskDataset(Dataset):
         problems: list[str] = []
         for i, rec in enumerate(self.records):
             try:
-                if self._masks is not None and not bool(self._mask_filled[i]):
-                    mask = self._decode_mask(i)
-                    self._masks[i] = resize_mask(mask, self.size).to(self._masks.dtype)
+                mask = self._decode_mask(i)
+                # fill the mask cache on the way (not when the box needs the image: the detector)
+                if self._masks is not None and not bool(self._mask_filled[i]) and (
+                        self.roi is None or self.roi_centre != "detector"):
+                    crop = mask if self.roi is None else np.asarray(
+                        crop_pad(mask, self._box(i, mask).tolist(), fill=self._background))
+                    self._masks[i] = resize_mask(crop, self.size).to(self._masks.dtype)
                     self._mask_filled[i] = True
-                else:
-                    mask = self._decode_mask(i)
                 found.update(int(v) for v in np.unique(mask))
                 w, h = header_size(rec.path)
                 mh, mw = mask.shape
@@ -322,6 +377,11 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         check_masks: read every mask in ``setup`` and report every unusable pair at once (values,
             sizes); without it a bad pair fails when first loaded.
         drop_last: drop the last incomplete training batch.
+        layout_options: further options of the layout's reader (REFUGE: ``{mask_rule: threshold}``;
+            Drishti-GS: ``{binarize: all}``).
+        roi: a disc-centred crop before resizing (:class:`~medlearn.data.roi.DiscROI`): training
+            images by ``roi.train_centre``, validation and test images by ``roi.eval_centre``;
+            ``None``: whole images.
 
     Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
     ``split_seed + 7919 * label_seed``.
@@ -360,6 +420,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         cache: bool = True,
         check_masks: bool = True,
         drop_last: bool = False,
+        layout_options: dict[str, Any] | None = None,
+        roi: DiscROI | None = None,
     ) -> None:
         super().__init__(root)
         check_layout_name(layout, KIND)
@@ -371,6 +433,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
             raise ValueError(f"{len(class_names)} class_names for {len(values)} label values {values}")
         self.save_hyperparameters()
         self.root: Path = Path(root)
+        self.roi = roi  # the object (LightningCLI may keep its config form in hparams)
         self._label_values = values
         self.splits: dict[str, list[MaskedImage]] = {}
 
@@ -421,7 +484,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         h = self.hparams
         found = get_layout(self.resolved_layout, KIND).read(
             self.root, table=h.table, image_col=h.image_col, mask_col=h.mask_col, group_col=h.group_col,
-            split_col=h.split_col, domain_col=h.domain_col)
+            split_col=h.split_col, domain_col=h.domain_col, **dict(h.get("layout_options") or {}))
         records = found.records
         if h.domains is not None:
             keep = {str(d) for d in h.domains}
@@ -449,10 +512,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
             splits["train"] = subsample(splits["train"], h.num_train, h.label_seed)
         if not splits["train"]:
             raise DataError(self.root, "no training images after splitting")
-        datasets = {
-            part: ImageMaskDataset(recs, self.image_hw, h.channels, h.value_map, self._label_values, h.cache)
-            for part, recs in splits.items() if recs
-        }
+        datasets = {part: self._dataset(recs, part == "train") for part, recs in splits.items() if recs}
         if h.check_masks or self._label_values is None:
             found: set[int] = set()
             problems: list[str] = []
@@ -474,6 +534,14 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         self.train_set = datasets["train"]
         self.val_set = datasets.get("val")
         self.test_set = datasets.get("test")
+
+    def _dataset(self, records: Sequence[MaskedImage], train: bool) -> ImageMaskDataset:
+        """A dataset of ``records`` with this module's decoding options (and ROI rule: training or evaluation)."""
+        h = self.hparams
+        roi = self.roi
+        centre = None if roi is None else (roi.train_centre if train else roi.eval_centre)
+        return ImageMaskDataset(records, self.image_hw, h.channels, h.value_map, self._label_values, h.cache,
+                                roi=roi, roi_centre=centre)
 
     def data_info(self) -> DataInfo:
         """What a model needs to know about this data (reads, splits and checks it if needed).

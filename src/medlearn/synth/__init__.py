@@ -126,5 +126,6 @@ def list_synth() -> dict[str, str]:
 from medlearn.synth import asoct as _asoct  # noqa: E402,F401
 from medlearn.synth import brats as _brats  # noqa: E402,F401
 from medlearn.synth import chestxray as _chestxray  # noqa: E402,F401
+from medlearn.synth import fundus as _fundus  # noqa: E402,F401
 from medlearn.synth import headct as _headct  # noqa: E402,F401
 from medlearn.synth import isic as _isic  # noqa: E402,F401
