@@ -87,7 +87,8 @@ def test_batches_keys_types_and_values(table: Path) -> None:
     dm.setup("fit")
     assert dm.resolved_layout == "mask-table"
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"image", "seg", "name", "domain"}
+    assert set(batch) == {"image", "seg", "name", "domain", "size"}
+    assert batch["size"].tolist() == [[H, W]] * 4  # the stored size, before resizing to 8 x 8
     assert batch["image"].shape == (4, 3, 8, 8) and batch["image"].dtype == torch.float32
     assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
     assert batch["seg"].shape == (4, 1, 8, 8) and batch["seg"].dtype == torch.int64

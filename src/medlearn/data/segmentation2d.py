@@ -42,7 +42,7 @@ from medlearn.data.decode import ImageCache, load_image, load_mask, relabel_mask
 from medlearn.data.decode import image_size as header_size
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
-from medlearn.data.records import MaskedImage
+from medlearn.data.records import DecodedMaskedImage, MaskedImage
 from medlearn.data.sampling import stratified_group_split, subsample
 from medlearn.data.tables import SPLIT_NAMES, read_columns
 from medlearn.io.errors import DataError, name_issues
@@ -159,7 +159,11 @@ class ImageMaskDataset(Dataset):
     """2D images and their label masks, resized to one size, decoded once into an in-memory cache.
 
     Items: ``{"image": (C, H, W) float32 in [0, 1], "seg": (1, H, W) int64, "name": str,
-    "domain": str}``. The image is resized bilinearly with antialiasing
+    "domain": str, "size": (2,) int64}`` (``size``: the pair's stored ``(H, W)`` before resizing, e.g. to
+    write a predicted mask back at the input's size). A
+    :class:`~medlearn.data.records.DecodedMaskedImage` record (a slice of a volume, a mammogram with
+    contour annotations) is decoded by its own ``read_pair`` instead of as two 2D files.
+    The image is resized bilinearly with antialiasing
     (:func:`~medlearn.data.decode.resize_image`), the mask by nearest neighbour
     (:func:`~medlearn.data.decode.resize_mask`): mask values stay label values. With ``cache``
     images are kept as uint8 (quantised to 1/255, as for classification) and masks exactly (uint8
@@ -195,13 +199,20 @@ class ImageMaskDataset(Dataset):
         self._masks = torch.empty((n, 1, h, w), dtype=torch.uint8 if small else torch.int32) if cache else None
         self._mask_filled = torch.zeros(n, dtype=torch.bool)
         self._mask_hw = torch.zeros((n, 2), dtype=torch.int64)  # stored (H, W) of each decoded mask
+        self._pending: dict[int, torch.Tensor] = {}  # images decoded with their masks (DecodedMaskedImage)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def _decode_mask(self, i: int) -> np.ndarray:
         rec = self.records[i]
-        mask = relabel_mask(load_mask(rec.mask), rec.mask, self.value_map, self.label_values)
+        if isinstance(rec, DecodedMaskedImage):  # decoded by its layout; the image is kept for _image
+            image, raw = rec.read_pair()
+            self._pending[i] = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+            where: str | Path = f"{rec.mask} ({rec.name})"
+        else:
+            raw, where = load_mask(rec.mask), rec.mask
+        mask = relabel_mask(raw, where, self.value_map, self.label_values)
         self._mask_hw[i] = torch.tensor(mask.shape)
         return mask
 
@@ -219,7 +230,14 @@ class ImageMaskDataset(Dataset):
         if self._images is not None and self._images.has(i):
             return self._images.get(i)
         rec = self.records[i]
-        x = load_image(rec.path, self.channels)
+        if isinstance(rec, DecodedMaskedImage):
+            x = self._pending.pop(i, None)
+            if x is None:
+                x = torch.from_numpy(np.ascontiguousarray(rec.read_pair()[0], dtype=np.float32))
+            if x.shape[0] != self.channels:
+                x = x.mean(dim=0, keepdim=True) if self.channels == 1 else x.expand(3, -1, -1).contiguous()
+        else:
+            x = load_image(rec.path, self.channels)
         hw = tuple(int(v) for v in self._mask_hw[i])
         if tuple(x.shape[1:]) != hw:
             raise DataError(rec.path, f"image is {x.shape[2]} x {x.shape[1]} but its mask {rec.mask} is "
@@ -234,7 +252,8 @@ class ImageMaskDataset(Dataset):
         index = range(len(self))[index]  # bounds check, negative indices
         seg = self._mask(index)
         rec = self.records[index]
-        return {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain}
+        return {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain,
+                "size": self._mask_hw[index].clone()}
 
     def fill_cache(self) -> None:
         """Decode every pair not cached yet (no-op without cache)."""
@@ -264,7 +283,17 @@ class ImageMaskDataset(Dataset):
                 else:
                     mask = self._decode_mask(i)
                 found.update(int(v) for v in np.unique(mask))
-                w, h = header_size(rec.path)
+                if isinstance(rec, DecodedMaskedImage):  # decoded together: cache the image now, not twice
+                    image = self._pending.get(i)
+                    if image is None:  # the mask came from the cache: decode the pair again for the size
+                        self._decode_mask(i)
+                        image = self._pending[i]
+                    h, w = int(image.shape[1]), int(image.shape[2])
+                    if self._images is not None and not self._images.has(i) and (h, w) == mask.shape:
+                        self._image(i)
+                    self._pending.pop(i, None)
+                else:
+                    w, h = header_size(rec.path)
                 mh, mw = mask.shape
                 if (h, w) != (mh, mw):
                     problems.append(f"{rec.path}: image is {w} x {h} but its mask {rec.mask} is {mw} x {mh} "
@@ -283,7 +312,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
     """2D segmentation data: images with label masks, split by group, cached, in fixed-size batches.
 
     Batches: ``{"image": (B, C, H, W) float32 in [0, 1], "seg": (B, 1, H, W) int64 (label values),
-    "name": list[str], "domain": list[str]}``.
+    "name": list[str], "domain": list[str], "size": (B, 2) int64}`` (stored sizes before resizing).
 
     Label values: ``value_map`` (``{stored: label}``) maps every mask on read, and every stored
     value must be one of its keys; ``label_values`` lists the allowed labels (after mapping; a mask

@@ -128,3 +128,4 @@ from medlearn.synth import brats as _brats  # noqa: E402,F401
 from medlearn.synth import chestxray as _chestxray  # noqa: E402,F401
 from medlearn.synth import headct as _headct  # noqa: E402,F401
 from medlearn.synth import isic as _isic  # noqa: E402,F401
+from medlearn.synth import rings as _rings  # noqa: E402,F401

@@ -145,7 +145,7 @@ class CrossoverLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, pv: torch.Tensor | None = None,
                 ph: torch.Tensor | None = None) -> CrossoverLossParts:
-        """The loss of a batch: logits ``(B, K)``, targets ``(B,)``, profiles ``(B, P, T)`` (not needed for ``"none"``)."""
+        """The loss of a batch: logits ``(B, K)``, targets ``(B,)``, profiles ``(B, P, T)`` (``"none"``: unused)."""
         ce = F.cross_entropy(logits, target)
         zero = ce.new_zeros(())
         if self.mode == "none" or pv is None or ph is None:

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ARCHS", "SmallBranch", "HV100x20Branch", "INbreast340x68Branch", "build_branch", "CrossoverNet",
-           "StripNet", "SquareNet", "ARCH_SIZES"]
+__all__ = ["ARCHS", "StripBranch", "SmallBranch", "HV100x20Branch", "INbreast340x68Branch", "build_branch",
+           "CrossoverNet", "StripNet", "SquareNet", "ARCH_SIZES"]
 
 #: Branch architectures.
 ARCHS = ("small", "hv100x20", "inbreast340x68")
@@ -44,7 +44,15 @@ ARCHS = ("small", "hv100x20", "inbreast340x68")
 ARCH_SIZES: dict[str, tuple[int, int]] = {"hv100x20": (100, 20), "inbreast340x68": (340, 68)}
 
 
-class SmallBranch(nn.Module):
+class StripBranch(nn.Module):
+    """A branch: ``(N, C, long, short)`` strips -> ``(embedding (N, out_features), profile (N, P, T))``."""
+
+    out_features: int
+    profile_length: int
+    profile_channels: int
+
+
+class SmallBranch(StripBranch):
     """The spec's CPU branch on a ``(N, C, long, short)`` strip.
 
     Args:
@@ -79,7 +87,7 @@ class SmallBranch(nn.Module):
         return self.embed(profile.flatten(1)), profile
 
 
-class HV100x20Branch(nn.Module):
+class HV100x20Branch(StripBranch):
     """The official 100 x 20 branch (``hvCNN`` of ``HV_net.py``), on ``(N, C, 100, 20)`` strips.
 
     Returns (forward):
@@ -102,7 +110,7 @@ class HV100x20Branch(nn.Module):
         return self.conv4(p).flatten(1), p.flatten(2)
 
 
-class INbreast340x68Branch(nn.Module):
+class INbreast340x68Branch(StripBranch):
     """The official 340 x 68 INbreast branch (``inbreast_net.py``), on ``(N, C, 340, 68)`` strips.
 
     Returns (forward):
@@ -129,7 +137,7 @@ class INbreast340x68Branch(nn.Module):
 
 
 def build_branch(arch: str, in_channels: int, long: int, short: int, embed: int = 64,
-                 widths: Sequence[int] = (16, 32, 32)) -> nn.Module:
+                 widths: Sequence[int] = (16, 32, 32)) -> StripBranch:
     """A strip branch of ``arch`` (see the module docstring).
 
     Raises:
@@ -170,7 +178,7 @@ class CrossoverNet(nn.Module):
         super().__init__()
         self.shared = bool(shared)
         self.branch_v = build_branch(arch, in_channels, long, short, embed, widths)
-        self.branch_h: nn.Module | None = None if shared else build_branch(arch, in_channels, long, short, embed,
+        self.branch_h: StripBranch | None = None if shared else build_branch(arch, in_channels, long, short, embed,
                                                                            widths)
         width = int(self.branch_v.out_features)
         self.out = nn.Linear(2 * width, num_classes)

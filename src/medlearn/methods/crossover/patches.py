@@ -39,7 +39,7 @@ PAD_MODES = ("reflect", "edge", "zeros")
 
 
 def patch_offsets(size: int, device: torch.device | None = None) -> torch.Tensor:
-    """Offsets of a patch side from its centre: ``-(size // 2) .. size - size // 2 - 1`` (centre at index ``size // 2``)."""
+    """Offsets of a patch side from its centre: ``-(size // 2) .. size - size // 2 - 1`` (centre at ``size // 2``)."""
     return torch.arange(size, device=device) - size // 2
 
 
@@ -87,9 +87,11 @@ def map_indices(idx: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, tor
     return idx.clamp(0, n - 1), (inside if mode == "zeros" else None)
 
 
-def _gather(images: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pad_mode: str) -> torch.Tensor:
+def _gather(images: torch.Tensor, b: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+            pad_mode: str) -> torch.Tensor:
     """``images[b, :, rows, cols]`` with broadcast ``rows`` / ``cols`` of shape ``(N, P, Q)``, out-of-range
-    indices mapped by ``pad_mode``; returns ``(N, C, P, Q)``."""
+    indices mapped by ``pad_mode``; returns ``(N, C, P, Q)``.
+    """
     h, w = images.shape[-2:]
     r, vr = map_indices(rows, h, pad_mode)
     c, vc = map_indices(cols, w, pad_mode)
