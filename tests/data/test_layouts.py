@@ -34,6 +34,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "brats": dict(n_cases=2, size=16, seed=1),
     "headct": dict(n_volumes=6, size=16, seed=1),
     "asoct": dict(n_scans=4, width=64, height=32, images_per_patient=2, table_format="csv", seed=1),
+    "kits19": dict(n_cases=2, n_unlabelled=0, n_slices=6, size=32, seed=1),
+    "acdc": dict(n_patients=2, n_slices=3, size=32, seed=1),
+    "inbreast": dict(n_images=3, height=64, width=64, p_mass=1.0, seed=1),
 }
 #: What "auto" resolves each writer's output to: (kind, layout). The head CT phantom is a manifest
 #: to "auto" (its explicit layout "headct" only changes the default class order).
@@ -43,6 +46,9 @@ AUTO: dict[str, tuple[str, str]] = {
     "brats": ("volume", "brats"),
     "headct": ("volume", "manifest"),
     "asoct": ("asoct", "age"),
+    "kits19": ("segmentation2d", "kits19"),
+    "acdc": ("segmentation2d", "acdc"),
+    "inbreast": ("segmentation2d", "inbreast"),
 }
 
 
@@ -191,7 +197,8 @@ def test_radiograph_multilabel_needs_a_labelled_layout(written: dict[str, Path])
 DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
 GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
-           "radiograph", "records", "sampling", "segmentation2d", "tables", "volume_preprocess", "volumes"}
+           "radiograph", "records", "sampling", "segmentation2d", "tables", "volume_preprocess", "volume_slices",
+           "volumes"}
 
 
 def _imports(path: Path) -> set[str]:

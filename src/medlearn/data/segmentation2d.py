@@ -326,7 +326,10 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
 
     Args:
         root: dataset folder (or the table itself).
-        layout: ``"auto"`` or a ``segmentation2d`` layout (``"mask-table"``).
+        layout: ``"auto"`` or a ``segmentation2d`` layout (``"mask-table"``, ``"kits19"``, ``"acdc"``,
+            ``"inbreast"`` ...).
+        layout_options: options of the layout's reader (e.g. KiTS19's ``hu_window``, ``roi_size``);
+            see each layout module.
         table: ``mask-table``: the table, relative to ``root`` (or absolute).
         image_col: ``mask-table``: image column.
         mask_col: ``mask-table``: mask column.
@@ -367,6 +370,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         self,
         root: str,
         layout: str = "auto",
+        layout_options: dict[str, Any] | None = None,
         table: str = "masks.csv",
         image_col: str = "image",
         mask_col: str = "mask",
@@ -426,7 +430,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         """The layout ``"auto"`` resolves to (or the one given)."""
         if self.hparams.layout != "auto":
             return self.hparams.layout
-        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table).name
+        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table,
+                             **(self.hparams.layout_options or {})).name
 
     @property
     def label_values(self) -> list[int]:
@@ -450,7 +455,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         h = self.hparams
         found = get_layout(self.resolved_layout, KIND).read(
             self.root, table=h.table, image_col=h.image_col, mask_col=h.mask_col, group_col=h.group_col,
-            split_col=h.split_col, domain_col=h.domain_col)
+            split_col=h.split_col, domain_col=h.domain_col, **(h.layout_options or {}))
         records = found.records
         if h.domains is not None:
             keep = {str(d) for d in h.domains}
