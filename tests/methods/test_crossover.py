@@ -181,3 +181,31 @@ def test_paper_scale_forward_of_the_official_nets():
         with torch.no_grad():
             assert model(torch.rand(shape)).shape == (1, 2)
         assert model.loss_fn.overlap == [7, 8, 9, 10] if arch == "hv100x20" else len(model.loss_fn.nonoverlap) == 14
+
+
+@pytest.mark.parametrize("config,synth,params,profile", [
+    ("kits19.yaml", "kits19", 364_458, 19), ("acdc.yaml", "acdc", 364_458, 19),
+    ("inbreast.yaml", "inbreast", 705_098, 35)])
+def test_paper_scale_configs_build_the_official_nets_on_their_layouts(config, synth, params, profile, tmp_path):
+    from medlearn.engine.config import instantiate_class, load_config
+    from medlearn.engine.contract import training_step_problems
+    from medlearn.synth import get_synth
+
+    small = {"kits19": dict(n_cases=3, n_unlabelled=0, size=48), "acdc": dict(n_patients=3, size=48),
+             "inbreast": dict(n_images=6, p_mass=1.0)}[synth]
+    root = get_synth(synth)(tmp_path / synth, seed=0, **small)
+    cfg = load_config(config_dir("crossover") / config, {
+        "data.init_args.root": str(root), "data.init_args.image_size": 40, "data.init_args.batch_size": 2,
+        "data.init_args.num_workers": 0, "model.init_args.centres_per_image": 6, "model.init_args.eval_stride": 8})
+    cfg["data"]["init_args"]["layout_options"]["roi_size"] = 64
+    cfg["data"]["init_args"]["layout_options"].pop("roi_margin", None)
+    model, dm = instantiate_class(cfg["model"]), instantiate_class(cfg["data"])
+    assert sum(p.numel() for p in model.parameters()) == params and model.net.profile_length == profile
+    assert model.hparams.loss == "code" and model.hparams.lr == 1e-4 and model.hparams.patch_batch == 200
+    dm.setup("fit")
+    model.receive_data(dm.data_info())
+    batch = next(iter(dm.train_dataloader()))
+    assert not training_step_problems(model, batch)
+    model.eval()
+    seg = model.segment(batch["image"][:1])
+    assert seg.shape == (1, 1, 40, 40)
