@@ -190,13 +190,8 @@ class CrossoverNet(nn.Module):
 
     def forward(self, v: torch.Tensor, ht: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits and both profiles."""
-        if self.branch_h is None:  # shared weights: one pass over both arms
-            e, p = self.branch_v(torch.cat([v, ht]))
-            ev, eh = e.split(v.shape[0])
-            pv, ph = p.split(v.shape[0])
-        else:
-            ev, pv = self.branch_v(v)
-            eh, ph = self.branch_h(ht)
+        ev, pv = self.branch_v(v)
+        eh, ph = (self.branch_h or self.branch_v)(ht)  # shared weights: the same branch on both arms
         return self.out(torch.relu(torch.cat([ev, eh], dim=1))), pv, ph
 
 
