@@ -228,6 +228,7 @@ class ImageMaskDataset(Dataset):
     def _image(self, i: int) -> torch.Tensor:
         """The resized image; call after :meth:`_mask` (whose stored size it is checked against)."""
         if self._images is not None and self._images.has(i):
+            self._pending.pop(i, None)
             return self._images.get(i)
         rec = self.records[i]
         if isinstance(rec, DecodedMaskedImage):
