@@ -15,7 +15,13 @@ What is compared (``medlearn.runtime`` holds the policy):
   GNU OpenMP then holds exactly the settings it had with nothing set (``OMP_DISPLAY_ENV=VERBOSE``
   prints the same; the section records the spin count each side's children read).
 * **new default**: ``medlearn.runtime.default_threads()`` threads (``MEDLEARN_THREADS``, else
-  ``min(2, usable cores)``) with the wait policy ``import medlearn`` sets (``OMP_WAIT_POLICY=PASSIVE``).
+  ``min(2, usable cores)``) with the wait policy ``import medlearn`` chooses from the load it
+  measures when it starts: OpenMP's default (spinning) on free cores, ``OMP_WAIT_POLICY=PASSIVE``
+  when a core is busy. The epoch runs start each child on the machine state they are timed in, so
+  the child decides for itself (its decision is recorded); the timed steps' children all start
+  before the busy core is switched on, so there the loaded configuration is given the choice
+  ``import medlearn`` makes on a busy core (``OMP_WAIT_POLICY=PASSIVE``), and the old default's row
+  shows what happens when the load only arrives after the start.
 * **1 thread**, for reference (no OpenMP worker thread to wait), and with ``--spins`` the demo
   step on 2 threads at other GNU OpenMP spin counts (between passive, 0, and the default, 300,000).
 
@@ -84,6 +90,8 @@ R18_STEP = {**DEMO_STEP, "backbone": "resnet18", "size": 64, "batch": 32}
 #: children's OpenMP environment (None: removed before the child starts)
 ENV_OLD: dict[str, str | None] = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "300000"}
 ENV_NEW: dict[str, str | None] = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+#: what ``import medlearn`` chooses with a core busy at its start (see the module docstring)
+ENV_NEW_BUSY: dict[str, str | None] = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}
 
 
 # -- the background load ------------------------------------------------------------------------
@@ -200,8 +208,10 @@ def demo_epochs(root: str, run_dir: str, epochs: int) -> dict[str, Any]:
     trainer.fit(model, datamodule=dm)
     import torch
 
+    from medlearn.runtime import openmp_decision
+
     return {"epoch_s": timer.seconds, "steps_per_epoch": int(trainer.num_training_batches),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "decision": openmp_decision()}
 
 
 # -- the plan (parent) ------------------------------------------------------------------------------
@@ -217,13 +227,19 @@ class Setting:
     label: str
     threads: int
     env: dict[str, str | None]
+    env_loaded: dict[str, str | None] | None = None  # the timed steps' loaded child, when it differs
+
+    def env_for(self, machine: str) -> dict[str, str | None]:
+        """The environment of this setting's timed-step child on ``machine``."""
+        return self.env_loaded if machine == "loaded" and self.env_loaded is not None else self.env
 
 
 def settings(old_threads: int, new_threads: int, spins: list[int]) -> list[Setting]:
     """1 thread, the old default, the new default, and 2-thread runs at the given GNU OpenMP spin counts."""
     out = [Setting("1thread", "1 thread (reference)", 1, ENV_NEW),
            Setting("old", f"old default: {old_threads} threads, OpenMP default wait", old_threads, ENV_OLD),
-           Setting("new", f"new default: {new_threads} threads, passive wait", new_threads, ENV_NEW)]
+           Setting("new", f"new default: {new_threads} threads, wait chosen from the load at start", new_threads,
+                   ENV_NEW, ENV_NEW_BUSY)]
     out += [Setting(f"spin{n}", f"{new_threads} threads, GOMP_SPINCOUNT={n}", new_threads,
                     {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(n)}) for n in spins]
     return out
@@ -231,14 +247,14 @@ def settings(old_threads: int, new_threads: int, spins: list[int]) -> list[Setti
 
 def plan(step: str, spec: dict[str, Any], sets: list[Setting]) -> tuple[list[BenchConfig], list[Comparison]]:
     """One configuration per (machine, setting) for ``spec``, and the comparisons read from them."""
-    configs = [BenchConfig(f"{step}-{m}-{st.key}", make_c2l_step, spec, threads=st.threads, env=st.env)
+    configs = [BenchConfig(f"{step}-{m}-{st.key}", make_c2l_step, spec, threads=st.threads, env=st.env_for(m))
                for m in MACHINES for st in sets]
     new, old = "new default", "old default"
     comps = []
     for m in MACHINES:
         comps += [
             Comparison(f"{step}, {MACHINE_LABEL[m]}: new vs old default", f"{step}-{m}-new", f"{step}-{m}-old",
-                       "what passive waiting costs (idle) or saves (busy)", new, old),
+                       "~1 idle: the same spinning; < 1 busy: passive wait", new, old),
             Comparison(f"{step}, {MACHINE_LABEL[m]}: new default vs 1 thread", f"{step}-{m}-new",
                        f"{step}-{m}-1thread", "what the second thread gives", new, "1 thread"),
         ]
@@ -313,9 +329,14 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
     lines += [
         f"Old default: `min(2, os.cpu_count())` = {old_threads} torch threads with OpenMP's own wait policy "
         f"(GNU OpenMP spins about 3 ms before sleeping; the children read GOMP_SPINCOUNT={spin['old']}). New "
-        "default: `medlearn.runtime.default_threads()` threads with `OMP_WAIT_POLICY=PASSIVE` as `import "
-        f"medlearn` sets it (the children read GOMP_SPINCOUNT={spin['new']}; a process that imports torch "
-        f"before medlearn reads {spin['torch_first']}: OpenMP reads its environment when torch loads it). One "
+        "default: `medlearn.runtime.default_threads()` threads; `import medlearn` measures the load on its "
+        "cores (0.1 s of `/proc/stat`) and sets `OMP_WAIT_POLICY=PASSIVE` only when a core is busy (the "
+        f"passive children read GOMP_SPINCOUNT={spin['new']}; a process that imports torch before medlearn "
+        f"reads {spin['torch_first']}: OpenMP reads its environment when torch loads it). The timed steps' "
+        "children all start on idle cores, so the loaded new-default child is given the passive policy "
+        "`import medlearn` chooses on a busy core; the old default's loaded row is also what the new default "
+        "does when the load arrives after its start. The epoch runs start each child on the state they are "
+        "timed in, and the child decides for itself (decisions listed under the table). One "
         "core busy: a separate `while True: pass` process, running only during the loaded configurations' "
         "repeats. Every configuration runs in its own `spawn` child started with its OpenMP environment. "
         "Steps: `C2L.training_step` + backward + SGD + teacher EMA, no Trainer (as in the C2L section); "
@@ -336,7 +357,11 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
                   f"{n_images} synthetic radiographs (the demo's set); seconds of the last epoch, median over runs "
                   "(each run a fresh process; the order of the runs reversed every other round):", "", table, "",
                   f"Last epoch, new / old default: idle **{ratio['idle']:.2f}**, one core busy "
-                  f"**{ratio['loaded']:.2f}**."]
+                  f"**{ratio['loaded']:.2f}**.", "",
+                  "What `import medlearn` chose in the new default's epoch runs: "
+                  + "; ".join(f"{MACHINE_LABEL[m]}: " + ", ".join(sorted({r.get('decision', '?').split(':')[0]
+                                                                         for r in epochs[f'{m}-new']}))
+                              for m in MACHINES) + "."]
     return "\n".join(lines)
 
 
@@ -361,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     others = OtherLoad()
     machine = machine_info()
-    spin = {"old": openmp_spincount(ENV_OLD), "new": openmp_spincount(ENV_NEW),
+    spin = {"old": openmp_spincount(ENV_OLD), "new": openmp_spincount(ENV_NEW_BUSY),
             "torch_first": openmp_spincount(ENV_NEW, "import torch, medlearn")}
     print(f"[bench] GNU OpenMP spin count in the children: {spin}", file=sys.stderr, flush=True)
     base = settings(old_threads, new_threads, [])

@@ -30,15 +30,61 @@ def _python(code: str, **env: str | None) -> subprocess.CompletedProcess[str]:
 
 
 # -- the OpenMP wait policy ----------------------------------------------------------------------
-def test_import_medlearn_sets_passive_wait_policy_in_a_fresh_interpreter() -> None:
-    out = _python("import medlearn, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
+@pytest.fixture
+def busy_core():
+    """Another process keeping a core busy (as another user's job would)."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.5)  # scheduled before the child under test measures the load
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_import_medlearn_sets_passive_wait_when_a_core_is_busy(busy_core) -> None:
+    out = _python("import medlearn, os, sys; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)",
+                  MEDLEARN_THREADS="2")
     assert out.stdout.split() == ["PASSIVE", "False"]  # set, and without loading torch
     assert "RuntimeWarning" not in out.stderr
 
 
-def test_users_own_wait_policy_is_kept() -> None:
-    out = _python("import medlearn, os; print(os.environ['OMP_WAIT_POLICY'])", OMP_WAIT_POLICY="ACTIVE")
+def test_one_thread_never_needs_passive_wait() -> None:
+    out = _python("import medlearn, os; from medlearn.runtime import openmp_decision as d; "
+                  "print(os.environ.get('OMP_WAIT_POLICY'), '|', d())", MEDLEARN_THREADS="1")
+    assert out.stdout.startswith("None |") and "1 thread(s)" in out.stdout
+
+
+def test_users_own_wait_policy_is_kept(busy_core) -> None:
+    out = _python("import medlearn, os; print(os.environ['OMP_WAIT_POLICY'])", OMP_WAIT_POLICY="ACTIVE",
+                  MEDLEARN_THREADS="2")
     assert out.stdout.strip() == "ACTIVE"
+    out = _python("import medlearn, os; print(os.environ.get('OMP_WAIT_POLICY'))", GOMP_SPINCOUNT="300000",
+                  MEDLEARN_THREADS="2")
+    assert out.stdout.strip() == "None"  # an explicit spin count is a choice too
+
+
+def test_the_decision_from_free_cores() -> None:
+    assert rt.wants_passive_wait(2, 2, 0.0) is False  # idle: spinning is the fast choice
+    assert rt.wants_passive_wait(2, 2, 0.2) is False  # noise of a short reading
+    assert rt.wants_passive_wait(2, 2, 0.9) is True  # a core taken
+    assert rt.wants_passive_wait(2, 8, 5.0) is False  # 3 free cores for 2 threads
+    assert rt.wants_passive_wait(2, 8, 6.5) is True
+    assert rt.wants_passive_wait(2, 2, None) is True  # unknown: the safe side
+    assert rt.wants_passive_wait(1, 2, 2.0) is False  # one thread waits for nobody
+
+
+def test_busy_cores_from_proc_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "stat"
+    lines = iter([
+        "cpu  0 0 0 0\ncpu0 100 0 0 900 0 0 0 0\ncpu1 100 0 0 900 0 0 0 0\n",
+        "cpu  0 0 0 0\ncpu0 190 0 0 910 0 0 0 0\ncpu1 105 0 5 990 0 0 0 0\n",  # cpu0 busy 90 %, cpu1 10 %
+    ])
+    monkeypatch.setattr(rt, "_read", lambda path: next(lines))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert rt.busy_cores(0.0, stat) == pytest.approx(2 * 100 / 200)
+    monkeypatch.setattr(rt, "_read", lambda path: None)
+    assert rt.busy_cores(0.0, stat) is None
 
 
 def _spincount(stderr: str) -> str:
@@ -49,8 +95,8 @@ def _spincount(stderr: str) -> str:
     pytest.skip("torch's OpenMP runtime is not GNU OpenMP (no GOMP_SPINCOUNT in OMP_DISPLAY_ENV)")
 
 
-def test_policy_reaches_openmp_when_medlearn_is_imported_first() -> None:
-    out = _python("import medlearn, torch; torch.ones(1)", OMP_DISPLAY_ENV="VERBOSE")
+def test_policy_reaches_openmp_when_medlearn_is_imported_first(busy_core) -> None:
+    out = _python("import medlearn, torch; torch.ones(1)", OMP_DISPLAY_ENV="VERBOSE", MEDLEARN_THREADS="2")
     assert _spincount(out.stderr) == "0"  # passive: sleep at once instead of spinning
 
 
@@ -67,15 +113,21 @@ def test_torch_imported_first_with_users_policy_does_not_warn() -> None:
     assert "RuntimeWarning" not in out.stderr
 
 
-def test_configure_openmp_uses_setdefault(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configure_openmp_follows_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rt, "_warned", True)  # torch may be loaded in this process; the warning is tested above
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("MEDLEARN_THREADS", "2")
+    monkeypatch.setattr(rt, "usable_cores", lambda: 2)
+    monkeypatch.setattr(rt, "busy_cores", lambda: 0.0)
+    assert rt.configure_openmp() == {} and "OMP_WAIT_POLICY" not in os.environ
+    assert rt.openmp_decision().startswith("OpenMP default wait")
+    monkeypatch.setattr(rt, "busy_cores", lambda: 1.0)
     assert rt.configure_openmp() == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert rt.configure_openmp() == {}
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and "1.00 busy" in rt.openmp_decision()
+    assert rt.configure_openmp() == {}  # set once: the user's (or an earlier) choice stays
     monkeypatch.setenv("OMP_WAIT_POLICY", "active")
-    assert rt.configure_openmp() == {}
-    assert os.environ["OMP_WAIT_POLICY"] == "active"
+    assert rt.configure_openmp() == {} and os.environ["OMP_WAIT_POLICY"] == "active"
 
 
 def test_configure_openmp_warns_when_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,40 +3,42 @@
 This module owns two decisions that every medlearn entry point (the ``medlearn`` command, the demo
 and reproduction recipes, the tests, the benchmarks) shares:
 
-* **OpenMP threads wait passively** (``OMP_WAIT_POLICY=PASSIVE``). After each parallel region,
-  torch's OpenMP threads otherwise spin on their core for a while (GNU OpenMP, which the PyPI
-  torch wheels bundle: 300,000 spins, about 3 ms) waiting for the next region. On idle cores that
-  saves a wake-up per region; when another process holds one of the cores, a spinning thread burns
-  the time its partner needs, and every region waits for the thread that has no core. With one of
-  two cores busy, ``medlearn demo c2l`` once took about 100 s per pretraining epoch instead of
-  about 2 s, and a small CNN step 217 ms on 2 threads against 33 ms on 1 thread and 36 ms on 2
-  threads with ``OMP_WAIT_POLICY=PASSIVE``.
+* **OpenMP threads wait passively when the cores are shared** (``OMP_WAIT_POLICY=PASSIVE``).
+  After each parallel region, torch's OpenMP threads otherwise spin on their core for a while (GNU
+  OpenMP, which the PyPI torch wheels bundle: 300,000 spins, about 3 ms) waiting for the next
+  region. On idle cores that saves a wake-up per region; when another process holds one of the
+  cores, a spinning thread burns the time its partner needs, and every region waits for the thread
+  that has no core. With one of two cores busy, ``medlearn demo c2l`` once took about 100 s per
+  pretraining epoch instead of about 2 s.
 
-  Passive waiting is not free. ``benchmarks/bench_threads.py`` (``docs/benchmarks.md``, section
-  "Threads"; 2-core VM, nothing else running) measured, new / old default: the C2L demo step
-  0.45x with one core busy but 1.97x on idle cores (178 vs 395 ms, 252 vs 128 ms), a demo
-  pretraining epoch 0.56x busy and 1.98x idle (3.3 vs 6.0 s, 4.0 vs 2.0 s), a ResNet-18 C2L step
-  0.60x busy and 1.29x idle. medlearn takes the bounded slowdown on idle cores over the unbounded
-  one on shared machines (3x to 50x above). No spin count in between serves both: 10,000 spins
-  keep the idle speed (1.14x) and lose the busy one (401 ms), 1,000 spins lose some of each.
-
-  On a machine of your own, set ``GOMP_SPINCOUNT=300000`` (GNU OpenMP: the old behaviour exactly;
-  an explicit spin count overrides the wait policy) or ``OMP_WAIT_POLICY=ACTIVE``.
+  Neither policy serves both cases. ``benchmarks/bench_threads.py`` (``docs/benchmarks.md``,
+  section "Threads"; 2-core VM) measured the C2L demo step at 128 ms spinning and 252 ms passive on
+  idle cores, but 395 ms spinning and 178 ms passive with one core busy (a demo pretraining epoch:
+  2.0 vs 4.0 s idle, 6.0 vs 3.3 s busy); no spin count in between keeps both. So
+  :func:`configure_openmp` decides when medlearn is imported: it measures how many of the cores
+  this process may use are busy with other processes (:func:`busy_cores`, 0.1 s of
+  ``/proc/stat``) and sets ``OMP_WAIT_POLICY=PASSIVE`` when fewer are free than the threads it will
+  run (:func:`wants_passive_wait`), or when it cannot tell; on free cores OpenMP keeps its own
+  default. The policy only changes speed, never results (the thread count, which does change float
+  sums, does not depend on the load). What it cannot see is load that starts after the process
+  did: on a machine other jobs come and go on, set ``OMP_WAIT_POLICY=PASSIVE`` yourself; on a
+  machine of your own, ``OMP_WAIT_POLICY=ACTIVE``. A user's ``OMP_WAIT_POLICY`` or
+  ``GOMP_SPINCOUNT`` always wins.
 * **Threads per process**: ``MEDLEARN_THREADS`` if set, else ``min(2, usable_cores())``: the
   cores this process may run on (CPU affinity, capped by a cgroup CPU quota), not the machine's.
 
 OpenMP reads its environment once, when its runtime is loaded, and torch loads it at
 ``import torch``; setting ``os.environ`` afterwards changes nothing in this process (only in its
 children). ``import medlearn`` therefore applies the policy (:func:`configure_openmp`, called from
-``medlearn/__init__.py``), and this module never imports torch at import time. A user's own
-``OMP_WAIT_POLICY`` always wins. If torch was imported before medlearn and no policy was set, the
-policy cannot take effect in this process and a :class:`RuntimeWarning` says so (once).
+``medlearn/__init__.py``), and this module never imports torch at import time. If torch was
+imported before medlearn and the passive policy was wanted, it cannot take effect in this process
+and a :class:`RuntimeWarning` says so (once).
 
 Intel/LLVM OpenMP builds of torch read the same variable: ``PASSIVE`` sets their block time to 0
 unless ``KMP_BLOCKTIME`` is set, so no ``KMP_*`` setting is needed.
 
 Example:
-    >>> import medlearn  # first: sets OMP_WAIT_POLICY=PASSIVE unless the user set it
+    >>> import medlearn  # first: sets OMP_WAIT_POLICY=PASSIVE on busy cores, unless the user set a policy
     >>> import torch
     >>> from medlearn.runtime import default_threads, set_cpu_threads
     >>> set_cpu_threads() == default_threads()
@@ -53,35 +55,122 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["OPENMP_ENV", "DEFAULT_MAX_THREADS", "configure_openmp", "usable_cores", "cgroup_cpu_limit",
-           "default_threads", "set_cpu_threads"]
+           "default_threads", "set_cpu_threads", "busy_cores", "wants_passive_wait", "openmp_decision"]
 
-#: Environment medlearn sets for OpenMP (with ``setdefault``: a user's value wins).
+#: Environment medlearn sets for OpenMP when the cores are shared (a user's value wins).
 OPENMP_ENV: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Variables by which a user has chosen the wait behaviour already.
+_USER_WAIT = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
-#: Most threads the default picks. Measured on 2 cores only, with passive waiting the second thread
-#: gives no consistent gain (against 1 thread: C2L demo step 1.25x idle, 0.82x with a core busy;
-#: ResNet-18 step 0.84x idle, 1.25x busy); 2 stays, so the documented reproductions keep their
-#: arithmetic (float sums depend on the thread count). More threads are not measured.
+#: Most threads the default picks. On 2 idle cores the second (spinning) thread makes the C2L demo
+#: step 1.6x faster than 1 thread (128 vs 202 ms); with a core busy and passive waiting it still
+#: helps a little (178 vs 216 ms). 2 also keeps the documented reproductions' arithmetic (float sums
+#: depend on the thread count). More threads are not measured here.
 DEFAULT_MAX_THREADS = 2
 
 _warned = False
+_decision = "not decided"
 
 
-def configure_openmp(env: Mapping[str, str] = OPENMP_ENV) -> dict[str, str]:
-    """Set the OpenMP environment medlearn runs with, unless already set; returns what was set.
+def _cpu_times(cpus: set[int] | None, stat: Path) -> tuple[float, float] | None:
+    """(busy, total) jiffies of ``cpus`` (all when ``None``) from ``/proc/stat``; ``None`` if unreadable."""
+    text = _read(stat)
+    if text is None:
+        return None
+    busy = total = 0.0
+    seen = False
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu" or not name[3:].isdigit():
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        f = [float(x) for x in rest.split()]
+        if len(f) < 4:
+            continue
+        idle = f[3] + (f[4] if len(f) > 4 else 0.0)  # idle + iowait
+        busy += sum(f[:8]) - idle  # user nice system idle iowait irq softirq steal
+        total += sum(f[:8])
+        seen = True
+    return (busy, total) if seen else None
 
-    Must run before torch is imported to act on this process (``import medlearn`` does it); child
-    processes started later inherit it either way. If torch is already imported and a variable was
-    not set before, a :class:`RuntimeWarning` says that this process keeps OpenMP's default (once
-    per process).
 
-    Args:
-        env: variables and values (default :data:`OPENMP_ENV`).
+def busy_cores(sample_s: float = 0.1, stat: str | Path = "/proc/stat") -> float | None:
+    """How many of the cores this process may run on other processes keep busy right now.
+
+    Two readings of ``/proc/stat`` ``sample_s`` apart, over the CPUs of this process's affinity; this
+    process sleeps in between, so all busy time is someone else's (steal time, another VM's use of
+    the host, counts as busy). ``None`` where ``/proc/stat`` is missing.
+    """
+    try:
+        cpus: set[int] | None = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = None
+    path = Path(stat)
+    first = _cpu_times(cpus, path)
+    if first is None:
+        return None
+    import time
+
+    time.sleep(sample_s)
+    second = _cpu_times(cpus, path)
+    if second is None or second[1] <= first[1]:
+        return None
+    n = len(cpus) if cpus is not None else (os.cpu_count() or 1)
+    return n * (second[0] - first[0]) / (second[1] - first[1])
+
+
+def wants_passive_wait(threads: int, cores: int, busy: float | None) -> bool:
+    """Whether threads should wait passively: the free cores (``cores - busy``) do not hold the
+    ``threads`` that will run (with a quarter core of slack for the noise of a 0.1 s reading), or the
+    load is unknown. One thread never waits for a partner, so it never needs to.
+    """
+    if threads <= 1:
+        return False
+    if busy is None:
+        return True
+    return cores - busy < threads - 0.25
+
+
+def openmp_decision() -> str:
+    """What :func:`configure_openmp` decided in this process, and why (for logs and benchmarks)."""
+    return _decision
+
+
+def configure_openmp(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Set the OpenMP environment medlearn runs with; returns what was set.
+
+    With ``env`` ``None`` (what ``import medlearn`` does): nothing when the user chose a wait
+    behaviour (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``), else :data:`OPENMP_ENV` when
+    :func:`wants_passive_wait` (the cores are shared, see the module docstring). With ``env``: those
+    variables, each unless already set.
+
+    Must run before torch is imported to act on this process; child processes started later inherit
+    it either way. If torch is already imported and a variable had to be set, a
+    :class:`RuntimeWarning` says that this process keeps OpenMP's default (once per process).
 
     Returns:
-        The variables this call set (empty when the user, or an earlier call, set them all).
+        The variables this call set.
     """
-    global _warned
+    global _warned, _decision
+    if env is None:
+        user = [k for k in _USER_WAIT if k in os.environ]
+        if user:
+            _decision = f"left to the user ({', '.join(f'{k}={os.environ[k]}' for k in user)})"
+            return {}
+        try:
+            threads = default_threads()
+        except ValueError:
+            threads = DEFAULT_MAX_THREADS  # the malformed variable is reported where threads are set
+        cores = usable_cores()
+        busy = busy_cores() if threads > 1 else None
+        if not wants_passive_wait(threads, cores, busy):
+            _decision = (f"OpenMP default wait: {threads} thread(s) on {cores} usable core(s)"
+                         + (f", {busy:.2f} busy with other processes" if busy is not None else ""))
+            return {}
+        _decision = (f"OMP_WAIT_POLICY=PASSIVE: {threads} threads on {cores} usable core(s), "
+                     + (f"{busy:.2f} busy with other processes" if busy is not None else "load unknown"))
+        env = OPENMP_ENV
     applied = {k: v for k, v in env.items() if k not in os.environ}
     for k, v in applied.items():
         os.environ[k] = v
