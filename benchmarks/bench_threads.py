@@ -18,8 +18,9 @@ What is compared (``medlearn.runtime`` holds the policy):
   ``min(2, usable cores)``) with the wait policy ``import medlearn`` chooses from the load it
   measures when it starts: OpenMP's default (spinning) on free cores, ``OMP_WAIT_POLICY=PASSIVE``
   when a core is busy. The epoch runs start each child on the machine state they are timed in, so
-  the child decides for itself (its decision is recorded); the timed steps' children all start
-  before the busy core is switched on, so there the loaded configuration is given the choice
+  the child decides for itself (its decision is recorded); the timed steps' children start one
+  after another on idle cores (each decides for itself; the section lists what they chose), before
+  the busy core is switched on, so there the loaded configuration is given the choice
   ``import medlearn`` makes on a busy core (``OMP_WAIT_POLICY=PASSIVE``), and the old default's row
   shows what happens when the load only arrives after the start.
 * **1 thread**, for reference (no OpenMP worker thread to wait), and with ``--spins`` the demo
@@ -324,6 +325,10 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
     other = meta.get("other_cores")
     load = (f"other processes used {other:.2f} cores on average during the run (`/proc/stat` busy time "
             "minus this run's own)" if other is not None else "")
+    step_choice = "; ".join(
+        f"{step}: " + (results.get(f"{step}-idle-new", {}).get("env") or {}).get("OMP_WAIT_POLICY",
+                                                                                 "OpenMP default wait")
+        for step in step_sets)
     if load or note:
         lines += ["Background load: " + "; ".join(x for x in (load, note) if x) + ".", ""]
     lines += [
@@ -333,7 +338,8 @@ def render(meta: dict[str, Any], results: dict[str, Any], rows: list[dict[str, A
         "cores (0.1 s of `/proc/stat`) and sets `OMP_WAIT_POLICY=PASSIVE` only when a core is busy (the "
         f"passive children read GOMP_SPINCOUNT={spin['new']}; a process that imports torch before medlearn "
         f"reads {spin['torch_first']}: OpenMP reads its environment when torch loads it). The timed steps' "
-        "children all start on idle cores, so the loaded new-default child is given the passive policy "
+        "children start one after another on idle cores (the idle new-default child decides for itself: "
+        f"{step_choice}), so the loaded new-default child is given the passive policy "
         "`import medlearn` chooses on a busy core; the old default's loaded row is also what the new default "
         "does when the load arrives after its start. The epoch runs start each child on the state they are "
         "timed in, and the child decides for itself (decisions listed under the table). One "

@@ -352,8 +352,10 @@ def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, rep
                     ) -> dict[str, dict[str, Any]]:
     """Time every configuration in its own process, repeats interleaved across configurations.
 
-    All processes are started and built first (idle while the others run); then ``repeats`` rounds
-    each time every configuration once, the order reversed every other round (A B C, C B A, ...).
+    The processes are started and built one after another, each once the previous one is ready and
+    idle (so what a child measures of the machine as it starts, e.g. the load ``import medlearn``
+    reads to choose the OpenMP wait policy, is not the other children's start-up); then ``repeats``
+    rounds each time every configuration once, the order reversed every other round (A B C, C B A, ...).
 
     Args:
         configs: configurations (unique names).
@@ -384,8 +386,7 @@ def run_interleaved(configs: Sequence[BenchConfig], warmup: int, iters: int, rep
                 p.start()
             child.close()
             procs[c.name] = (p, parent)
-        for c in configs:
-            ready = _recv(procs[c.name][1], c.name)
+            ready = _recv(parent, c.name)
             out[c.name] = {"spec": c.spec, "device": c.device, **ready, "repeats": []}
             if verbose:
                 _log(f"[bench] ready {c.name}: threads={ready['threads']} baseline={ready['baseline_mb']:.0f} MiB")
