@@ -286,8 +286,9 @@ def table_from_results(run: dict[str, Any]) -> str:
     if "cross_loss" in arms and "unet" in arms and dice("cross_loss", "unet").verdict(0.01) == "not reproduced":
         tpf, hd = (float(np.mean(select(rows, k, arm="cross_loss"))) for k in ("tpf", "hd95"))
         u_hd = float(np.mean(select(rows, "hd95", arm="unet")))
-        lines.append(f"- Why we believe the U-Net wins here: Crossover-Net finds most tumour pixels (TPF {tpf:.3f}) but "
-                     f"its Dice is low because of false positives far from the tumours (HD95 {hd:.1f} px vs the "
+        lines.append("- Why we believe the U-Net wins here: Crossover-Net finds most tumour pixels "
+                     f"(TPF {tpf:.3f}) but its Dice is low because of false positives far from the tumours "
+                     f"(HD95 {hd:.1f} px vs the "
                      f"U-Net's {u_hd:.1f} px): the patch classifiers are trained on balanced inside / outside / band "
                      "centres for a few epochs while tumour is about 1 % of a test image's pixels (the imbalance the "
                      "spec warns about; no post-processing here, since 'largest component' would drop true blobs), "
