@@ -36,6 +36,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "asoct": dict(n_scans=4, width=64, height=32, images_per_patient=2, table_format="csv", seed=1),
     "fundus": dict(n_train=4, n_target=2, n_test=2, n_source_test=1, seed=1),
     "drishti": dict(n_train=2, n_test=2, size=32, seed=1),
+    "kits19": dict(n_cases=2, n_unlabelled=0, n_slices=6, size=32, seed=1),
+    "acdc": dict(n_patients=2, n_slices=3, size=32, seed=1),
+    "inbreast": dict(n_images=3, height=64, width=64, p_mass=1.0, seed=1),
 }
 #: What "auto" resolves each writer's output to: (kind, layout). The head CT phantom is a manifest
 #: to "auto" (its explicit layout "headct" only changes the default class order).
@@ -47,6 +50,9 @@ AUTO: dict[str, tuple[str, str]] = {
     "asoct": ("asoct", "age"),
     "fundus": ("segmentation2d", "refuge"),
     "drishti": ("segmentation2d", "drishti"),
+    "kits19": ("segmentation2d", "kits19"),
+    "acdc": ("segmentation2d", "acdc"),
+    "inbreast": ("segmentation2d", "inbreast"),
 }
 
 
@@ -196,6 +202,7 @@ DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
 GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
            "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain", "volume_preprocess",
+           "volume_slices",
            "volumes"}
 
 

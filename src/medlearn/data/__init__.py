@@ -3,13 +3,14 @@
 Importing this package registers every built-in layout (:mod:`medlearn.data.layouts`): each layout
 module registers itself at import, and all of them are imported here. Generic modules (records,
 tables, sampling, decode, volume_preprocess, layouts, info, datamodule and the DataModules) import
-no dataset module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest) import no
-other one. Every DataModule extends :class:`~medlearn.data.datamodule.SplitDataModule`, which owns
-the loaders, their seeds and the cache filling.
+no dataset module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest, kits19, acdc,
+inbreast) import no other one. Every DataModule extends :class:`~medlearn.data.datamodule.SplitDataModule`,
+which owns the loaders, their seeds and the cache filling.
 """
 
 from __future__ import annotations
 
+from medlearn.data.acdc import ACDC_LABEL_NAMES, ACDC_LABELS, read_acdc
 from medlearn.data.age_asoct import AGE_CLASSES, ASOCTDataModule, read_age
 from medlearn.data.augment import AugmentParams, ViewAugment, center_view
 from medlearn.data.brats import (
@@ -25,8 +26,10 @@ from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
 from medlearn.data.drishti import read_drishti
+from medlearn.data.inbreast import read_inbreast
 from medlearn.data.info import DataInfo
 from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
+from medlearn.data.kits19 import KITS19_LABEL_NAMES, KITS19_LABELS, read_kits19
 from medlearn.data.labelled2d import LabelledImageDataModule, LabelledImageDataset, read_image_table
 from medlearn.data.layouts import (
     Layout,
@@ -74,4 +77,6 @@ __all__ = [
     "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
     "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table", "SplitDataModule",
     "DiscROI", "detect_disc_centre", "REFUGE_VALUE_MAP", "read_refuge", "read_drishti",
+    "ACDC_LABELS", "ACDC_LABEL_NAMES", "read_acdc", "KITS19_LABELS", "KITS19_LABEL_NAMES", "read_kits19",
+    "read_inbreast",
 ]

@@ -4,8 +4,9 @@ This module owns the generic record types (:class:`ImageRecord` for radiographs,
 multi-hot labels; :class:`LabelledImage` for single-label 2D images), the image file suffixes
 medlearn accepts, and the helpers that find image files: a recursive listing of an unlabeled
 folder (:func:`list_image_files`) and the lookup of a table entry in an image folder
-(:func:`index_images`, :func:`resolve_image`); :class:`MaskedImage` for 2D images with a label mask;
-and for 3D data :class:`VolumeRecord` (a volume or
+(:func:`index_images`, :func:`resolve_image`); :class:`MaskedImage` for 2D images with a label mask
+(and :class:`DecodedMaskedImage` for a pair that its layout decodes itself: a slice of a volume, a
+DICOM with contour annotations); and for 3D data :class:`VolumeRecord` (a volume or
 co-registered modalities, with optional label and mask) and the NIfTI name helpers
 (:func:`is_nifti`, :func:`nifti_stem`). It knows no dataset: the layout readers
 (:mod:`medlearn.data.chestxray14`, :mod:`medlearn.data.isic2018` ...) build these records, and
@@ -27,6 +28,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageRecord",
     "LabelledImage",
+    "DecodedMaskedImage",
     "MaskSource",
     "MaskedImage",
     "VolumeRecord",
@@ -112,6 +114,33 @@ class MaskedImage:
     name: str
     split: str = ""
     domain: str = ""
+
+
+@dataclass
+class DecodedMaskedImage(MaskedImage):
+    """A 2D image and its mask that are not two plain 2D files, decoded by their layout.
+
+    A slice of a CT or MR volume (KiTS19, ACDC) or a mammogram whose mask is rasterised from contour
+    annotations (INbreast) is one such pair: ``path`` and ``mask`` name the files it is read from,
+    ``name`` the pair itself (``case_00000/slice_0123``). A layout module subclasses this record and
+    implements :meth:`read_pair`; :class:`~medlearn.data.segmentation2d.ImageMaskDataset` calls it
+    instead of decoding ``path`` and ``mask`` as 2D files, so these pairs go through the same 2D
+    segmentation path (resizing, label checks, cache, splits by ``group``). (A layout whose image is
+    a plain 2D file and only the mask needs decoding gives a :class:`MaskSource` as ``mask`` instead.)
+    """
+
+    mask: Path  # the file the mask is read from (never a MaskSource: read_pair decodes it)
+
+    def read_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """Decode the pair.
+
+        Returns:
+            ``(image (C, H, W) float32 in [0, 1], mask (H, W) int64 stored label values)``.
+
+        Raises:
+            DataError: naming the file and the pair when it cannot be decoded.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement read_pair")
 
 
 def list_image_files(root: str | Path) -> list[Path]:

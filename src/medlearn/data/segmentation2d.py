@@ -47,7 +47,7 @@ from medlearn.data.decode import ImageCache, load_image, load_mask, relabel_mask
 from medlearn.data.decode import image_size as header_size
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
-from medlearn.data.records import MaskedImage, MaskSource
+from medlearn.data.records import DecodedMaskedImage, MaskedImage, MaskSource
 from medlearn.data.roi import DiscROI, crop_pad, detect_disc_centre, mask_disc_centre
 from medlearn.data.sampling import stratified_group_split, subsample
 from medlearn.data.tables import SPLIT_NAMES, read_columns
@@ -165,8 +165,13 @@ class ImageMaskDataset(Dataset):
     """2D images and their label masks, resized to one size, decoded once into an in-memory cache.
 
     Items: ``{"image": (C, H, W) float32 in [0, 1], "seg": (1, H, W) int64, "name": str,
-    "domain": str}``, with ``roi`` also ``"roi": (4,) int64`` (the crop box ``y0, x0, y1, x1`` in
-    original pixels) and ``"orig_hw": (2,) int64``. The image is resized bilinearly with antialiasing
+    "domain": str, "orig_hw": (2,) int64}`` (``orig_hw``: the pair's stored ``(H, W)`` before cropping and
+    resizing, e.g. to write a predicted mask back at the input's size), with ``roi`` also ``"roi": (4,)
+    int64`` (the crop box ``y0, x0, y1, x1`` in original pixels). A
+    :class:`~medlearn.data.records.DecodedMaskedImage` record (a slice of a volume, a mammogram with
+    contour annotations) is decoded by its own ``read_pair`` instead of as two 2D files; a
+    :class:`~medlearn.data.records.MaskSource` mask (REFUGE, Drishti-GS) decodes itself.
+    The image is resized bilinearly with antialiasing
     (:func:`~medlearn.data.decode.resize_image`), the mask by nearest neighbour
     (:func:`~medlearn.data.decode.resize_mask`): mask values stay label values. With ``cache``
     images are kept as uint8 (quantised to 1/255, as for classification) and masks exactly (uint8
@@ -212,15 +217,23 @@ class ImageMaskDataset(Dataset):
             raise ValueError(f"roi_centre must be 'mask', 'table' or 'detector', got {self.roi_centre!r}")
         self._boxes = torch.zeros((n, 4), dtype=torch.int64)
         self._has_box = torch.zeros(n, dtype=torch.bool)
-        self._pending: dict[int, torch.Tensor] = {}  # full image decoded by the detector, for _image
+        # full-size images decoded early (with their masks by a DecodedMaskedImage, or for the disc
+        # detector), taken by _image
+        self._pending: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def _decode_mask(self, i: int) -> np.ndarray:
         rec = self.records[i]
-        raw = rec.mask.load() if isinstance(rec.mask, MaskSource) else load_mask(rec.mask)
-        mask = relabel_mask(raw, str(rec.mask), self.value_map, self.label_values)
+        if isinstance(rec, DecodedMaskedImage):  # decoded by its layout; the image is kept for _image
+            image, raw = rec.read_pair()
+            self._pending[i] = self._channels(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
+            where: str | Path = f"{rec.mask} ({rec.name})"
+        else:
+            raw = rec.mask.load() if isinstance(rec.mask, MaskSource) else load_mask(rec.mask)
+            where = str(rec.mask)
+        mask = relabel_mask(raw, where, self.value_map, self.label_values)
         self._mask_hw[i] = torch.tensor(mask.shape)
         return mask
 
@@ -241,8 +254,9 @@ class ImageMaskDataset(Dataset):
         elif self.roi_centre == "table":
             centre = self.roi.table_centre(rec.name, rec.path)
         if centre is None:  # "detector", or a mask without disc pixels
-            x = load_image(rec.path, self.channels)
-            self._pending[i] = x
+            x = self._pending.get(i)
+            if x is None:
+                x = self._pending[i] = self._full_image(i)
             centre = detect_disc_centre(x, self.roi.detector_sigma)
         self._boxes[i] = torch.tensor(self.roi.box(centre, hw))
         self._has_box[i] = True
@@ -260,13 +274,28 @@ class ImageMaskDataset(Dataset):
             self._mask_filled[i] = True
         return seg
 
+    def _channels(self, x: torch.Tensor) -> torch.Tensor:
+        """A layout-decoded ``(C, H, W)`` image with this dataset's channel count (mean to grey, grey to RGB)."""
+        if x.shape[0] == self.channels:
+            return x
+        return x.mean(dim=0, keepdim=True) if self.channels == 1 else x.expand(3, -1, -1).contiguous()
+
+    def _full_image(self, i: int) -> torch.Tensor:
+        """Image ``i`` at its stored size (decoded by its layout for a :class:`DecodedMaskedImage`)."""
+        rec = self.records[i]
+        if isinstance(rec, DecodedMaskedImage):
+            return self._channels(torch.from_numpy(np.ascontiguousarray(rec.read_pair()[0], dtype=np.float32)))
+        return load_image(rec.path, self.channels)
+
     def _image(self, i: int) -> torch.Tensor:
         """The resized image; call after :meth:`_mask` (whose stored size it is checked against)."""
         if self._images is not None and self._images.has(i):
+            self._pending.pop(i, None)
             return self._images.get(i)
         rec = self.records[i]
-        pending = self._pending.pop(i, None)
-        x = pending if pending is not None else load_image(rec.path, self.channels)
+        x = self._pending.pop(i, None)
+        if x is None:
+            x = self._full_image(i)
         hw = tuple(int(v) for v in self._mask_hw[i])
         if tuple(x.shape[1:]) != hw:
             raise DataError(rec.path, f"image is {x.shape[2]} x {x.shape[1]} but its mask {rec.mask} is "
@@ -283,10 +312,10 @@ class ImageMaskDataset(Dataset):
         index = range(len(self))[index]  # bounds check, negative indices
         seg = self._mask(index)
         rec = self.records[index]
-        item = {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain}
+        item = {"image": self._image(index), "seg": seg, "name": rec.name, "domain": rec.domain,
+                "orig_hw": self._mask_hw[index].clone()}
         if self.roi is not None:
             item["roi"] = self._boxes[index].clone()
-            item["orig_hw"] = self._mask_hw[index].clone()
         return item
 
     def fill_cache(self) -> None:
@@ -319,7 +348,18 @@ class ImageMaskDataset(Dataset):
                     self._masks[i] = resize_mask(crop, self.size).to(self._masks.dtype)
                     self._mask_filled[i] = True
                 found.update(int(v) for v in np.unique(mask))
-                w, h = header_size(rec.path)
+                if isinstance(rec, DecodedMaskedImage):  # decoded together: cache the image now, not twice
+                    image = self._pending.get(i)
+                    if image is None:  # the mask came from the cache: decode the pair again for the size
+                        self._decode_mask(i)
+                        image = self._pending[i]
+                    h, w = int(image.shape[1]), int(image.shape[2])
+                    if self._images is not None and not self._images.has(i) and (h, w) == mask.shape and (
+                            self.roi is None or bool(self._has_box[i])):
+                        self._image(i)
+                    self._pending.pop(i, None)
+                else:
+                    w, h = header_size(rec.path)
                 mh, mw = mask.shape
                 if (h, w) != (mh, mw):
                     problems.append(f"{rec.path}: image is {w} x {h} but its mask {rec.mask} is {mw} x {mh} "
@@ -338,7 +378,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
     """2D segmentation data: images with label masks, split by group, cached, in fixed-size batches.
 
     Batches: ``{"image": (B, C, H, W) float32 in [0, 1], "seg": (B, 1, H, W) int64 (label values),
-    "name": list[str], "domain": list[str]}``.
+    "name": list[str], "domain": list[str], "orig_hw": (B, 2) int64[, "roi": (B, 4) int64]}`` (stored
+    sizes before cropping and resizing; the crop boxes with ``roi``).
 
     Label values: ``value_map`` (``{stored: label}``) maps every mask on read, and every stored
     value must be one of its keys; ``label_values`` lists the allowed labels (after mapping; a mask
@@ -352,7 +393,10 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
 
     Args:
         root: dataset folder (or the table itself).
-        layout: ``"auto"`` or a ``segmentation2d`` layout (``"mask-table"``).
+        layout: ``"auto"`` or a ``segmentation2d`` layout (``"mask-table"``, ``"kits19"``, ``"acdc"``,
+            ``"inbreast"`` ...).
+        layout_options: options of the layout's reader (e.g. KiTS19's ``hu_window``, ``roi_size``;
+            REFUGE's ``mask_rule``; Drishti-GS's ``binarize``); see each layout module.
         table: ``mask-table``: the table, relative to ``root`` (or absolute).
         image_col: ``mask-table``: image column.
         mask_col: ``mask-table``: mask column.
@@ -377,8 +421,6 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         check_masks: read every mask in ``setup`` and report every unusable pair at once (values,
             sizes); without it a bad pair fails when first loaded.
         drop_last: drop the last incomplete training batch.
-        layout_options: further options of the layout's reader (REFUGE: ``{mask_rule: threshold}``;
-            Drishti-GS: ``{binarize: all}``).
         roi: a disc-centred crop before resizing (:class:`~medlearn.data.roi.DiscROI`): training
             images by ``roi.train_centre``, validation and test images by ``roi.eval_centre``;
             ``None``: whole images.
@@ -398,6 +440,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         self,
         root: str,
         layout: str = "auto",
+        layout_options: dict[str, Any] | None = None,
         table: str = "masks.csv",
         image_col: str = "image",
         mask_col: str = "mask",
@@ -420,7 +463,6 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         cache: bool = True,
         check_masks: bool = True,
         drop_last: bool = False,
-        layout_options: dict[str, Any] | None = None,
         roi: DiscROI | None = None,
     ) -> None:
         super().__init__(root)
@@ -460,7 +502,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         """The layout ``"auto"`` resolves to (or the one given)."""
         if self.hparams.layout != "auto":
             return self.hparams.layout
-        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table).name
+        return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, table=self.hparams.table,
+                             **(self.hparams.layout_options or {})).name
 
     @property
     def label_values(self) -> list[int]:
@@ -484,7 +527,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         h = self.hparams
         found = get_layout(self.resolved_layout, KIND).read(
             self.root, table=h.table, image_col=h.image_col, mask_col=h.mask_col, group_col=h.group_col,
-            split_col=h.split_col, domain_col=h.domain_col, **dict(h.get("layout_options") or {}))
+            split_col=h.split_col, domain_col=h.domain_col, **(h.layout_options or {}))
         records = found.records
         if h.domains is not None:
             keep = {str(d) for d in h.domains}

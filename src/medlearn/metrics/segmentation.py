@@ -17,6 +17,10 @@ set can be scored label by label (:meth:`RegionSet.per_label`).
   masks are empty, undefined (NaN, left out of the mean and counted in ``<name>_undefined``) when
   only one is.
 
+The true-positive fraction and the centroid distance (Crossbar-Net / Crossover-Net's extra measures)
+are in a block at the end: :func:`true_positive_fraction`, :func:`centroid_distance` and
+:class:`TPFCentroidMetrics`; :func:`segmentation_per_case` gives the per-case values behind the means.
+
 No Lightning, no matplotlib: usable in plain PyTorch and in any training loop.
 """
 
@@ -32,7 +36,9 @@ from monai.metrics import compute_average_surface_distance, compute_dice, comput
 from medlearn.metrics.buffer import CaseBuffer
 
 __all__ = ["RegionSet", "BRATS", "OPTIC_DISC_CUP", "REGION_SETS", "SegmentationMetrics", "region_set",
-           "labels_to_classes", "classes_to_labels"]
+           "labels_to_classes", "classes_to_labels",
+           "true_positive_fraction", "region_centroids", "centroid_distance", "TPFCentroidMetrics",
+           "segmentation_per_case"]
 
 
 @dataclass(frozen=True)
@@ -247,3 +253,168 @@ def _nanmean0(v: torch.Tensor) -> torch.Tensor:
     total = torch.where(nans, torch.zeros_like(v), v).sum(dim=0)
     n = (~nans).float().sum(dim=0)
     return torch.where(n > 0, total / n.clamp(min=1), torch.full_like(total, float("nan")))
+
+
+# ------------------------------------------------------------ true-positive fraction and centroid distance
+# Crossbar-Net (Yu et al., IEEE TIP 28(8), 2019) and Crossover-Net (Yu et al., arXiv:2004.01397) report, next
+# to Dice and the Hausdorff distance, the true-positive fraction TPF = |P and G| / |G| and the distance between
+# the centroids of the predicted and the true region (CD). Written by hand: MONAI has neither.
+
+
+def true_positive_fraction(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Fraction of the true region that the prediction covers, per case and region.
+
+    Args:
+        pred: ``(B, R, *spatial)`` predicted region masks (non-zero = inside).
+        true: ``(B, R, *spatial)`` true region masks, same shape.
+
+    Returns:
+        ``(B, R)`` float32: ``|P and G| / |G|``; NaN where the true region is empty (undefined).
+
+    Examples:
+        >>> p = torch.tensor([[[[1, 1, 0, 0]]]]); g = torch.tensor([[[[0, 1, 1, 0]]]])
+        >>> true_positive_fraction(p, g).tolist()
+        [[0.5]]
+    """
+    if pred.shape != true.shape or pred.ndim < 3:
+        raise ValueError(f"pred {tuple(pred.shape)} and true {tuple(true.shape)} must be equal (B, R, *spatial)")
+    p, g = pred.flatten(2) != 0, true.flatten(2) != 0
+    hit = (p & g).sum(-1).to(torch.float64)
+    size = g.sum(-1).to(torch.float64)
+    out = torch.where(size > 0, hit / size.clamp(min=1), torch.full_like(hit, float("nan")))
+    return out.to(torch.float32)
+
+
+def region_centroids(masks: torch.Tensor, spacing: Sequence[float] | None = None) -> torch.Tensor:
+    """Centroid (mean pixel / voxel coordinate) of each mask.
+
+    Args:
+        masks: ``(B, R, *spatial)`` masks (non-zero = inside).
+        spacing: size of a pixel along each spatial axis (``None``: pixel units).
+
+    Returns:
+        ``(B, R, ndim)`` float64 coordinates in array-axis order (times ``spacing``); NaN for an
+        empty mask.
+    """
+    spatial = masks.shape[2:]
+    m = (masks != 0).to(torch.float64)
+    n = m.flatten(2).sum(-1)
+    coords = []
+    for axis, size in enumerate(spatial):
+        shape = [1] * len(spatial)
+        shape[axis] = size
+        grid = torch.arange(size, dtype=torch.float64, device=masks.device).view(*shape)
+        total = (m * grid).flatten(2).sum(-1)
+        step = 1.0 if spacing is None else float(spacing[axis])
+        coords.append(torch.where(n > 0, step * total / n.clamp(min=1), torch.full_like(total, float("nan"))))
+    return torch.stack(coords, dim=-1)
+
+
+def centroid_distance(pred: torch.Tensor, true: torch.Tensor, spacing: Sequence[float] | None = None) -> torch.Tensor:
+    """Euclidean distance between the centroids of the predicted and the true region, per case and region.
+
+    Args:
+        pred: ``(B, R, *spatial)`` predicted region masks.
+        true: ``(B, R, *spatial)`` true region masks, same shape.
+        spacing: size of a pixel along each spatial axis (``None``: pixel units).
+
+    Returns:
+        ``(B, R)`` float32; NaN where either region is empty (undefined).
+
+    Examples:
+        >>> p = torch.zeros(1, 1, 5, 5); p[0, 0, 0, 0] = 1
+        >>> g = torch.zeros(1, 1, 5, 5); g[0, 0, 3, 4] = 1
+        >>> centroid_distance(p, g).tolist()
+        [[5.0]]
+    """
+    if pred.shape != true.shape or pred.ndim < 3:
+        raise ValueError(f"pred {tuple(pred.shape)} and true {tuple(true.shape)} must be equal (B, R, *spatial)")
+    if spacing is not None and len(spacing) != pred.ndim - 2:
+        raise ValueError(f"spacing needs {pred.ndim - 2} values, got {list(spacing)}")
+    d = region_centroids(pred, spacing) - region_centroids(true, spacing)
+    return d.pow(2).sum(-1).sqrt().to(torch.float32)
+
+
+class TPFCentroidMetrics:
+    """Per-region true-positive fraction and centroid distance over an epoch, kept per case.
+
+    ``update`` takes predicted and true *label values* ``(B, 1, *spatial)``, as
+    :class:`SegmentationMetrics` does; ``compute`` returns ``{"tpf/<region>", "tpf_mean",
+    "cd/<region>", "cd_mean", "tpf_undefined", "cd_undefined"}``: means over the cases where the
+    value is defined (TPF needs a non-empty true region, CD two non-empty regions), and how many
+    cases x regions were undefined. :meth:`per_case` gives every case's values (DDP: gathered).
+
+    Args:
+        regions: what is scored.
+        spacing: pixel / voxel spacing for the centroid distance (``None``: pixel units).
+    """
+
+    def __init__(self, regions: RegionSet, spacing: Sequence[float] | None = None) -> None:
+        self.regions = regions
+        self.spacing = list(spacing) if spacing is not None else None
+        self._tpf = CaseBuffer()
+        self._cd = CaseBuffer()
+        self.count = 0
+
+    def reset(self) -> None:
+        """Forget every accumulated case."""
+        self._tpf.reset()
+        self._cd.reset()
+        self.count = 0
+
+    @torch.no_grad()
+    def update(self, pred_labels: torch.Tensor, true_labels: torch.Tensor) -> None:
+        """Add a batch of cases (label values ``(B, 1, *spatial)``)."""
+        if pred_labels.shape != true_labels.shape:
+            raise ValueError(f"prediction {tuple(pred_labels.shape)} and truth {tuple(true_labels.shape)} differ")
+        p, t = self.regions.masks(pred_labels), self.regions.masks(true_labels)
+        self._tpf.extend(true_positive_fraction(p, t).cpu())
+        self._cd.extend(centroid_distance(p, t, self.spacing).cpu())
+        self.count += int(p.shape[0])
+
+    def per_case(self) -> dict[str, torch.Tensor]:
+        """``{"tpf": (N, R), "cd": (N, R)}`` for every case seen, in update order (NaN = undefined)."""
+        out = {}
+        for key, buf in (("tpf", self._tpf), ("cd", self._cd)):
+            vals = buf.get_buffer()
+            if vals is None or (isinstance(vals, torch.Tensor) and vals.numel() == 0):
+                out[key] = torch.zeros(0, len(self.regions.names))
+                continue
+            v = vals if isinstance(vals, torch.Tensor) else torch.stack(list(vals))
+            out[key] = v.reshape(-1, len(self.regions.names)).float().cpu()
+        return out
+
+    def compute(self) -> dict[str, float]:
+        """Means over the defined cases per region, and over regions."""
+        out: dict[str, float] = {}
+        for key, v in self.per_case().items():
+            if v.shape[0] == 0:
+                continue
+            per = [float(x) for x in _nanmean0(v)]
+            for n, x in zip(self.regions.names, per):
+                out[f"{key}/{n}"] = x
+            finite = [x for x in per if not np.isnan(x)]
+            out[f"{key}_mean"] = float(np.mean(finite)) if finite else float("nan")
+            out[f"{key}_undefined"] = float(torch.isnan(v).sum())
+        return out
+
+
+def segmentation_per_case(metrics: SegmentationMetrics) -> dict[str, torch.Tensor]:
+    """Every case's values of a :class:`SegmentationMetrics` (its means are over these).
+
+    Returns:
+        ``{"dice": (N, R)}``, plus ``"hd95"`` and ``"asd"`` when it computes distances; cases in
+        update order (DDP: gathered), regions in :attr:`RegionSet.names` order.
+    """
+    names = metrics.regions.names
+    out: dict[str, torch.Tensor] = {}
+    for key, buf in (("dice", metrics._dice), ("hd95", metrics._hd), ("asd", metrics._asd)):
+        if key != "dice" and not metrics.distances:
+            continue
+        vals = buf.get_buffer()
+        if vals is None or (isinstance(vals, torch.Tensor) and vals.numel() == 0):
+            out[key] = torch.zeros(0, len(names))
+            continue
+        v = vals if isinstance(vals, torch.Tensor) else torch.stack(list(vals))
+        out[key] = v.reshape(-1, len(names)).float().cpu()
+    return out

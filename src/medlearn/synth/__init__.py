@@ -123,9 +123,13 @@ def list_synth() -> dict[str, str]:
 
 
 # Generators register themselves on import; keep these imports below the registry definitions.
+from medlearn.synth import acdc as _acdc  # noqa: E402,F401
 from medlearn.synth import asoct as _asoct  # noqa: E402,F401
 from medlearn.synth import brats as _brats  # noqa: E402,F401
 from medlearn.synth import chestxray as _chestxray  # noqa: E402,F401
 from medlearn.synth import fundus as _fundus  # noqa: E402,F401
 from medlearn.synth import headct as _headct  # noqa: E402,F401
+from medlearn.synth import inbreast as _inbreast  # noqa: E402,F401
 from medlearn.synth import isic as _isic  # noqa: E402,F401
+from medlearn.synth import kits19 as _kits19  # noqa: E402,F401
+from medlearn.synth import rings as _rings  # noqa: E402,F401
