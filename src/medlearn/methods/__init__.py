@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from medlearn.methods import asoct, c2l, ccl, rubik  # noqa: F401
+from medlearn.methods import asoct, c2l, ccl, mgan, rubik  # noqa: F401
