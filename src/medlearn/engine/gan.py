@@ -133,6 +133,16 @@ class GANModule(MethodModule):
             return real.new_zeros((), dtype=torch.float32)
         return lam * gradient_penalty(critic, real, fake, conditions)
 
+    def on_train_epoch_end(self) -> None:
+        """Step every schedule (the base); a player that sat out the epoch (e.g. G while a segmentor
+        pre-trains) still follows the epoch schedule, without torch's order warning.
+        """
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*lr_scheduler\.step\(\)` before `optimizer\.step\(\)`.*")
+            super().on_train_epoch_end()
+
     # --- generator EMA ---------------------------------------------------------------------------
     def add_generator_ema(self, source: str) -> nn.Module | None:
         """Declare ``<source>_ema`` when ``g_ema`` > 0 (an EMA copy outside the optimisers)."""

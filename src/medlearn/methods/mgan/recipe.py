@@ -44,6 +44,8 @@ ARMS: dict[str, str] = {
     "tcmgan": "TC-MGAN (+ tumour-consistency loss)",
 }
 _NAMES = {"flair": "FLAIR", "t1ce": "T1ce", "t1": "T1"}
+#: Epochs of the independent evaluator (about 1 s each on 2 cores).
+EVALUATOR_EPOCHS = 20
 
 
 def write_contract_data(folder: Path) -> Path:
@@ -117,9 +119,12 @@ def _train_arm(arm: str, seed: int, root: Path, evaluator: Path, epochs: int, ou
             params += _generator_params(r.model)
             last[c] = r.run_dir
     else:
-        lam = 0.0 if arm == "mgan" else None
-        extra = {"model.init_args.lambda_tc": lam, "model.init_args.seg_pretrain_epochs": 0} if lam == 0.0 else {}
-        r = fit_from_config(_cfg("demo.yaml", root, seed, **over, **extra), out / f"{arm}-s{seed}",
+        if arm == "mgan":
+            extra: dict[str, Any] = {"model.init_args.lambda_tc": 0.0, "model.init_args.seg_pretrain_epochs": 0}
+        else:  # the segmentor's pre-training epochs come on top: as many GAN iterations as MGAN
+            pre = int(load_config(config_dir("mgan") / "demo.yaml")["model"]["init_args"]["seg_pretrain_epochs"])
+            extra = {"trainer.max_epochs": epochs + pre}
+        r = fit_from_config(_cfg("demo.yaml", root, seed, **{**over, **extra}), out / f"{arm}-s{seed}",
                             prefix=f"[{arm} s={seed}] ")
         row.update(_row(r.test))
         seconds = r.seconds
@@ -177,7 +182,7 @@ def _check_predictions(pred: Path, cases: Path, reference: Path) -> dict[str, fl
     return {"predicted_volumes": float(n), "predicted_mae_brain": float(np.mean(errors)) if errors else math.nan}
 
 
-def demo(out_dir: str | Path = "runs/demo/mgan", n_cases: int = 40, epochs: int = 8, threads: int | None = None
+def demo(out_dir: str | Path = "runs/demo/mgan", n_cases: int = 40, epochs: int = 15, threads: int | None = None
          ) -> DemoResult:
     """pix2pix x3 vs MGAN vs TC-MGAN on phantoms, scored by an independent evaluator; predict on T2-only cases.
 
@@ -191,7 +196,7 @@ def demo(out_dir: str | Path = "runs/demo/mgan", n_cases: int = 40, epochs: int 
     out = Path(out_dir)
     t0 = time.perf_counter()
     root = _data(out, "brats-gan", n_cases, seed=0)
-    evaluator = _evaluator(out, _data(out, "brats-eval", max(10, n_cases // 2), seed=1000), epochs=8)
+    evaluator = _evaluator(out, _data(out, "brats-eval", max(10, n_cases // 2), seed=1000), epochs=EVALUATOR_EPOCHS)
     rows = {arm: _train_arm(arm, 0, root, evaluator, epochs, out) for arm in ARMS}
     cases = _t2_only_cases(out, 3)
     tc_run = Path(rows["tcmgan"]["runs"]["all"])
@@ -216,7 +221,7 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], checks: dict[str, f
     from medlearn.engine.report import Section, save_figure, write_report
     from medlearn.io import read_image
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     colours = {"pix2pix": "#bb5566", "mgan": "#4477aa", "tcmgan": "#228833"}
     x = np.arange(len(CONTRASTS))
     for ax, (key, label) in zip(axes, (("psnr_brain", "brain PSNR, dB"), ("mae_tumour", "tumour MAE"),
@@ -230,8 +235,9 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], checks: dict[str, f
         ax.set_xticks(x, [_NAMES[c] for c in CONTRASTS])
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[2].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     bars = save_figure(fig, out / "figures" / "arms.png")
 
     header = ["arm", "generator params", "train s", *[f"{_NAMES[c]} PSNR brain / SSIM brain / tumour MAE / Dice"
@@ -274,8 +280,8 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], checks: dict[str, f
 
 
 # ------------------------------------------------------------------------------------ reproduce
-def reproduce(out_dir: str | Path = "runs/reproduce/mgan", seeds: tuple[int, ...] = (0, 1, 2), n_cases: int = 60,
-              epochs: int = 10, results_md: str | Path | None = "docs/results.md", threads: int | None = None,
+def reproduce(out_dir: str | Path = "runs/reproduce/mgan", seeds: tuple[int, ...] = (0, 1, 2), n_cases: int = 40,
+              epochs: int = 15, results_md: str | Path | None = "docs/results.md", threads: int | None = None,
               resume: bool = False) -> str:
     """The spec's CPU-scale comparison (section 6); returns the markdown (also written to ``results_md``).
 
@@ -285,7 +291,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/mgan", seeds: tuple[int, ...
     set_cpu_threads(threads)
     out = Path(out_dir)
     root = _data(out, "brats-gan", n_cases, seed=0)
-    evaluator = _evaluator(out, _data(out, "brats-eval", max(10, n_cases // 2), seed=1000), epochs=8)
+    evaluator = _evaluator(out, _data(out, "brats-eval", max(10, n_cases // 2), seed=1000), epochs=EVALUATOR_EPOCHS)
     exp = Experiment(out, resume, meta={"seeds": list(seeds), "n_cases": n_cases, "epochs": epochs})
 
     def one(arm: str, seed: int) -> dict[str, Any]:
@@ -361,8 +367,9 @@ def table_from_results(run: dict[str, Any]) -> str:
               "axial slices with brain in every contrast resized to 32 px, per-slice max scaling; U-Net generator "
               "(4 levels, ngf 8, InstanceNorm), conditional PatchGAN (2 layers, ndf 8), LSGAN + 100 x per-pixel "
               f"L1, Adam 2e-4 (0.5, 0.999), batch 16, {run['epochs']} epochs per model; TC-MGAN: lambda_tc 10, "
-              "segmentor pre-trained 1 epoch on real slices (within the epochs), co-trained 0.7 fake / 0.3 real; "
-              "evaluator: conditional U-Net (ndf 16) trained 8 epochs on real FLAIR / T1ce / T1 / T2 slices of "
+              "segmentor pre-trained 1 epoch on real slices (an extra epoch: as many GAN iterations as MGAN), "
+              f"co-trained 0.7 fake / 0.3 real; evaluator: conditional U-Net (ndf 16) trained {EVALUATOR_EPOCHS} "
+              "epochs on real FLAIR / T1ce / T1 / T2 slices of "
               f"{max(10, run['n_cases'] // 2)} other phantoms; total wall time {run['seconds'] / 60:.1f} min, "
               f"{run.get('threads', '?')} thread(s)."]
     return "\n".join(lines)
