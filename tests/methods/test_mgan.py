@@ -254,3 +254,33 @@ def test_tcmgan_killed_and_resumed_matches_uninterrupted(brats, tmp_path):
     assert not diff, f"resumed run differs in {diff[:5]}"
     opt_full = [o.state_dict() for o in full.trainer.optimizers] if full._trainer else []
     assert len(resumed.trainer.optimizers) == 3 and (not opt_full or len(opt_full) == 3)
+
+
+# --- the paper-scale path: StarGAN critic, WGAN-GP, class head; bf16 autocast ----------------------
+@pytest.mark.parametrize("bf16", [False, True])
+def test_stargan_wgan_gp_step_reaches_every_network(brats, bf16):
+    from medlearn.engine.contract import training_step_problems
+
+    dm = MRSliceDataModule(str(brats), image_size=32, batch_size=6)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    seed_everything(0)
+    m = MGAN(num_downs=5, ngf=4, discriminator="stargan", d_channels=4, d_layers=3, gan_loss="wgan",
+             patch_reduction="sum", lambda_gp=10.0, lambda_cls=1.0, lambda_rec=0.1, rec_reduction="sum",
+             lambda_tc=1.0, seg_channels=4, image_size=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        assert not training_step_problems(m, batch)
+        losses = {c.name: c.loss for c in m.contract_step(batch)}
+    assert set(losses) == {"discriminator", "generator", "segmentor"}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("config,params", [("brats_tcmgan.yaml", 41_822_593), ("brats_pix2pix.yaml", 41_822_849)])
+def test_paper_scale_configs_build(config, params):
+    cfg = load_config(config_dir("mgan") / config)
+    model = instantiate_class(cfg["model"])
+    assert sum(p.numel() for p in model.generator.parameters()) == params
+    assert cfg["data"]["init_args"]["image_size"] == 128
+    if config == "brats_tcmgan.yaml":
+        assert isinstance(model.critic, StarGANCritic) and model.segmentor is not None
+        assert [p.name for p in model.optimizer_plans()] == ["discriminator", "generator", "segmentor"]
