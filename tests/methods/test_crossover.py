@@ -171,6 +171,27 @@ def test_fit_then_predict_writes_full_masks_at_the_input_size(rings, tmp_path, c
         arr = np.array(Image.open(pred / mask))
         assert arr.shape == (96, 96) == (int(h), int(w)) and set(np.unique(arr)) <= {0, 1}  # stored size, not 64
         assert Image.open(rings / name).size == (96, 96)
+    # a folder of images without masks (nested, another size): predict_root, masks at each image's size
+    folder = tmp_path / "unlabelled"
+    (folder / "scanner-b").mkdir(parents=True)
+    src = np.array(Image.open(rings / table[1].split(",")[0]))
+    Image.fromarray(src).save(folder / "a.png")
+    Image.fromarray(np.array(Image.fromarray(src).resize((120, 80)))).save(folder / "scanner-b" / "b.png")
+    capsys.readouterr()
+    assert main(["predict", "--config", str(config_dir("crossover") / "demo.yaml"), *common,
+                 "--data.init_args.predict_root", str(folder), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                 "--trainer.default_root_dir", str(run)]) == 0
+    assert "wrote 2 masks" in capsys.readouterr().out
+    rows = (run / "predict-2" / "predictions.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == ["a.png", "scanner-b/b.png"]
+    assert np.array(Image.open(run / "predict-2" / "masks" / "scanner-b" / "b.png")).shape == (80, 120)
+    # an empty or missing folder is a clear error naming it
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "empty", tmp_path / "missing"):
+        assert main(["predict", "--config", str(config_dir("crossover") / "demo.yaml"), *common,
+                     "--data.init_args.predict_root", str(bad), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                     "--trainer.default_root_dir", str(run)]) != 0
+        assert str(bad) in capsys.readouterr().err
 
 
 def test_paper_scale_forward_of_the_official_nets():

@@ -32,7 +32,7 @@ What a DataModule reads, how it splits and what its items are stay in its own mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
@@ -84,7 +84,7 @@ class SplitDataModule(LightningDataModule, Generic[D]):
         self.train_set: D | None = None
         self.val_set: D | None = None
         self.test_set: D | None = None
-        self.predict_set: D | None = None
+        self.predict_set: Dataset | None = None  # may be another kind of data (e.g. images without masks)
 
     @property
     def hparams(self) -> AttributeDict:
@@ -176,7 +176,7 @@ class SplitDataModule(LightningDataModule, Generic[D]):
         """
         self.setup("predict")
         if self.predict_set is not None:
-            return self._loader(self.predict_set, train=False)
+            return self._loader(cast(D, self.predict_set), train=False)  # predict-only data: no sampler
         if self.test_set is None:
             raise DataError(self._where(), f"nothing to predict: no prediction data and no test split; "
                                            f"{self.no_test_reason}")

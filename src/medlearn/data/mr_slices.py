@@ -259,7 +259,7 @@ class MRSliceDataModule(SplitDataModule[MRSliceDataset]):
                 rs = get_layout(h.layout, "volume").read(Path(h.predict_root), modalities=[h.source],
                                                          require_seg=False, check_labels=False)
                 self.predict_set = MRCaseDataset(sorted(rs.records, key=lambda r: r.case), h.source, h.image_size,
-                                                 h.scaling, [h.source, *h.targets])  # type: ignore[assignment]
+                                                 h.scaling, [h.source, *h.targets])
             return
         splits = self._split()
         if stage in (None, "fit", "validate") and self.train_set is None:

@@ -47,13 +47,13 @@ from medlearn.data.decode import ImageCache, load_image, load_mask, relabel_mask
 from medlearn.data.decode import image_size as header_size
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
-from medlearn.data.records import DecodedMaskedImage, MaskedImage, MaskSource
+from medlearn.data.records import DecodedMaskedImage, MaskedImage, MaskSource, list_image_files
 from medlearn.data.roi import DiscROI, crop_pad, detect_disc_centre, mask_disc_centre
 from medlearn.data.sampling import stratified_group_split, subsample
 from medlearn.data.tables import SPLIT_NAMES, read_columns
 from medlearn.io.errors import DataError, name_issues
 
-__all__ = ["ImageMaskDataModule", "ImageMaskDataset", "read_mask_table"]
+__all__ = ["ImageFolderDataset", "ImageMaskDataModule", "ImageMaskDataset", "read_mask_table"]
 
 KIND = "segmentation2d"
 #: The layout "auto" falls back to when none recognises the root (its reader says what is missing).
@@ -369,6 +369,79 @@ class ImageMaskDataset(Dataset):
         return found, problems
 
 
+class ImageFolderDataset(Dataset):
+    """Images without masks (unlabelled training images, images to predict), decoded once, with their box.
+
+    Items: ``{"image": (C, H, W) float32 in [0, 1], "name": str, "domain": str, "path": str,
+    "roi": (4,) int64, "orig_hw": (2,) int64}``; without ``roi`` the box is the whole image.
+
+    Args:
+        paths: the image files.
+        image_size: output ``(H, W)``.
+        channels: 3 or 1.
+        names: each image's name (default: the file name).
+        domain: the domain of every image.
+        roi: a disc-centred crop (its centre by ``roi_centre``: ``"detector"`` or ``"table"``).
+        roi_centre: the centre rule (default ``roi.eval_centre``; ``"mask"`` is not possible here).
+        cache: keep decoded images in memory.
+    """
+
+    def __init__(self, paths: Sequence[Path], image_size: tuple[int, int], channels: int = 3,
+                 names: Sequence[str] | None = None, domain: str = "", roi: DiscROI | None = None,
+                 roi_centre: str | None = None, cache: bool = True) -> None:
+        if not paths:
+            raise ValueError("ImageFolderDataset needs at least one image")
+        self.paths = [Path(p) for p in paths]
+        self.names = list(names) if names is not None else [p.name for p in self.paths]
+        self.size = (int(image_size[0]), int(image_size[1]))
+        self.channels = int(channels)
+        self.domain = domain
+        self.roi = roi
+        self.roi_centre = roi_centre or (roi.eval_centre if roi is not None else None)
+        if roi is not None and self.roi_centre not in ("detector", "table"):
+            raise ValueError("images without masks need the 'detector' or 'table' centre rule, "
+                             f"got {self.roi_centre!r}")
+        n = len(self.paths)
+        self._cache = ImageCache(n, (self.channels, *self.size)) if cache else None
+        self._boxes = torch.zeros((n, 4), dtype=torch.int64)
+        self._hw = torch.zeros((n, 2), dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _decode(self, i: int) -> torch.Tensor:
+        x = load_image(self.paths[i], self.channels)
+        h, w = int(x.shape[1]), int(x.shape[2])
+        self._hw[i] = torch.tensor([h, w])
+        if self.roi is None:
+            self._boxes[i] = torch.tensor([0, 0, h, w])
+        else:
+            centre = (self.roi.table_centre(self.names[i], self.paths[i]) if self.roi_centre == "table"
+                      else detect_disc_centre(x, self.roi.detector_sigma))
+            self._boxes[i] = torch.tensor(self.roi.box(centre, (h, w)))
+            x = torch.as_tensor(crop_pad(x, self._boxes[i].tolist(), fill=0.0))
+        return resize_image(x, self.size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = range(len(self))[index]
+        if self._cache is not None and self._cache.has(index):
+            x = self._cache.get(index)
+        else:
+            x = self._decode(index)
+            if self._cache is not None:
+                self._cache.put(index, x)
+                x = self._cache.get(index)
+        return {"image": x, "name": self.names[index], "domain": self.domain, "path": str(self.paths[index]),
+                "roi": self._boxes[index].clone(), "orig_hw": self._hw[index].clone()}
+
+    def fill_cache(self) -> None:
+        """Decode every image not cached yet (no-op without cache)."""
+        if self._cache is not None:
+            for i in range(len(self)):
+                if not self._cache.has(i):
+                    self[i]
+
+
 # --- DataModule ------------------------------------------------------------------------------------
 def _no_class(record: MaskedImage) -> int:
     return 0
@@ -424,6 +497,10 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         roi: a disc-centred crop before resizing (:class:`~medlearn.data.roi.DiscROI`): training
             images by ``roi.train_centre``, validation and test images by ``roi.eval_centre``;
             ``None``: whole images.
+        predict_root: a folder of images without masks (any depth; PNG, JPEG, BMP, TIFF, DICOM,
+            NIfTI) that ``medlearn predict`` runs on instead of the test split; items are named by
+            their path relative to the folder and carry their stored size (``orig_hw``), so
+            predictions are written back at each image's size. Prediction then needs no masks.
 
     Loaders: :class:`~medlearn.data.datamodule.SplitDataModule`'s, seeded with
     ``split_seed + 7919 * label_seed``.
@@ -464,6 +541,7 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         check_masks: bool = True,
         drop_last: bool = False,
         roi: DiscROI | None = None,
+        predict_root: str | None = None,
     ) -> None:
         super().__init__(root)
         check_layout_name(layout, KIND)
@@ -537,11 +615,32 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
                 raise DataError(self.root, f"no images of the domains {sorted(keep)} (the data has {present})")
         return records
 
-    def setup(self, stage: str | None = None) -> None:
-        """Read, split, build the datasets and (with ``check_masks``) check every mask, once."""
-        if self.train_set is not None:
-            return
+    def image_folder(self, folder: str | Path, domain: str = "predict") -> ImageFolderDataset:
+        """The images of ``folder`` (recursively) with this module's size, channels, ROI and cache.
+
+        Raises:
+            DataError: the folder does not exist or holds no image.
+        """
+        root = Path(folder)
+        if not root.is_dir():
+            raise DataError(root, "folder of images to predict does not exist")
+        files = list_image_files(root)
+        if not files:
+            raise DataError(root, "no image files (PNG, JPEG, BMP, TIFF, DICOM, NIfTI) in this folder")
         h = self.hparams
+        return ImageFolderDataset(files, self.image_hw, h.channels, [f.relative_to(root).as_posix() for f in files],
+                                  domain, self.roi, None, h.cache)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split, build the datasets and (with ``check_masks``) check every mask, once.
+
+        With ``predict_root``, the ``"predict"`` stage builds only the folder's images (no masks read).
+        """
+        h = self.hparams
+        if h.get("predict_root") is not None and self.predict_set is None:
+            self.predict_set = self.image_folder(h.predict_root)
+        if self.train_set is not None or (stage == "predict" and self.predict_set is not None):
+            return
         if not self.root.exists():
             raise DataError(self.root, "dataset root does not exist")
         records = self._read()

@@ -40,12 +40,11 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
-from medlearn.data.decode import ImageCache, load_image, resize_image
 from medlearn.data.layouts import detect_layout, get_layout
 from medlearn.data.records import MaskedImage, list_image_files
-from medlearn.data.roi import DiscROI, crop_pad, detect_disc_centre
+from medlearn.data.roi import DiscROI
 from medlearn.data.sampling import seeded_loader, stratified_group_split, subsample
-from medlearn.data.segmentation2d import FALLBACK_LAYOUT, KIND, ImageMaskDataModule
+from medlearn.data.segmentation2d import FALLBACK_LAYOUT, KIND, ImageFolderDataset, ImageMaskDataModule
 from medlearn.data.tables import read_columns
 from medlearn.io.errors import DataError
 
@@ -53,79 +52,6 @@ __all__ = ["TwoDomainDataModule", "ImageFolderDataset", "PairedDataset", "Paired
 
 
 # --- datasets ----------------------------------------------------------------------------------------
-class ImageFolderDataset(Dataset):
-    """Images without masks (unlabelled training images, images to predict), decoded once, with their box.
-
-    Items: ``{"image": (C, H, W) float32 in [0, 1], "name": str, "domain": str, "path": str,
-    "roi": (4,) int64, "orig_hw": (2,) int64}``; without ``roi`` the box is the whole image.
-
-    Args:
-        paths: the image files.
-        image_size: output ``(H, W)``.
-        channels: 3 or 1.
-        names: each image's name (default: the file name).
-        domain: the domain of every image.
-        roi: a disc-centred crop (its centre by ``roi_centre``: ``"detector"`` or ``"table"``).
-        roi_centre: the centre rule (default ``roi.eval_centre``; ``"mask"`` is not possible here).
-        cache: keep decoded images in memory.
-    """
-
-    def __init__(self, paths: Sequence[Path], image_size: tuple[int, int], channels: int = 3,
-                 names: Sequence[str] | None = None, domain: str = "", roi: DiscROI | None = None,
-                 roi_centre: str | None = None, cache: bool = True) -> None:
-        if not paths:
-            raise ValueError("ImageFolderDataset needs at least one image")
-        self.paths = [Path(p) for p in paths]
-        self.names = list(names) if names is not None else [p.name for p in self.paths]
-        self.size = (int(image_size[0]), int(image_size[1]))
-        self.channels = int(channels)
-        self.domain = domain
-        self.roi = roi
-        self.roi_centre = roi_centre or (roi.eval_centre if roi is not None else None)
-        if roi is not None and self.roi_centre not in ("detector", "table"):
-            raise ValueError("images without masks need the 'detector' or 'table' centre rule, "
-                             f"got {self.roi_centre!r}")
-        n = len(self.paths)
-        self._cache = ImageCache(n, (self.channels, *self.size)) if cache else None
-        self._boxes = torch.zeros((n, 4), dtype=torch.int64)
-        self._hw = torch.zeros((n, 2), dtype=torch.int64)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _decode(self, i: int) -> torch.Tensor:
-        x = load_image(self.paths[i], self.channels)
-        h, w = int(x.shape[1]), int(x.shape[2])
-        self._hw[i] = torch.tensor([h, w])
-        if self.roi is None:
-            self._boxes[i] = torch.tensor([0, 0, h, w])
-        else:
-            centre = (self.roi.table_centre(self.names[i], self.paths[i]) if self.roi_centre == "table"
-                      else detect_disc_centre(x, self.roi.detector_sigma))
-            self._boxes[i] = torch.tensor(self.roi.box(centre, (h, w)))
-            x = torch.as_tensor(crop_pad(x, self._boxes[i].tolist(), fill=0.0))
-        return resize_image(x, self.size)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = range(len(self))[index]
-        if self._cache is not None and self._cache.has(index):
-            x = self._cache.get(index)
-        else:
-            x = self._decode(index)
-            if self._cache is not None:
-                self._cache.put(index, x)
-                x = self._cache.get(index)
-        return {"image": x, "name": self.names[index], "domain": self.domain, "path": str(self.paths[index]),
-                "roi": self._boxes[index].clone(), "orig_hw": self._hw[index].clone()}
-
-    def fill_cache(self) -> None:
-        """Decode every image not cached yet (no-op without cache)."""
-        if self._cache is not None:
-            for i in range(len(self)):
-                if not self._cache.has(i):
-                    self[i]
-
-
 class _Tagged(Dataset):
     """Items of ``dataset`` restricted to ``keys`` (those present), with ``role`` and optional ``noisy`` flags."""
 
@@ -368,7 +294,7 @@ class TwoDomainDataModule(ImageMaskDataModule):
                          class_names=class_names, batch_size=batch_size, num_workers=num_workers,
                          val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
                          num_train=num_train, label_seed=label_seed, cache=cache, check_masks=check_masks,
-                         drop_last=drop_last, layout_options=layout_options, roi=roi)
+                         drop_last=drop_last, layout_options=layout_options, roi=roi, predict_root=predict_root)
         self.save_hyperparameters()
         self.source_train: _Tagged | None = None
         self.target_train: Dataset | None = None
@@ -443,11 +369,7 @@ class TwoDomainDataModule(ImageMaskDataModule):
         h = self.hparams
         roi = self.roi
         if h.predict_root is not None and self.predict_images is None:
-            folder = Path(h.predict_root)
-            files = list_image_files(folder)
-            self.predict_images = ImageFolderDataset(files, self.image_hw, h.channels,
-                                                     [p.relative_to(folder).as_posix() for p in files], "predict",
-                                                     roi, None, h.cache)
+            self.predict_images = self.image_folder(h.predict_root)
         if self.source_train is not None or (stage == "predict" and h.predict_root is not None) or h.root is None:
             return
         if not self.root.exists():
