@@ -199,9 +199,11 @@ def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str 
         return None
     df = pd.read_csv(metrics_csv)
     # The curves a reader looks at first: losses, accuracies, mean metrics (``stage/name``), not
-    # per-class values (``stage/auc/class``).
+    # per-class values (``stage/auc/class``) nor the counts of cases a metric left out
+    # (``stage/hd95_undefined``: bookkeeping, in metrics.csv).
     cols = [c for c in df.columns
-            if c not in ("epoch", "step") and c.count("/") == 1 and df[c].notna().any()][:12]
+            if c not in ("epoch", "step") and c.count("/") == 1 and not c.endswith("_undefined")
+            and df[c].notna().any()][:12]
     if not cols or "epoch" not in df:
         return None
     n = len(cols)

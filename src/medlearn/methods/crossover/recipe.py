@@ -215,7 +215,7 @@ def _demo_report(out: Path, root: Path, rows: dict[str, dict[str, Any]], pred_di
 
 
 # ------------------------------------------------------------------------------------------------ reproduce
-def reproduce(out_dir: str | Path = "runs/reproduce/crossover", seeds: tuple[int, ...] = (0, 1, 2),
+def reproduce(out_dir: str | Path = "runs/reproduce/crossover", seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
               arms: tuple[str, ...] = tuple(ARMS), n_train: int = 30, n_test: int = 8, epochs: int = 6,
               unet_epochs: int = 40, eval_stride: int = 2, variant: str = "ring",
               results_md: str | Path | None = "docs/results.md", threads: int | None = None,
