@@ -175,11 +175,13 @@ class EpochLine(Callback):
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Print the epoch's line: its time and every scalar logged for it."""
+        """Print the epoch's line: its time and every scalar logged for it (the count of cases a
+        metric left out, ``*_undefined``, only when there are any).
+        """
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k.count("/") <= 1}
-        keys = sorted(k for k in m if not k.endswith("_step"))
+        keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0))
         body = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
         print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
               f"({time.perf_counter() - self._t0:.1f}s)  {body}", flush=True)

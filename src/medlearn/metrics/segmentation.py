@@ -26,6 +26,7 @@ No Lightning, no matplotlib: usable in plain PyTorch and in any training loop.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -216,11 +217,15 @@ class SegmentationMetrics:
                         hd[b, r] = asd[b, r] = 0.0
                     elif not pe and not te:
                         pb, tb = p[b:b + 1, r:r + 1], t[b:b + 1, r:r + 1]
-                        hd[b, r] = float(compute_hausdorff_distance(pb, tb, include_background=True,
-                                                                    percentile=self.percentile,
-                                                                    spacing=self.spacing))
-                        asd[b, r] = float(compute_average_surface_distance(pb, tb, include_background=True,
-                                                                           symmetric=True, spacing=self.spacing))
+                        with warnings.catch_warnings():
+                            # MONAI >= 1.5 passes its own deprecated argument to get_mask_edges on every call
+                            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*",
+                                                    category=FutureWarning)
+                            hd[b, r] = float(compute_hausdorff_distance(pb, tb, include_background=True,
+                                                                        percentile=self.percentile,
+                                                                        spacing=self.spacing))
+                            asd[b, r] = float(compute_average_surface_distance(
+                                pb, tb, include_background=True, symmetric=True, spacing=self.spacing))
             self._hd.extend(hd)
             self._asd.extend(asd)
         self.count += int(p.shape[0])
