@@ -40,7 +40,7 @@ test-slow: $(VENV)/.installed
 
 METHODS := c2l rubik ccl asoct cross_denoise crossover mgan
 
-# every method's CPU-scale reproduction in turn (about 35 min here); one: medlearn reproduce NAME
+# every method's CPU-scale reproduction in turn (about 90 min on 2 CPU cores: the wall times are in docs/results.md); one: medlearn reproduce NAME
 reproduce: $(VENV)/.installed
 	for m in $(METHODS); do $(BIN)/medlearn reproduce $$m || exit 1; done
 
