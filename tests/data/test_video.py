@@ -14,6 +14,7 @@ from medlearn.data.etis import read_etis
 from medlearn.data.video_folder import read_video_folder
 from medlearn.data.video_frames import (
     decode_video,
+    endoscope_border_mask,
     load_frame,
     load_frame_mask,
     split_by_frame_difference,
@@ -127,3 +128,23 @@ def test_video_files_round_trip_and_unreadable_videos_are_listed(tmp_path: Path)
     with pytest.raises(DataError) as exc:
         read_video_folder(folder)
     assert sorted(p.split(":")[0] for p in exc.value.problems) == ["broken.mp4", "empty.avi"]
+
+
+def test_border_mask_drops_the_dark_border_and_keeps_a_dark_lumen() -> None:
+    frame = torch.full((3, 9, 9), 0.5)
+    frame[:, 0, :] = 0.0
+    frame[:, :, 8] = 0.01  # border on two sides
+    frame[:, 4, 4] = 0.0  # the dark lumen inside the view
+    mask = endoscope_border_mask(frame)
+    expected = torch.ones(1, 9, 9)
+    expected[:, 0, :] = 0.0
+    expected[:, :, 8] = 0.0
+    assert torch.equal(mask, expected)
+
+
+def test_border_mask_of_a_phantom_frame(cvc: Path) -> None:
+    frame = load_frame(read_cvc_clinicdb(cvc)[0])
+    mask = endoscope_border_mask(frame)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 24), torch.linspace(-1, 1, 24), indexing="ij")
+    outside = (yy**2 + xx**2).sqrt() > 0.97
+    assert float(mask[0][outside].max()) == 0.0 and float(mask[0][~outside].mean()) > 0.95
