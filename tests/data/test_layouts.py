@@ -206,7 +206,7 @@ DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
 GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
            "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain", "volume_preprocess",
-           "video_frames", "volume_slices",
+           "video_frames", "video_pairs", "volume_slices",
            "volumes"}
 
 
