@@ -1,0 +1,92 @@
+"""VideoGAN module: video pairing at inference, evaluation readings by hand, the baselines' code path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medlearn.methods.videogan.model import XShapeGenerator
+from medlearn.methods.videogan.module import VideoGAN, wasserstein_1d
+
+
+class _Spy(XShapeGenerator):
+    """An X-shape generator that returns its inputs and records the pairs it saw."""
+
+    def __init__(self) -> None:
+        super().__init__(ngf=2, n_blocks=0)
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x_i: torch.Tensor, x_j: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x_j = x_i if x_j is None else x_j
+        self.pairs.append((x_i.clone(), x_j.clone()))
+        return x_i.clone(), x_j.clone()
+
+
+def _model(**kw: object) -> VideoGAN:
+    return VideoGAN(image_size=8, ngf=2, n_blocks=0, d_channels=2, d_layers=1, **kw)  # type: ignore[arg-type]
+
+
+def test_middle_pairing_never_pairs_a_frame_with_itself() -> None:
+    m = _model()
+    spy = _Spy()
+    m.g_ab = spy
+    clip = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 8, 8).contiguous()
+    y = m.translate_clip(clip, "ab")
+    assert torch.equal(y, clip)
+    x_i, x_j = spy.pairs[0]
+    assert x_i[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4] and x_j[:, 0, 0, 0].tolist() == [2, 2, 1, 2, 2]
+
+
+def test_sliding_pairing_averages_the_two_outputs_of_inner_frames() -> None:
+    m = _model(inference_pairing="sliding")
+    spy = _Spy()
+    m.g_ab = spy
+    clip = torch.rand(4, 3, 8, 8)
+    assert torch.allclose(m.translate_clip(clip, "ab"), clip)  # each output is its own frame: the mean too
+    x_i, x_j = spy.pairs[0]
+    assert torch.equal(x_i, clip[:-1]) and torch.equal(x_j, clip[1:])
+
+
+def test_evaluation_of_the_identity_by_hand() -> None:
+    m = _model()
+    m.g_ab, m.g_ba = _Spy(), _Spy()
+    torch.manual_seed(0)
+    a = torch.rand(3, 3, 8, 8) * 2 - 1
+    b = torch.rand(2, 3, 8, 8) * 0.5
+    ref = torch.rand(3, 3, 8, 8) * 2 - 1
+    border_a, border_b = torch.ones(3, 1, 8, 8), torch.ones(2, 1, 8, 8)
+    border_a[:, :, 0] = 0.0
+    batch = {"frames_a": a[None], "border_a": border_a[None], "reference_a": ref[None], "masks_a": torch.zeros(1, 0),
+             "frames_b": b[None], "border_b": border_b[None], "reference_b": torch.zeros(1, 0),
+             "masks_b": torch.zeros(1, 0)}
+    m.evaluation_step(batch, 0, "val")
+    rec = m.evaluation_end("val")
+    assert rec is not None
+    pa = ((a + 1) / 2).permute(0, 2, 3, 1)[:, 1:].reshape(-1, 3).numpy()  # border row dropped
+    pb = ((b + 1) / 2).permute(0, 2, 3, 1).reshape(-1, 3).numpy()
+    w1 = np.mean([wasserstein_1d(pa[:, c], pb[:, c]) for c in range(3)])
+    assert rec["w1_ab"] == pytest.approx(w1) and rec["w1_identity_ab"] == pytest.approx(w1)
+    assert rec["flicker_ab"] == pytest.approx(0.0, abs=1e-7) and rec["flicker_ba"] == pytest.approx(0.0, abs=1e-7)
+    y01, r01 = (a + 1) / 2, (ref + 1) / 2
+    psnr = np.mean([10 * np.log10(1 / float(((y01[t] - r01[t]) ** 2).mean())) for t in range(3)])
+    assert rec["psnr_ab"] == pytest.approx(psnr, rel=1e-5) and "psnr_ba" not in rec
+    offsets = (y01 - r01).mean(dim=(2, 3)).numpy()
+    assert rec["drift_ab"] == pytest.approx(offsets.std(0).mean(), rel=1e-5)
+
+
+def test_wasserstein_by_hand() -> None:
+    assert wasserstein_1d(np.array([0.0, 1.0]), np.array([0.5, 1.5])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kw", [dict(generator="resnet", lambda_hist=0.0), dict(xshape=False), dict(lambda_hist=0.0)])
+def test_every_baseline_runs_the_same_training_step(kw: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    m = _model(**kw)
+    batch = {k: torch.rand(2, 3, 8, 8) * 2 - 1 for k in ("a_i", "a_j", "b_i", "b_j")}
+    batch.update({f"border_{k}": torch.ones(2, 1, 8, 8) for k in ("a_i", "a_j", "b_i", "b_j")})
+    losses = m.contract_step(batch)
+    assert [c.name for c in losses] == ["generator", "discriminator"]
+    assert all(torch.isfinite(c.loss) for c in losses)
+    g_parts = m._g_loss(m._fakes(batch))[1]
+    assert ("hist" in g_parts) == bool(m.hparams.lambda_hist)
