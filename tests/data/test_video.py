@@ -116,6 +116,8 @@ def test_video_files_round_trip_and_unreadable_videos_are_listed(tmp_path: Path)
     write_video(folder / "case1.mp4", torch.from_numpy(clip), fps=12.5)
     frames, fps = decode_video(folder / "case1.mp4")
     assert frames.shape == (7, 16, 24, 3) and fps == pytest.approx(12.5)
+    odd = write_video(tmp_path / "odd.mp4", np.full((3, 15, 21, 3), 100, np.uint8), fps=25)
+    assert decode_video(odd)[0].shape == (3, 15, 21, 3)  # odd sizes kept
     assert np.abs(frames[3].astype(float) / 255 - np.moveaxis(clip[3], 0, -1)).mean() < 0.03
     for i in range(3):
         write_image(folder / "clip" / f"{i}.png", np.zeros((3, 8, 8), np.uint8))

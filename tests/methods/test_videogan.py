@@ -136,3 +136,28 @@ def test_killed_and_resumed_matches_uninterrupted(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and a["pool_a.images"].shape[0] == 3
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"resumed run differs in {diff[:5]}"
+
+
+def test_predict_writes_videos_and_frames_at_their_own_size_count_and_rate(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from medlearn.data.video_frames import decode_video, write_video
+    from medlearn.engine.run import fit_from_config, predict_from_config
+    from medlearn.io import read_image, write_image
+
+    root = write_contract_data(tmp_path / "data")
+    cfg = load_config(config_dir("videogan") / "demo.yaml", {
+        "data.init_args.root": str(root), "trainer.max_epochs": 1, "trainer.limit_train_batches": 1,
+        "trainer.limit_val_batches": 1})
+    res = fit_from_config(cfg, tmp_path / "run", test=False, progress="none")
+    new = tmp_path / "new"
+    write_video(new / "case.mp4", np.full((5, 30, 41, 3), 120, np.uint8), fps=7.5)
+    for i in range(3):
+        write_image(new / "clip" / f"frame{i + 1}.png", np.full((3, 20, 26), 90, np.uint8))
+    pcfg = load_config(config_dir("videogan") / "demo_predict.yaml", {"data.init_args.predict_root": str(new)})
+    out = predict_from_config(pcfg, tmp_path / "pred", ckpt_path=res.last_ckpt)
+    frames, fps = decode_video(Path(out) / "case.mp4")
+    assert frames.shape == (5, 30, 41, 3) and fps == pytest.approx(7.5)
+    written = sorted(p.name for p in (Path(out) / "clip").iterdir())
+    assert written == ["frame1.png", "frame2.png", "frame3.png"]
+    assert read_image(Path(out) / "clip" / "frame2.png")[0].shape == (3, 20, 26)
+    assert (Path(out) / "translations.csv").read_text().count("\n") == 3

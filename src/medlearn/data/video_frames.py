@@ -266,15 +266,21 @@ def write_grouping(path: str | Path, records: Sequence[VideoFrame]) -> Path:
 
 
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float) -> Path:
-    """Write RGB frames as an H.264 (or MPEG-4 when H.264 is missing) video through PyAV.
+    """Write RGB frames as a video through PyAV, keeping the frame count, size and rate.
+
+    H.264 (``libx264``, near-lossless CRF 12) in 4:4:4 chroma, so odd sizes are kept exactly; MPEG-4
+    part 2 (even sizes only) when the PyAV build has no H.264. Written to a temporary name, then renamed.
 
     Args:
-        path: the output file (``.mp4``, ``.avi``).
+        path: the output file (``.mp4``, ``.avi``, ``.mkv``).
         frames: ``(T, H, W, 3)`` uint8, or ``(T, 3, H, W)`` float in [0, 1].
         fps: frames per second (kept as a rational to 1/1000).
 
     Returns:
         ``path``.
+
+    Raises:
+        DataError: PyAV missing, or an odd size without H.264.
     """
     from fractions import Fraction
 
@@ -287,19 +293,20 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.part{path.suffix}")
     rate = Fraction(fps).limit_denominator(1000)
+    h264 = "libx264" in set(av.codecs_available)  # type: ignore[attr-defined]
+    if not h264 and (h % 2 or w % 2):
+        raise DataError(path, f"this PyAV build has no H.264; MPEG-4 needs even sizes, got {h}x{w}")
     with av.open(str(tmp), mode="w") as box:  # type: ignore[attr-defined]
-        codecs = set(av.codecs_available)  # type: ignore[attr-defined]
-        codec = "libx264" if "libx264" in codecs and path.suffix.lower() == ".mp4" else "mpeg4"
-        stream = box.add_stream(codec, rate=rate)
-        stream.width, stream.height = w + (w % 2), h + (h % 2)
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
+        stream = box.add_stream("libx264" if h264 else "mpeg4", rate=rate)
+        stream.width, stream.height = w, h
+        if h264:
+            stream.pix_fmt = "yuv444p"
             stream.options = {"crf": "12"}
         else:
+            stream.pix_fmt = "yuv420p"
             stream.bit_rate = 8_000_000
         for i in range(t):
-            img = np.pad(a[i], ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):  # type: ignore[attr-defined]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(a[i], format="rgb24")):  # type: ignore[attr-defined]
                 box.mux(packet)
         for packet in stream.encode():
             box.mux(packet)

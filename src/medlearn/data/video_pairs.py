@@ -17,6 +17,10 @@ masks) and serves:
   domain (frames, polyp masks when the layout has them, border masks) and, when the root holds
   ``Reference/N.tif`` (phantoms only), the same frames rendered in the other domain's style.
 
+- prediction items (:class:`VideoPredictDataset`, batch size 1), with ``predict_root``: one whole
+  video per item, resized to the model's size, with its stored size and frame rate, from a video
+  file, a folder of frames (one video) or a folder of videos (any ``video`` layout).
+
 It knows no dataset layout (they come from the registry).
 """
 
@@ -152,6 +156,56 @@ class VideoClipDataset(Dataset):
                 **_clip(self.b[i] if i < len(self.b) else None, "b")}
 
 
+def read_predict_videos(source: str | Path, layout: str = "auto") -> list[VideoFrame]:
+    """The frames to translate: a video file, a folder of frame images (one video), or a folder of videos."""
+    from medlearn.data.records import IMAGE_SUFFIXES
+    from medlearn.data.video_frames import VIDEO_SUFFIXES, video_meta
+
+    p = Path(source)
+    if p.is_file():
+        if p.suffix.lower() not in VIDEO_SUFFIXES:
+            raise DataError(p, f"not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        n, _, _ = video_meta(p)
+        return [VideoFrame(p, p.stem, i, f"{p.name}#{i}", container=True) for i in range(n)]
+    if p.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in p.iterdir() if f.is_file()):
+        import re
+
+        def natural(f: Path) -> tuple[Any, ...]:
+            return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.stem)) + (f.name,)
+
+        files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), key=natural)
+        records = [VideoFrame(f, p.name, i, f.name) for i, f in enumerate(files)]
+        from medlearn.data.video_frames import check_videos
+
+        check_videos(records, p)
+        return records
+    return read_video_layout(p, layout)
+
+
+class VideoPredictDataset(Dataset):
+    """One whole video per item for ``medlearn predict`` (frames at ``size`` in [-1, 1], stored size, rate)."""
+
+    def __init__(self, records: list[VideoFrame], size: int) -> None:
+        self.videos = list(group_videos(records).items())
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from medlearn.data.video_frames import video_meta
+
+        video, frames = self.videos[i]
+        full = [load_frame(r) for r in frames]
+        h, w = full[0].shape[-2:]
+        container = frames[0].container
+        fps = video_meta(frames[0].path)[2] if container else 0.0
+        x = torch.stack([resize_image(f, (self.size, self.size)) for f in full]).mul(2.0).sub(1.0)
+        return {"frames": x, "height": int(h), "width": int(w), "fps": float(fps), "video": video,
+                "container": container, "source": str(frames[0].path),
+                "names": "\n".join(Path(r.name).name for r in frames)}
+
+
 class VideoPairDataModule(SplitDataModule[Any]):
     """Two video domains split by video (see the module docstring).
 
@@ -169,16 +223,20 @@ class VideoPairDataModule(SplitDataModule[Any]):
         batch_size: training pairs per batch (evaluation: one video per batch).
         num_workers: loader workers.
         num_train: use only the first ``num_train`` training frames of A per epoch (``None``: all).
+        predict_root: what ``medlearn predict`` translates: a video file, a folder of frames, or a
+            folder of videos (``None``: the test videos).
+        predict_layout: the layout of a folder of videos (``"auto"``).
         cache: unused (frames are always decoded once into memory); kept for the base.
     """
 
     no_test_reason = "each domain needs at least two videos (one is held out for testing)"
 
-    def __init__(self, root: str | Path, domain_a: str = "CVC-ClinicDB", domain_b: str = "ETIS-LaribPolypDB",
-                 layout_a: str = "auto", layout_b: str = "auto", image_size: int = 48,
+    def __init__(self, root: str | Path | None = None, domain_a: str = "CVC-ClinicDB",
+                 domain_b: str = "ETIS-LaribPolypDB", layout_a: str = "auto", layout_b: str = "auto",
+                 image_size: int = 48,
                  pair_mode: str = "random_in_video", test_fraction: float = 0.25, val_fraction: float = 0.0,
                  split_seed: int = 0, batch_size: int = 4, num_workers: int = 0, num_train: int | None = None,
-                 cache: bool = True) -> None:
+                 predict_root: str | Path | None = None, predict_layout: str = "auto", cache: bool = True) -> None:
         super().__init__(root)
         if pair_mode not in PAIR_MODES:
             raise ValueError(f"pair_mode must be one of {PAIR_MODES}, got {pair_mode!r}")
@@ -206,7 +264,15 @@ class VideoPairDataModule(SplitDataModule[Any]):
         return [train, val, test]
 
     def setup(self, stage: str | None = None) -> None:
-        """Read, decode and split both domains (once)."""
+        """Read, decode and split both domains (once); for ``"predict"`` with ``predict_root``, only that."""
+        h = self.hparams
+        if stage == "predict" and h.predict_root is not None:
+            if self.predict_set is None:
+                self.predict_set = VideoPredictDataset(read_predict_videos(h.predict_root, h.predict_layout),
+                                                       h.image_size)
+            return
+        if self.root is None:
+            raise DataError("<none>", "no data root: pass root (the folder holding both domains)")
         if self._split is None:
             h = self.hparams
             a = self._split_domain(Path(h.root) / h.domain_a, h.layout_a)

@@ -90,6 +90,7 @@ class VideoGAN(GANModule):
         hist_reference: ``"frame"`` or ``"batch"``.
         pool_size: image pool size for the discriminators (0: none).
         inference_pairing: ``"middle"`` or ``"sliding"``.
+        predict_direction: what ``medlearn predict`` applies: ``"ab"`` (G_AB) or ``"ba"`` (G_BA).
         lr: Adam learning rate.
         betas: Adam betas.
         schedule: learning-rate schedule (CycleGAN: constant then linear decay).
@@ -106,11 +107,14 @@ class VideoGAN(GANModule):
                  d_norm: str = "instance", gan_loss: str = "lsgan", d_weight: float = 0.5, lambda_cyc: float = 10.0,
                  lambda_idt: float = 0.5, lambda_hist: float = 1.0, hist_bins: int = 64, hist_distance: str = "emd",
                  hist_reference: str = "frame", pool_size: int = 50, inference_pairing: str = "middle",
+                 predict_direction: str = "ab",
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), schedule: str = "constant",
                  n_samples: int = 3) -> None:
         super().__init__()
         if generator not in GENERATORS:
             raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
+        if predict_direction not in ("ab", "ba"):
+            raise ValueError(f"predict_direction must be 'ab' or 'ba', got {predict_direction!r}")
         if inference_pairing not in PAIRINGS:
             raise ValueError(f"inference_pairing must be one of {PAIRINGS}, got {inference_pairing!r}")
         self.save_hyperparameters()
@@ -297,6 +301,22 @@ class VideoGAN(GANModule):
                 if vals:
                     record[f"{key}_{direction}"] = float(np.mean(vals))
         return record
+
+    # --- prediction ----------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """One whole video translated by ``predict_direction``, resized back to its stored size, in [0, 1]."""
+        y = self.translate_clip(batch["frames"][0], self.hparams.predict_direction)
+        h, w = int(batch["height"][0]), int(batch["width"][0])
+        y = F.interpolate((y + 1) / 2, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+        return {"frames": y, "video": batch["video"][0], "fps": float(batch["fps"][0]),
+                "container": bool(batch["container"][0]), "source": batch["source"][0],
+                "names": str(batch["names"][0]).split("\n")}
+
+    def prediction_writer(self, run_dir: str | Path) -> Any:
+        """``medlearn predict``: translated videos (mp4) or frames, at the input's size, count and rate."""
+        from medlearn.methods.videogan.predict import VideoWriter
+
+        return VideoWriter(run_dir)
 
     # --- report --------------------------------------------------------------------------------
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
