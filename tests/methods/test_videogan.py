@@ -79,6 +79,7 @@ def test_evaluation_of_the_identity_by_hand() -> None:
     y01, r01 = (a + 1) / 2, (ref + 1) / 2
     psnr = np.mean([10 * np.log10(1 / float(((y01[t] - r01[t]) ** 2).mean())) for t in range(3)])
     assert rec["psnr_ab"] == pytest.approx(psnr, rel=1e-5) and "psnr_ba" not in rec
+    assert rec["psnr_identity_ab"] == pytest.approx(psnr, rel=1e-5)  # the identity translates nothing
     offsets = (y01 - r01).mean(dim=(2, 3)).numpy()
     assert rec["drift_ab"] == pytest.approx(offsets.std(0).mean(), rel=1e-5)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medlearn.methods.videogan.module import VideoGAN
-from medlearn.methods.videogan.recipe import demo, write_contract_data
+from medlearn.methods.videogan.recipe import demo, reproduce, write_contract_data
 from medlearn.registry import MethodSpec, register
 
 __all__ = ["VideoGAN"]
@@ -16,4 +16,5 @@ register(MethodSpec(
     contract_configs=["demo.yaml", "demo_cyclegan.yaml"],
     write_contract_data=write_contract_data,
     demo=demo,
+    reproduce=reproduce,
 ))

@@ -30,12 +30,13 @@ frame, ``inference_pairing="middle"``, or sliding pairs ``(t, t+1)`` averaged,
 
 - ``w1_ab``: colour distance to the target domain, the per-channel 1-D Wasserstein distance between
   the pooled tissue pixels (border masked) of the translated videos and of the real target videos,
-  on the [0, 1] scale, mean over R, G, B (``w1_identity_ab``: the same for the untranslated input);
+  on the [0, 1] scale, mean over R, G, B;
 - ``flicker_ab``: temporal consistency, the mean over videos of ``mean_t |y_t - y_{t-1}| -
   mean_t |x_t - x_{t-1}|`` (0: the translation adds no frame-to-frame change);
 - on phantoms (whose ``Reference/`` renders each frame in the other scope's style): ``psnr_ab`` to
   that ground truth, ``tdiff_ab`` = ``mean |Δy - Δy_GT|`` and ``drift_ab`` = the per-video s.d.
-  over frames of the mean-colour offset to the ground truth.
+  over frames of the mean-colour offset to the ground truth;
+- ``<reading>_identity_ab``: the same readings of the untranslated input ("no adaptation").
 """
 
 from __future__ import annotations
@@ -282,24 +283,24 @@ class VideoGAN(GANModule):
             record[f"w1_{direction}"] = float(np.mean([wasserstein_1d(fake[:, c], real[:, c]) for c in range(3)]))
             record[f"w1_identity_{direction}"] = float(np.mean([wasserstein_1d(src[:, c], real[:, c])
                                                                 for c in range(3)]))
-            flick, psnr, tdiff, drift = [], [], [], []
-            for x, y, _, ref in clips:
-                if x.shape[0] > 1:
-                    dy, dx = (y[1:] - y[:-1]).abs().mean() / 2, (x[1:] - x[:-1]).abs().mean() / 2
-                    flick.append(float(dy - dx))
-                if ref is not None:
-                    y01, r01 = (y + 1) / 2, (ref + 1) / 2
-                    mse = ((y01 - r01) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-                    psnr.append(float((10 * torch.log10(1 / mse)).mean()))
-                    if x.shape[0] > 1:
-                        tdiff.append(float(((y01[1:] - y01[:-1]) - (r01[1:] - r01[:-1])).abs().mean()))
-                    offset = (y01 - r01).mean(dim=(2, 3))  # (T, 3) mean-colour offset per frame
-                    drift.append(float(offset.std(0, unbiased=False).mean()))
-            if flick:
-                record[f"flicker_{direction}"] = float(np.mean(flick))
-            for key, vals in (("psnr", psnr), ("tdiff", tdiff), ("drift", drift)):
-                if vals:
-                    record[f"{key}_{direction}"] = float(np.mean(vals))
+            for tag, pick in (("", 1), ("_identity", 0)):  # the translation, and no adaptation (the input)
+                flick, psnr, tdiff, drift = [], [], [], []
+                for clip in clips:
+                    x, y, ref = clip[0], clip[pick], clip[3]
+                    if x.shape[0] > 1 and not tag:
+                        dy, dx = (y[1:] - y[:-1]).abs().mean() / 2, (x[1:] - x[:-1]).abs().mean() / 2
+                        flick.append(float(dy - dx))
+                    if ref is not None:
+                        y01, r01 = (y + 1) / 2, (ref + 1) / 2
+                        mse = ((y01 - r01) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+                        psnr.append(float((10 * torch.log10(1 / mse)).mean()))
+                        if x.shape[0] > 1:
+                            tdiff.append(float(((y01[1:] - y01[:-1]) - (r01[1:] - r01[:-1])).abs().mean()))
+                        offset = (y01 - r01).mean(dim=(2, 3))  # (T, 3) mean-colour offset per frame
+                        drift.append(float(offset.std(0, unbiased=False).mean()))
+                for key, vals in (("flicker", flick), ("psnr", psnr), ("tdiff", tdiff), ("drift", drift)):
+                    if vals:
+                        record[f"{key}{tag}_{direction}"] = float(np.mean(vals))
         return record
 
     # --- prediction ----------------------------------------------------------------------------
