@@ -162,3 +162,11 @@ def test_predict_writes_videos_and_frames_at_their_own_size_count_and_rate(tmp_p
     assert written == ["frame1.png", "frame2.png", "frame3.png"]
     assert read_image(Path(out) / "clip" / "frame2.png")[0].shape == (3, 20, 26)
     assert (Path(out) / "translations.csv").read_text().count("\n") == 3
+
+
+def test_paper_scale_config_builds_the_cyclegan_networks() -> None:
+    cfg = load_config(config_dir("videogan") / "cvc_etis.yaml")
+    m = instantiate_class(cfg["model"])
+    assert m.hparams.schedule == "linear" and list(m.hparams.milestones) == [100]
+    assert len([b for b in m.g_ab.fuse if type(b).__name__ == "ResBlock"]) == 9
+    assert cfg["data"]["init_args"]["image_size"] == 256 and cfg["trainer"]["max_epochs"] == 200

@@ -94,7 +94,8 @@ class VideoGAN(GANModule):
         predict_direction: what ``medlearn predict`` applies: ``"ab"`` (G_AB) or ``"ba"`` (G_BA).
         lr: Adam learning rate.
         betas: Adam betas.
-        schedule: learning-rate schedule (CycleGAN: constant then linear decay).
+        schedule: learning-rate schedule (CycleGAN: ``"linear"``, constant then linearly to 0).
+        milestones: ``"linear"``: ``[n]``, the end of the constant part (CycleGAN: 100 of 200 epochs).
         n_samples: sample rows in the report.
     """
 
@@ -110,7 +111,7 @@ class VideoGAN(GANModule):
                  hist_reference: str = "frame", pool_size: int = 50, inference_pairing: str = "middle",
                  predict_direction: str = "ab",
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), schedule: str = "constant",
-                 n_samples: int = 3) -> None:
+                 milestones: list[int] | None = None, n_samples: int = 3) -> None:
         super().__init__()
         if generator not in GENERATORS:
             raise ValueError(f"generator must be one of {GENERATORS}, got {generator!r}")
