@@ -39,6 +39,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "kits19": dict(n_cases=2, n_unlabelled=0, n_slices=6, size=32, seed=1),
     "acdc": dict(n_patients=2, n_slices=3, size=32, seed=1),
     "inbreast": dict(n_images=3, height=64, width=64, p_mass=1.0, seed=1),
+    "endoscopy-cvc": dict(n_videos=2, n_frames=3, size=16, seed=1),
+    "endoscopy-etis": dict(n_videos=2, n_frames=3, size=16, seed=1),
 }
 #: What "auto" resolves each writer's output to: (kind, layout). The head CT phantom is a manifest
 #: to "auto" (its explicit layout "headct" only changes the default class order).
@@ -53,6 +55,8 @@ AUTO: dict[str, tuple[str, str]] = {
     "kits19": ("segmentation2d", "kits19"),
     "acdc": ("segmentation2d", "acdc"),
     "inbreast": ("segmentation2d", "inbreast"),
+    "endoscopy-cvc": ("video", "cvc_clinicdb"),
+    "endoscopy-etis": ("video", "etis"),
 }
 
 
@@ -202,7 +206,7 @@ DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
 GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
            "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain", "volume_preprocess",
-           "volume_slices",
+           "video_frames", "video_pairs", "volume_slices",
            "volumes"}
 
 

@@ -45,6 +45,9 @@ def test_schedules_by_hand():
     assert cos == pytest.approx([2 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
     warm = _lrs(OptimSpec(lr=1.0, schedule="constant", warmup_epochs=3), 5)
     assert warm == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    # CycleGAN's linear rule (n_epochs 3 + n_epochs_decay 3): 1 - max(0, e + 1 - 3) / 4
+    assert _lrs(OptimSpec(lr=1.0, schedule="linear"), 6) == pytest.approx([1, 1, 1, 0.75, 0.5, 0.25])
+    assert _lrs(OptimSpec(lr=1.0, schedule="linear", milestones=(4,)), 6) == pytest.approx([1, 1, 1, 1, 2 / 3, 1 / 3])
 
 
 def test_param_groups_and_optimisers():

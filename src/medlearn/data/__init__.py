@@ -22,10 +22,12 @@ from medlearn.data.brats import (
     read_brats,
 )
 from medlearn.data.chestxray14 import CHESTXRAY14_LABELS, read_chestxray14
+from medlearn.data.cvc_clinicdb import read_cvc_clinicdb
 from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.datasets import RadiographDataset
 from medlearn.data.decode import ImageCache, load_image, load_image2d, resize_square, to_unit_range
 from medlearn.data.drishti import read_drishti
+from medlearn.data.etis import read_etis
 from medlearn.data.inbreast import read_inbreast
 from medlearn.data.info import DataInfo
 from medlearn.data.isic2018 import ISIC2018_CLASSES, find_isic2018, read_isic2018
@@ -60,6 +62,8 @@ from medlearn.data.sampling import (
     subsample,
 )
 from medlearn.data.segmentation2d import ImageMaskDataModule, ImageMaskDataset, read_mask_table
+from medlearn.data.video_folder import read_video_folder
+from medlearn.data.video_frames import VideoFrame
 from medlearn.data.volume_preprocess import LoadVolumed, load_volume, volume_transforms
 from medlearn.data.volumes import VolumeDataModule, VolumeDataset
 
@@ -77,6 +81,7 @@ __all__ = [
     "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
     "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table", "SplitDataModule",
     "DiscROI", "detect_disc_centre", "REFUGE_VALUE_MAP", "read_refuge", "read_drishti",
+    "read_cvc_clinicdb", "read_etis", "read_video_folder", "VideoFrame",
     "ACDC_LABELS", "ACDC_LABEL_NAMES", "read_acdc", "KITS19_LABELS", "KITS19_LABEL_NAMES", "read_kits19",
     "read_inbreast",
 ]

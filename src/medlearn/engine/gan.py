@@ -46,7 +46,7 @@ from medlearn.losses.adversarial import AdversarialLoss, gradient_penalty
 if TYPE_CHECKING:
     from medlearn.engine.report import Section
 
-__all__ = ["GANModule", "sample_grid"]
+__all__ = ["GANModule", "ImagePool", "sample_grid"]
 
 
 class GANModule(MethodModule):
@@ -185,6 +185,57 @@ class GANModule(MethodModule):
         png = save_figure(fig, Path(run_dir) / "figures" / "gan_losses.png")
         return Section("Losses of every player", "Epoch means of each optimiser's loss and its parts "
                        "(train/<player>/<part> in metrics.csv).", [png])
+
+
+class ImagePool(nn.Module):
+    """CycleGAN's history of generated images for the discriminator (Shrivastava et al., CVPR 2017).
+
+    ``query(images)`` returns, per image, with probability 1/2 a stored older image (which the new
+    one replaces) and else the new image, once the pool is full; until then it stores and returns
+    the new ones. As in ``junyanz/pytorch-CycleGAN-and-pix2pix`` (``util/image_pool.py``), pool
+    size 50. The pool is a buffer (saved in checkpoints) and draws from torch's RNG (whose state
+    checkpoints keep), so a resumed run continues identically. ``size`` 0: no pool.
+
+    Args:
+        size: images kept.
+    """
+
+    def __init__(self, size: int = 50) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.register_buffer("images", torch.zeros(0))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "images"
+        if key in state_dict:  # the stored pool's shape, not the empty placeholder's
+            self.images = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        """Images for the discriminator (detached), ``images``' shape."""
+        images = images.detach()
+        if self.size <= 0:
+            return images
+        if self.images.numel() == 0:
+            self.images = images.new_zeros((self.size, *images.shape[1:]))
+        out = []
+        count, store = self.count, self.images
+        assert isinstance(count, torch.Tensor) and isinstance(store, torch.Tensor)
+        for img in images:
+            n = int(count)
+            if n < self.size:
+                store[n] = img
+                count.add_(1)
+                out.append(img)
+            elif float(torch.rand(())) < 0.5:
+                k = int(torch.randint(0, self.size, ()))
+                out.append(store[k].clone())
+                store[k] = img
+            else:
+                out.append(img)
+        return torch.stack(out)
 
 
 def sample_grid(rows: Sequence[Mapping[str, torch.Tensor]], path: Path, title: str = "",

@@ -60,7 +60,7 @@ __all__ = ["MethodModule", "OptimSpec", "ParamGroup", "OptimizerPlan", "Contract
            "build_scheduler", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("step", "cosine", "constant")
+SCHEDULES = ("step", "cosine", "constant", "linear")
 
 
 # ----------------------------------------------------------------------------------- optimisation
@@ -74,9 +74,12 @@ class OptimSpec:
         weight_decay: weight decay (L2 for Adam and SGD, decoupled for AdamW).
         momentum: SGD momentum.
         betas: Adam / AdamW betas.
-        schedule: ``"step"`` (x ``gamma`` at each milestone), ``"cosine"`` (to 0 at the last epoch)
-            or ``"constant"``; each with optional linear warm-up.
-        milestones: epochs of the step schedule; ``None``: one step at 70 % of the epochs.
+        schedule: ``"step"`` (x ``gamma`` at each milestone), ``"cosine"`` (to 0 at the last epoch),
+            ``"linear"`` (CycleGAN: constant for ``milestones[0]`` epochs, default half of them, then
+            linearly towards 0: ``1 - max(0, e + 1 - n) / (epochs - n + 1)``) or ``"constant"``;
+            each with optional linear warm-up.
+        milestones: epochs of the step schedule (``None``: one step at 70 % of the epochs); for
+            ``"linear"``, its first entry is the end of the constant part.
         warmup_epochs: linear warm-up epochs (0: none).
         gamma: step-schedule factor.
     """
@@ -177,6 +180,9 @@ def build_scheduler(opt: torch.optim.Optimizer, spec: OptimSpec,
             return w * gamma ** sum(epoch >= m for m in milestones)
         if kind == "cosine":
             return w * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
+        if kind == "linear":  # CycleGAN: constant for n epochs, then linearly to 0 (its lambda_rule)
+            n = milestones[0] if spec.milestones is not None else epochs // 2
+            return w * (1.0 - max(0, epoch + 1 - n) / float(epochs - n + 1))
         return w
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)

@@ -18,6 +18,7 @@ Adversarial Networks", ICCV 2017, arXiv:1703.10593) for 2D and 3D (``spatial_dim
   network.
 - :func:`tile_code`: a per-sample code vector tiled to the image size and concatenated as
   channels (StarGAN-style conditioning, as MGAN's generator uses it).
+- :class:`ResBlock`: CycleGAN's residual block (also VideoGAN's fused bottleneck).
 - :func:`init_gan_weights`: pix2pix's ``init_weights`` (normal / xavier / kaiming, gain 0.02).
 """
 
@@ -30,7 +31,8 @@ from monai.networks.layers.factories import Conv, Norm
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-__all__ = ["PatchGAN", "ResNetGenerator", "UNetGenerator", "init_gan_weights", "patch_discriminator", "tile_code"]
+__all__ = ["PatchGAN", "ResBlock", "ResNetGenerator", "UNetGenerator", "init_gan_weights", "patch_discriminator",
+           "tile_code"]
 
 _NORMS = ("batch", "instance", "none")
 
@@ -222,7 +224,16 @@ class UNetGenerator(nn.Module):
         return self.model(x)
 
 
-class _ResBlock(nn.Module):
+class ResBlock(nn.Module):
+    """CycleGAN's residual block: ``x + norm(conv3(relu(norm(conv3(pad(x))))))`` with reflection padding.
+
+    Args:
+        spatial_dims: 2 or 3 (3D pads by replication).
+        ch: channels.
+        norm: ``"instance"``, ``"batch"`` or ``"none"``.
+        dropout: dropout 0.5 between the two convolutions.
+    """
+
     def __init__(self, spatial_dims: int, ch: int, norm: str, dropout: bool) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
@@ -235,6 +246,7 @@ class _ResBlock(nn.Module):
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the block's residual."""
         return x + self.block(x)
 
 
@@ -273,7 +285,7 @@ class ResNetGenerator(nn.Module):
             c = ngf * 2**i
             layers += [conv(c, 2 * c, 3, stride=2, padding=1, bias=bias), _norm(norm, spatial_dims, 2 * c),
                        nn.ReLU(True)]
-        layers += [_ResBlock(spatial_dims, ngf * 4, norm, dropout) for _ in range(n_blocks)]
+        layers += [ResBlock(spatial_dims, ngf * 4, norm, dropout) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
             layers += [tconv(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),

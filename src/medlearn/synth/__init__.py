@@ -127,6 +127,7 @@ from medlearn.synth import acdc as _acdc  # noqa: E402,F401
 from medlearn.synth import asoct as _asoct  # noqa: E402,F401
 from medlearn.synth import brats as _brats  # noqa: E402,F401
 from medlearn.synth import chestxray as _chestxray  # noqa: E402,F401
+from medlearn.synth import endoscopy as _endoscopy  # noqa: E402,F401
 from medlearn.synth import fundus as _fundus  # noqa: E402,F401
 from medlearn.synth import headct as _headct  # noqa: E402,F401
 from medlearn.synth import inbreast as _inbreast  # noqa: E402,F401
