@@ -42,12 +42,11 @@ from harness import (  # noqa: E402
     StepBench,
     bench_parser,
     command_line,
-    compare,
     comparison_table,
     finish,
     machine_info,
-    run_interleaved,
     run_meta,
+    run_scales,
     section_header,
 )
 
@@ -177,11 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     machine = machine_info()
     demo, demo_cmp, paper, paper_cmp = plan(threads, args.paper_batch)
-    results = run_interleaved(demo, warmup, iters, repeats, preload=PRELOAD)
-    rows = compare(results, demo_cmp)
-    paper_res = run_interleaved(paper, paper_warmup, paper_iters, paper_repeats, preload=PRELOAD)
-    rows += compare(paper_res, paper_cmp)
-    results.update(paper_res)
+    results, rows = run_scales([(demo, demo_cmp, warmup, iters, repeats),
+                                (paper, paper_cmp, paper_warmup, paper_iters, paper_repeats)], preload=PRELOAD)
     meta = run_meta(cmd, t0, machine, budget)
     return finish(budget, SECTION, meta, render(meta, rows, results), {"configs": results, "comparisons": rows})
 

@@ -58,7 +58,7 @@ from medlearn import runtime as _runtime
 
 __all__ = [
     "StepBench", "BenchConfig", "Comparison", "PeakMemory", "time_step", "run_interleaved",
-    "run_isolated", "compare", "default_threads", "machine_info", "machine_markdown", "comparison_table",
+    "run_isolated", "compare", "run_scales", "default_threads", "machine_info", "machine_markdown", "comparison_table",
     "markdown_table", "update_section", "write_json", "utc_now", "DOC_INTRO",
     "bench_parser", "Budget", "command_line", "drift_summary", "drift_table",
     "section_header", "run_meta", "finish", "child_env", "THREAD_ENV",
@@ -470,6 +470,29 @@ def compare(results: Mapping[str, Mapping[str, Any]], comparisons: Sequence[Comp
 
 
 # -- machine ------------------------------------------------------------------------------------
+def run_scales(scales: Sequence[tuple[Sequence[BenchConfig], Sequence[Comparison], int, int, int]],
+               preload: Sequence[str] = ("torch",)) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Time each scale's configurations (:func:`run_interleaved`) and read its comparisons, scale after
+    scale (e.g. the demo pair, then the paper-scale pair); a scale without configurations is skipped.
+
+    Args:
+        scales: ``(configs, comparisons, warmup, iters, repeats)`` per scale.
+        preload: modules the fork server imports once.
+
+    Returns:
+        ``(results of every configuration, comparison rows in scale order)``.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for configs, comparisons, warmup, iters, repeats in scales:
+        if not configs:
+            continue
+        res = run_interleaved(configs, warmup, iters, repeats, preload=preload)
+        rows += compare(res, comparisons)
+        results.update(res)
+    return results, rows
+
+
 def default_threads() -> int:
     """Threads as medlearn's ``set_cpu_threads()`` resolves them (``MEDLEARN_THREADS``, else
     min(2, usable cores): :func:`medlearn.runtime.default_threads`), without importing torch here."""
