@@ -284,3 +284,27 @@ def test_paper_scale_configs_build(config, params):
     if config == "brats_tcmgan.yaml":
         assert isinstance(model.critic, StarGANCritic) and model.segmentor is not None
         assert [p.name for p in model.optimizer_plans()] == ["discriminator", "generator", "segmentor"]
+
+
+def test_downstream_with_perfect_synthesis_equals_all_four_real(brats, tmp_path):
+    from medlearn.data.mr_slices import MRSliceDataModule
+    from medlearn.methods.mgan.recipe import CONTRASTS, Downstream
+
+    ds = Downstream(tmp_path, brats, epochs=1)
+    assert ds.all4.hparams.in_channels == 4 and ds.t2.hparams.in_channels == 1
+    dm = MRSliceDataModule(str(brats), image_size=32, test_fraction=0.25, val_fraction=0.0)
+    dm.setup("test")
+    test = dm.test_set.tensors
+    perfect = {c: test["targets"][:, i:i + 1] for i, c in enumerate(CONTRASTS)}
+    row = ds.scores(test, perfect)
+    assert row["seg_dice"] == row["seg_dice_real"] and row["seg_iou"] == row["seg_iou_real"]
+    # a segmenter trained on T2 + "synthesised" contrasts that are the real ones, with the real one's seed,
+    # is the real one
+    real_train = {c: ds.train["targets"][:, i:i + 1] for i, c in enumerate(CONTRASTS)}
+    own = ds.scores(test, perfect, lambda c, x: real_train[c], tag="oracle", seed=0)
+    assert own["seg_dice_synth"] == pytest.approx(own["seg_dice_real"], abs=1e-9)
+    blank = {c: torch.full_like(v, -1.0) for c, v in perfect.items()}
+    assert set(ds.scores(test, blank)) == set(row)
+    assert all(0.0 <= v <= 1.0 for v in row.values())
+    again = Downstream(tmp_path, brats, epochs=1)  # reused from the run folders, not retrained
+    assert torch.equal(next(again.all4.parameters()), next(ds.all4.parameters()))

@@ -170,3 +170,34 @@ def test_paper_scale_config_builds_the_cyclegan_networks() -> None:
     assert m.hparams.schedule == "linear" and list(m.hparams.milestones) == [100]
     assert len([b for b in m.g_ab.fuse if type(b).__name__ == "ResBlock"]) == 9
     assert cfg["data"]["init_args"]["image_size"] == 256 and cfg["trainer"]["max_epochs"] == 200
+
+
+class _Identity:
+    """A translator that changes nothing: both protocol directions must then equal no adaptation."""
+
+    def eval(self) -> _Identity:
+        return self
+
+    def translate_clip(self, frames: torch.Tensor, direction: str = "ab") -> torch.Tensor:
+        return frames.clone()
+
+
+def test_segmentation_protocol_with_the_identity_equals_no_adaptation(tmp_path: Path) -> None:
+    from medlearn.data.video_pairs import VideoPairDataModule
+    from medlearn.io.errors import DataError
+    from medlearn.methods.videogan.segmentation import polyp_segmentation
+
+    root = write_contract_data(tmp_path / "data")
+    dm = VideoPairDataModule(root, image_size=16, test_fraction=0.25)
+    row = polyp_segmentation(_Identity(), dm, tmp_path / "seg", seed=0, epochs=2, tag="-id")
+    assert set(row) == {f"{m}_{k}" for m in ("dice", "iou") for k in ("none", "target", "b2a", "a2b")}
+    assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert row["dice_b2a"] == row["dice_none"]  # the same segmenter on the same frames
+    assert row["dice_a2b"] == pytest.approx(row["dice_none"], abs=1e-9)  # same frames, masks and seed: same weights
+    assert (tmp_path / "seg" / "seg-source-s0" / "checkpoints" / "last.ckpt").is_file()
+    refs = polyp_segmentation(None, dm, tmp_path / "seg", seed=0, epochs=2)  # references only, reused segmenters
+    assert refs == {k: row[k] for k in ("dice_none", "iou_none", "dice_target", "iou_target")}
+    for v in dm.videos("b", "test"):
+        v.masks = None
+    with pytest.raises(DataError, match="without polyp masks"):
+        polyp_segmentation(_Identity(), dm, tmp_path / "seg2", seed=0, epochs=1)

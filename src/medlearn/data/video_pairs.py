@@ -284,6 +284,14 @@ class VideoPairDataModule(SplitDataModule[Any]):
             self.val_set = VideoClipDataset(a[1], b[1])
             self.test_set = VideoClipDataset(a[2], b[2])
 
+    def videos(self, domain: str, split: str) -> list[DecodedVideo]:
+        """The decoded videos of ``domain`` (``"a"`` or ``"b"``) in ``split`` (``"train"``, ``"val"``, ``"test"``)."""
+        if domain not in ("a", "b") or split not in ("train", "val", "test"):
+            raise ValueError(f"domain must be 'a' or 'b' and split 'train', 'val' or 'test', got {domain!r}, {split!r}")
+        self.setup("fit")
+        assert self._split is not None
+        return self._split[domain][("train", "val", "test").index(split)]
+
     def _loader(self, dataset: Any, train: bool) -> Any:
         if not train:  # whole videos of different lengths: one per batch
             from torch.utils.data import DataLoader

@@ -23,7 +23,8 @@ manual optimisation:
 * **Logs and report.** :meth:`GANModule.step_player` steps one optimiser and logs its loss parts
   as ``train/<player>/<part>`` (epoch means); the report gets the loss curves of every player
   (:meth:`GANModule.loss_curves`) and sample grids (:func:`sample_grid`: input, output and
-  target side by side).
+  target side by side); the console's epoch line shows each player's loss and the monitored
+  metric only (``console_metrics``).
 
 Subclasses implement ``training_step`` with :meth:`step_player`, and call
 :meth:`finish_batch` at its end. Hyper-parameters are read with defaults, so a subclass saves
@@ -74,6 +75,12 @@ class GANModule(MethodModule):
         if self._adversarial is None:
             self._adversarial = AdversarialLoss(self._hp("gan_loss", "lsgan"), self._hp("patch_reduction", "mean"))
         return self._adversarial
+
+    @property
+    def console_metrics(self) -> tuple[str, ...] | None:
+        """The epoch line shows each player's loss and the monitored metric (a GAN logs many)."""
+        keys = [f"train/{p}/loss" for p in self.players()]
+        return tuple(keys + ([self.monitor[0]] if self.monitor else []))
 
     def players(self) -> dict[str, list[str]]:
         """Optimiser name -> the attribute names of the submodules it updates (in step order)."""

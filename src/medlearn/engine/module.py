@@ -246,6 +246,13 @@ class MethodModule(LightningModule):
         """``(metric, "max" | "min")`` that selects ``best.ckpt``; ``None``: only ``last.ckpt``."""
         return None
 
+    @property
+    def console_metrics(self) -> tuple[str, ...] | None:
+        """The metrics of the console's one line per epoch, in order; ``None``: every scalar of the
+        epoch (everything is still logged to ``metrics.csv`` and TensorBoard).
+        """
+        return None
+
     # --- data -------------------------------------------------------------------------------------
     def receive_data(self, info: DataInfo) -> None:
         """Take what the model needs from the training data (called once before ``fit`` builds the

@@ -64,6 +64,8 @@ _QUIET_WARNINGS = (
     r".*does not have many workers which may be a bottleneck",
     r".*isinstance\(treespec, LeafSpec\)",
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+    # frozen parts (an evaluator, a frozen encoder, EMA copies) are kept in eval mode on purpose
+    r"Found \d+ module\(s\) in eval mode at the start of training",
 )
 
 
@@ -175,13 +177,19 @@ class EpochLine(Callback):
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Print the epoch's line: its time and every scalar logged for it (the count of cases a
-        metric left out, ``*_undefined``, only when there are any).
+        """Print the epoch's line: its time and the module's ``console_metrics`` (default: every
+        scalar logged for it; the count of cases a metric left out, ``*_undefined``, only when
+        there are any).
         """
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k.count("/") <= 1}
-        keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0))
+        chosen = getattr(pl_module, "console_metrics", None)
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()
+             if v.numel() == 1 and (k.count("/") <= 1 or (chosen is not None and k in chosen))}
+        if chosen is not None:
+            keys = [k for k in chosen if k in m]
+        else:
+            keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0))
         body = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
         print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
               f"({time.perf_counter() - self._t0:.1f}s)  {body}", flush=True)

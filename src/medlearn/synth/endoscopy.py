@@ -4,7 +4,10 @@ The VideoGAN spec's synthetic clips (section 6): per video a lumen centre drifti
 shading ``S = 1 - exp(-2.5 d)`` with ``d`` the distance to the lumen centre, haustral folds
 ``S *= 1 + 0.18 sin(f log(d z) - v t + phase)``, forward motion by zoom ``z = 1 + 0.04 t``, one
 polyp (a bright bump of radius 0.12-0.25 moving with the scene; its disc is the mask) and 4 small
-white specular spots. Each scope renders the same geometry in its own colour::
+white specular spots. The bump: inside the disc ``S <- 0.55 S + 0.6 sqrt(1 - r^2)`` (``r``: distance to
+its centre over its radius), outside a shadow ring ``S *= 1 - 0.45 exp(-((r - 1) / 0.25)^2)``, so
+that its outline is visible at 32 px (a segmenter trained on real frames must be able to find it
+for the downstream polyp test to measure anything). Each scope renders the same geometry in its own colour::
 
     colour = cast * S^gamma * vignette * gain + specular
 
@@ -98,7 +101,8 @@ def render_clip(rng: np.random.Generator, style: ScopeStyle, other: ScopeStyle |
         pc = c + z * p_dist * np.array([np.cos(p_ang), np.sin(p_ang)])
         pd = np.sqrt((xx - pc[0]) ** 2 + (yy - pc[1]) ** 2) / (p_rad * z)
         polyp = pd <= 1.0
-        shade = np.where(polyp, shade * 0.75 + 0.35 * np.sqrt(np.clip(1 - pd ** 2, 0, 1)), shade)
+        dome = np.sqrt(np.clip(1 - pd ** 2, 0, 1))
+        shade = np.where(polyp, shade * 0.55 + 0.6 * dome, shade * (1.0 - 0.45 * np.exp(-((pd - 1.0) / 0.25) ** 2)))
         spec = np.zeros((size, size))
         for s in spots:
             q = c + z * (s - c0)
