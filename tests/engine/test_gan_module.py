@@ -131,3 +131,19 @@ def test_a_toy_gan_moves_its_samples_to_the_real_distribution(loss: str) -> None
         after = float(model.gen(torch.randn(2000, 1)).mean())
     assert abs(after - 3.0) < 0.5 < abs(before - 3.0), (before, after)
     assert math.isfinite(after)
+
+
+def test_the_epoch_line_shows_each_players_loss_not_every_logged_scalar(capsys: pytest.CaptureFixture[str]) -> None:
+    from medlearn.engine.trainer import EpochLine
+
+    class Chatty(ToyGAN):
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+            super().training_step(batch, batch_idx)
+            self.log("train/chatter", 1.0, on_step=False, on_epoch=True)
+
+    trainer = Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[EpochLine("[toy] ")])
+    trainer.fit(Chatty(), _loader(n=64))
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[toy] epoch 1/1")]
+    assert len(line) == 1 and "train/generator/loss=" in line[0] and "train/discriminator/loss=" in line[0]
+    assert "chatter" not in line[0] and "adv" not in line[0]
