@@ -522,6 +522,14 @@ def _cpu_flags(wanted: Sequence[str] = ("avx2", "avx512f", "avx512_bf16", "amx_b
     return []
 
 
+def bf16_expectation() -> str:
+    """The expected bf16-vs-fp32 reading on this CPU: < 1 with bf16 units (AVX-512 BF16 / AMX), > 1 without."""
+    units = [f for f in _cpu_flags() if f in ("avx512_bf16", "amx_bf16")]
+    if units:
+        return f"CPU with bf16 units ({', '.join(units)}): < 1 where matmuls dominate"
+    return "CPU without bf16 units: > 1"
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model and flags, cores (logical / usable), load average, memory, python, torch, GPU."""
     import torch
