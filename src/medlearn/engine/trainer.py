@@ -66,6 +66,10 @@ _QUIET_WARNINGS = (
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
     # frozen parts (an evaluator, a frozen encoder, EMA copies) are kept in eval mode on purpose
     r"Found \d+ module\(s\) in eval mode at the start of training",
+    # a DataModule without a validation split returns [] on purpose (pretraining methods)
+    r"Total length of `list` across ranks is zero",
+    # whole-case predict loaders (batch_size=None) carry no batch indices; medlearn's writers do not need them
+    r"Couldn't infer the batch indices fetched from your dataloader",
 )
 
 
