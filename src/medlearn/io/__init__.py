@@ -46,7 +46,9 @@ Errors
 Bad input always raises :class:`DataError` (a :class:`ValueError`) whose message starts with the
 file path and says what is wrong: missing, empty, truncated or corrupt files, content that is no
 supported format, DICOM without pixel data or with a transfer syntax no installed plugin decodes,
-NaN or Inf pixels (counted), zero-size dimensions, NIfTI with more than 4 dimensions. Library
+NaN or Inf pixels (counted; for NIfTI, ``nonfinite=<value>`` replaces them with a
+:class:`NonFiniteReplacedWarning` instead, the policy for NaN outside the brain after
+resampling), zero-size dimensions, NIfTI with more than 4 dimensions. Library
 exceptions are wrapped (``raise DataError(...) from exc``). A file whose content is another
 supported format than its extension (a PNG renamed ``.dcm``) is read by content with a
 :class:`FormatMismatchWarning`.
@@ -65,7 +67,13 @@ files from the file size or gzip footer, without decoding the voxels.
 
 from __future__ import annotations
 
-from medlearn.io._common import FormatMismatchWarning, PrecisionLossWarning, atomic_write_text, detect_format
+from medlearn.io._common import (
+    FormatMismatchWarning,
+    NonFiniteReplacedWarning,
+    PrecisionLossWarning,
+    atomic_write_text,
+    detect_format,
+)
 from medlearn.io.api import read_image, write_image
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
@@ -76,6 +84,7 @@ __all__ = [
     "atomic_write_text",
     "DataError",
     "FormatMismatchWarning",
+    "NonFiniteReplacedWarning",
     "PrecisionLossWarning",
     "detect_format",
     "read_image",

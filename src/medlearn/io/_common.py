@@ -13,6 +13,7 @@ import gzip
 import os
 import struct
 import tempfile
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from medlearn.io.errors import DataError
 
 __all__ = [
     "FormatMismatchWarning",
+    "NonFiniteReplacedWarning",
     "PrecisionLossWarning",
     "EXTENSION_FORMATS",
     "detect_format",
@@ -199,31 +201,44 @@ def check_readable(path: str | Path) -> tuple[Path, bytes]:
     return p, head
 
 
-def finalize_array(array: np.ndarray, path: str | Path) -> np.ndarray:
+class NonFiniteReplacedWarning(UserWarning):
+    """NaN / Inf voxels were replaced by the value the caller chose (``nonfinite=<value>``)."""
+
+
+def finalize_array(array: np.ndarray, path: str | Path, nonfinite: str | float = "refuse") -> np.ndarray:
     """Convert a decoded array to the medlearn contract: float32, no zero-size axis, finite.
 
     Args:
         array: the decoded pixels, already channel-first.
         path: the source file, for messages.
+        nonfinite: the policy for NaN / Inf values: ``"refuse"`` (default: a :class:`DataError`
+            counting them) or a number that replaces them, with a
+            :class:`NonFiniteReplacedWarning` that counts them (e.g. 0 for NaN outside the brain
+            after resampling).
 
     Returns:
         A C-contiguous float32 array (a copy unless ``array`` already was one).
 
     Raises:
-        DataError: an axis has size 0, or a value is NaN or infinite (the message counts them).
+        DataError: an axis has size 0, or a value is NaN or infinite under ``"refuse"``.
     """
     if array.size == 0 or 0 in array.shape:
         raise DataError(path, f"zero-size dimension in image shape {tuple(array.shape)}")
+    if isinstance(nonfinite, str) and nonfinite != "refuse":
+        raise ValueError(f"nonfinite must be 'refuse' or a number, got {nonfinite!r}")
     out = np.ascontiguousarray(array, dtype=np.float32)
     finite = np.isfinite(out)
     if not finite.all():
         n_nan = int(np.isnan(out).sum())
         n_inf = int(out.size - finite.sum()) - n_nan
-        raise DataError(
-            path,
-            f"pixel data contains non-finite values: {n_nan} NaN and {n_inf} Inf "
-            f"(of {out.size} values; Inf includes values beyond the float32 range)",
-        )
+        counts = (f"{n_nan} NaN and {n_inf} Inf (of {out.size} values; Inf includes values beyond the float32 "
+                  "range)")
+        if nonfinite == "refuse":
+            raise DataError(path, f"pixel data contains non-finite values: {counts}; pass nonfinite=<value> to "
+                                  "replace them")
+        out = out.copy() if out is array else out
+        out[~finite] = float(nonfinite)
+        warnings.warn(f"{path}: replaced {counts} by {float(nonfinite):g}", NonFiniteReplacedWarning, stacklevel=3)
     return out
 
 

@@ -45,12 +45,15 @@ _READERS: dict[str, Callable[[str | Path], tuple[np.ndarray, dict[str, Any]]]] =
 }
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+def read_image(path: str | Path, *, nonfinite: str | float = "refuse") -> tuple[np.ndarray, dict[str, Any]]:
     """Read a PNG, JPEG, BMP, TIFF, DICOM or NIfTI file into the medlearn array contract.
 
     Args:
         path: the image file (``.png .jpg .jpeg .bmp .tif .tiff .dcm .nii .nii.gz``, or a DICOM
             file with any or no extension).
+        nonfinite: the policy for NaN / Inf voxels of NIfTI files: ``"refuse"`` (default: a
+            :class:`DataError` that counts them) or a value that replaces them, with a
+            ``NonFiniteReplacedWarning`` that counts them. Other formats always refuse them.
 
     Returns:
         ``(array, meta)``: a float32 channel-first array and the metadata dict, both as described
@@ -75,7 +78,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     else:
         raw = detect_format(path, head)
         if "gzip" in raw:
-            return read_nifti(path)  # raises the precise reason (truncated stream / not NIfTI)
+            return read_nifti(path, nonfinite)  # raises the precise reason (truncated stream / not NIfTI)
         expected = f"not a valid {FORMAT_NAMES[by_name]} file: " if by_name else ""
         raise DataError(path, f"{expected}{describe_unknown_content(head)}")
     mismatch = False
@@ -87,7 +90,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
             FormatMismatchWarning,
             stacklevel=2,
         )
-    array, meta = _READERS[fmt](path)
+    array, meta = read_nifti(path, nonfinite) if fmt == "nifti" else _READERS[fmt](path)
     meta["extension_mismatch"] = mismatch
     return array, meta
 

@@ -68,6 +68,8 @@ __all__ = ["read_dicom"]
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Media Storage Directory Storage: a DICOMDIR file.
+_DICOMDIR_UID = "1.2.840.10008.1.3.10"
 
 
 def _truncation_reason(ds: Dataset, size: int, caught: list[warnings.WarningMessage]) -> str | None:
@@ -244,6 +246,9 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if reason is not None:
         raise DataError(path, reason)
 
+    if "DirectoryRecordSequence" in ds or str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_UID:
+        raise DataError(path, "a DICOMDIR (the index of a DICOM medium), not an image: read the image files it "
+                              "lists, or the folder that holds them")
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         if "Rows" in ds and "Columns" in ds:
             raise DataError(
@@ -254,6 +259,9 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         sop = getattr(ds.get("SOPClassUID"), "name", None) or "unknown SOP class"
         raise DataError(path, f"no pixel data: not an image object ({sop})")
 
+    absent = [k for k in ("Rows", "Columns") if ds.get(k) in (None, "")]
+    if absent:
+        raise DataError(path, f"the header lacks {' and '.join(absent)}: the pixel data cannot be shaped")
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     nf_value = ds.get("NumberOfFrames")
     n_frames = 1 if nf_value in (None, "") else int(nf_value)
@@ -283,6 +291,11 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         arr, props = decoder.as_array(ds, raw=False)
     except Exception as exc:
+        msg = str(exc)
+        if "all available plugins" in msg and ("does not support" in msg or "not supported" in msg):
+            detail = " ".join(msg.split(":", 1)[-1].split())
+            raise DataError(path, f"{tsyntax.name} pixel data that no installed decoder supports "
+                                  f"({detail}); install one, e.g. pip install pylibjpeg pylibjpeg-libjpeg") from exc
         raise wrap_library_error(path, f"DICOM ({tsyntax.name})", exc) from exc
 
     stored_pi = str(ds.get("PhotometricInterpretation", "") or props.get("photometric_interpretation", ""))

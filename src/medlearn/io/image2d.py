@@ -103,7 +103,8 @@ def read_pillow(path: str | Path, expected: str | None = None) -> tuple[np.ndarr
             exif_orientation = img.getexif().get(0x0112) if fmt == "jpeg" else None
             had_alpha = "A" in mode or "a" in mode or (mode in ("P", "PA") and "transparency" in img.info)
             if mode in ("P", "PA"):
-                arr = np.asarray(img.convert("RGB"))
+                # via RGBA: Pillow warns on P -> RGB when the palette carries transparency; alpha is dropped
+                arr = np.asarray(img.convert("RGBA"))[..., :3]
                 bit_depth = 8
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 arr = np.asarray(img.convert("RGB"))

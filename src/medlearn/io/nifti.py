@@ -70,12 +70,14 @@ def _gzip_header(path: Path) -> bytes:
 
 
 @guard_reader("NIfTI")
-def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+def read_nifti(path: str | Path, nonfinite: str | float = "refuse") -> tuple[np.ndarray, dict[str, Any]]:
     """Read a ``.nii`` or ``.nii.gz`` file (NIfTI-1 or NIfTI-2) with nibabel.
 
     Args:
         path: the NIfTI file; recognised by its header, so a NIfTI file with another name is
             still read (from memory, as nibabel chooses the format by name).
+        nonfinite: NaN / Inf voxels (common outside the brain after resampling): ``"refuse"``
+            (default, a :class:`DataError`) or a value that replaces them with a warning.
 
     Returns:
         ``(array, meta)``: float32 ``(1, X, Y, Z)`` (3D) or ``(T, X, Y, Z)`` (4D) in stored voxel
@@ -112,7 +114,11 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     except Exception as exc:  # ImageFileError, HeaderDataError, EOFError, zlib.error, OSError...
         raise wrap_library_error(path, "NIfTI", exc) from exc
     if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 / NIfTI-2, single file or pair: the header said NIfTI
-        raise DataError(path, f"not a NIfTI file: nibabel reads it as {type(img).__name__}")
+        kind = type(img).__name__
+        if kind.startswith("Cifti2"):
+            raise DataError(path, "CIFTI-2 file (surface / grayordinate data): not supported, medlearn reads "
+                                  "volumetric NIfTI")
+        raise DataError(path, f"not a NIfTI file: nibabel reads it as {kind}")
 
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 4 and shape[-1] == 1:
@@ -135,7 +141,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if data.ndim == 2:
         data = data[..., None]
     arr = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
-    out = finalize_array(arr, path)
+    out = finalize_array(arr, path, nonfinite)
 
     hdr = img.header
     zooms = tuple(float(z) for z in hdr.get_zooms())
