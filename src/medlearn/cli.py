@@ -7,6 +7,7 @@
     medlearn reproduce NAME [--out DIR --resume]
                                                CPU-scale reproduction; table to docs/results.md
     medlearn synth NAME --out DIR [...]        synthetic data in a public dataset layout
+    medlearn index [ROOT]                      ROOT/index.html: every run report under ROOT (default runs)
     medlearn corrupt-masks --masks DIR|CSV --out DIR [--fraction 0.5 --seed 0 ...]
                                                a copy of a disc / cup mask set with label noise
     medlearn fit|validate|test|predict --config FILE [--section.key value ...]
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import shutil
 import sys
 import time
@@ -125,9 +127,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     specs = [get_method(n) for n in args.names] if args.names else list_methods()
     out = _fresh_out(args.out, "demo", args.overwrite)
     results = []
+    from medlearn.engine.report import SUMMARY_FILE, write_runs_index
+    from medlearn.io import atomic_write_text
+
     for spec in specs:
         print(f"== medlearn demo {spec.name} ==", flush=True)
-        results.append(spec.demo(out_dir=out / spec.name))
+        r = spec.demo(out_dir=out / spec.name)
+        results.append(r)
+        atomic_write_text(Path(r.run_dir) / SUMMARY_FILE, json.dumps(
+            {"method": r.method, "headline": r.headline, "passed": r.passed, "seconds": round(r.seconds, 1)}))
+    index = write_runs_index(out)
     table = Table(title="medlearn demo summary")
     for col in ("method", "result", "beats baseline", "time", "run folder"):
         table.add_column(col, overflow="fold")
@@ -135,6 +144,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         table.add_row(r.method, r.headline, "yes" if r.passed else "NO", f"{r.seconds / 60:.1f} min",
                       str(r.run_dir / "report.html"))
     Console(width=160).print(table)
+    print(f"every report of this demo: {index}")
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from medlearn.engine.report import write_runs_index
+
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"medlearn: {root} is not a folder", file=sys.stderr)
+        return 2
+    out = write_runs_index(root)
+    print(f"wrote {out}")
     return 0
 
 
@@ -250,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted reproduction in --out, keeping its finished runs (results.json)")
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
+    ix = sub.add_parser("index", help="write ROOT/index.html listing every run report under ROOT")
+    ix.add_argument("root", nargs="?", default="runs", help="folder of runs (default runs)")
     _synth_parser(sub)
     _corrupt_parser(sub)
     for c in LIGHTNING_COMMANDS:
@@ -270,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
-                "corrupt-masks": _cmd_corrupt_masks}[args.command](args)
+                "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index}[args.command](args)
     except DataError as exc:
         print(f"medlearn: data error: {exc}", file=sys.stderr)
         return 2

@@ -6,17 +6,21 @@ is stored in ``report.json`` beside ``report.html``, so an evaluation run later 
 on the run folder) adds its part and the page shows training and evaluation together.
 :class:`ReportCallback` writes a part when a stage ends: the curves of the stage's
 ``metrics.csv``, the module's ``report_sections(run_dir, stage)`` (sample grids, per-class bars),
-the stage's metrics and the checkpoints. Figure links are relative to the report, so the page
-opens with its figures wherever the run folder is moved or however it was named (relative or
-absolute). Figures use matplotlib's non-interactive Agg backend.
+the stage's metrics and the checkpoints. Figures are embedded in the page (PNG, base64; the files
+stay in ``figures/``), so ``report.html`` is one self-contained file that opens offline wherever it
+is moved or mailed; relative paths of other reports in a section's text become links.
+:func:`write_runs_index` writes ``index.html`` listing every run under a folder. Figures use
+matplotlib's non-interactive Agg backend.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +38,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from medlearn.io import atomic_write_text  # noqa: E402
 
 __all__ = ["Section", "write_report", "plot_metric_curves", "ReportCallback", "save_figure", "update_run_report",
-           "REPORT_PARTS"]
+           "write_runs_index", "REPORT_PARTS"]
 
 #: Order of the parts of a run report.
 REPORT_PARTS = ("fit", "validate", "test")
@@ -111,6 +115,7 @@ _STYLE = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;c
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
           "th{background:#eee}img{max-width:100%;margin:.5em 0;border:1px solid #ddd}"
           "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}h2.part{border-top:2px solid #888;padding-top:.5em}"
+          "td.l{text-align:left}.missing{color:#a00}"
           "</style>")
 
 
@@ -119,7 +124,7 @@ def _render_sections(sections: Sequence[Section], run_dir: Path) -> list[str]:
     for s in sections:
         parts.append(f"<h2>{html.escape(s.heading)}</h2>")
         if s.text:
-            parts.append(f"<p>{html.escape(s.text)}</p>")
+            parts.append(f"<p>{_paragraph(s.text)}</p>")
         if s.table is not None:
             header, rows = s.table
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
@@ -127,10 +132,25 @@ def _render_sections(sections: Sequence[Section], run_dir: Path) -> list[str]:
                 parts.append("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>")
             parts.append("</table>")
         for fig in s.figures:
-            fig = Path(fig)
-            rel = _relative(fig, run_dir)
-            parts.append(f"<div><img src='{html.escape(rel)}' alt='{html.escape(fig.stem)}'></div>")
+            parts.append(_figure(Path(fig)))
     return parts
+
+
+_LINK = re.compile(r"(?<![\w/.])([\w./-]+\.html)\b")
+
+
+def _paragraph(text: str) -> str:
+    """Escaped text in which relative ``*.html`` paths (sub-run reports) become links."""
+    return _LINK.sub(lambda m: f"<a href='{m.group(1)}'>{m.group(1)}</a>", html.escape(text))
+
+
+def _figure(fig: Path) -> str:
+    """The PNG embedded in the page (a self-contained report: it opens anywhere, offline, moved or mailed)."""
+    try:
+        data = base64.b64encode(fig.read_bytes()).decode("ascii")
+    except OSError:
+        return f"<p class='missing'>figure not found: {html.escape(fig.name)}</p>"
+    return f"<div><img src='data:image/png;base64,{data}' alt='{html.escape(fig.stem)}'></div>"
 
 
 def _page(title: str, run_dir: Path, body: Sequence[str]) -> str:
@@ -187,6 +207,50 @@ def update_run_report(run_dir: str | Path, part: str, title: str, sections: Sequ
 
 
 _PART_NAMES = {"fit": "Training", "validate": "Validation run", "test": "Test run"}
+
+#: What a run may leave beside its report for the index: ``{"method", "headline"}``.
+SUMMARY_FILE = "summary.json"
+
+
+def _run_row(report: Path, root: Path) -> list[str]:
+    run = report.parent
+    title = ""
+    m = re.search(r"<title>(.*?)</title>", report.read_text(encoding="utf-8", errors="replace")[:4000], re.S)
+    if m:
+        title = html.unescape(m.group(1)).strip()
+    method, headline = "", ""
+    summary = run / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            d = json.loads(summary.read_text(encoding="utf-8"))
+            method, headline = str(d.get("method", "")), str(d.get("headline", ""))
+        except (ValueError, AttributeError):
+            pass
+    if not method and (run / "config.yaml").is_file():
+        cm = re.search(r"class_path:\s*(\S+)", (run / "config.yaml").read_text(encoding="utf-8", errors="replace"))
+        method = cm.group(1).rsplit(".", 1)[-1] if cm else ""
+    date = datetime.fromtimestamp(report.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return [_relative(run, root), method, date, headline or title, _relative(report, root)]
+
+
+def write_runs_index(root: str | Path, max_depth: int = 4) -> Path:
+    """Write ``root/index.html``: every ``report.html`` under ``root`` (up to ``max_depth`` folders deep)
+    with its run folder, method, date, headline (``summary.json``, else the report's title) and a link.
+    """
+    root = Path(root)
+    reports = sorted(p for p in root.rglob("report.html")
+                     if len(p.relative_to(root).parts) - 1 <= max_depth)
+    rows = [_run_row(p, root) for p in reports]
+    body = [f"<p>{len(rows)} run report(s) under {html.escape(str(root.resolve()))}.</p>", "<table><tr>"
+            + "".join(f"<th>{h}</th>" for h in ("run", "method", "written (UTC)", "headline", "report")) + "</tr>"]
+    for run, method, date, headline, link in rows:
+        body.append(f"<tr><td class='l'>{html.escape(run)}</td><td class='l'>{html.escape(method)}</td>"
+                    f"<td>{date}</td><td class='l'>{html.escape(headline)}</td>"
+                    f"<td><a href='{html.escape(link)}'>report</a></td></tr>")
+    body.append("</table>")
+    out = root / "index.html"
+    atomic_write_text(out, _page("medlearn runs", root, body))
+    return out
 
 
 def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:

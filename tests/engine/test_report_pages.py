@@ -1,0 +1,50 @@
+"""Self-contained reports (figures inline, sub-run links) and the runs index."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from medlearn.cli import main
+from medlearn.engine.report import SUMMARY_FILE, Section, save_figure, write_report, write_runs_index
+
+
+def _report(run: Path, title: str) -> Path:
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = save_figure(fig, run / "figures" / "curve.png")
+    return write_report(run, title, [Section("Curves", "details: sub/report.html", [png]),
+                                     Section("Gone", "", [run / "figures" / "missing.png"])])
+
+
+def test_a_report_is_one_file_that_opens_anywhere(tmp_path: Path) -> None:
+    page = _report(tmp_path / "run", "a run")
+    text = page.read_text()
+    data = base64.b64encode((tmp_path / "run" / "figures" / "curve.png").read_bytes()).decode()
+    assert f"src='data:image/png;base64,{data}'" in text  # inline: no file link to break
+    assert "<a href='sub/report.html'>sub/report.html</a>" in text
+    assert "figure not found: missing.png" in text
+    moved = tmp_path / "elsewhere" / "copy.html"
+    moved.parent.mkdir()
+    shutil.copy(page, moved)
+    shutil.rmtree(tmp_path / "run" / "figures")
+    assert data in moved.read_text()
+
+
+def test_the_runs_index_lists_every_report_with_its_summary(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _report(root / "demo" / "c2l", "medlearn demo: C2L")
+    (root / "demo" / "c2l" / SUMMARY_FILE).write_text(json.dumps({"method": "c2l", "headline": "AUC 0.85 vs 0.81"}))
+    _report(root / "demo" / "c2l" / "finetune", "finetune run")
+    (root / "demo" / "c2l" / "finetune" / "config.yaml").write_text(
+        "model:\n  class_path: medlearn.tasks.classification.ImageClassifier\n")
+    page = write_runs_index(root).read_text()
+    assert "2 run report(s)" in page
+    assert "AUC 0.85 vs 0.81" in page and ">c2l<" in page and ">ImageClassifier<" in page
+    assert "href='demo/c2l/report.html'" in page and "href='demo/c2l/finetune/report.html'" in page
+    assert main(["index", str(root)]) == 0 and (root / "index.html").is_file()
+    assert main(["index", str(tmp_path / "nowhere")]) == 2
