@@ -8,6 +8,8 @@
                                                CPU-scale reproduction; table to docs/results.md
     medlearn synth NAME --out DIR [...]        synthetic data in a public dataset layout
     medlearn index [ROOT]                      ROOT/index.html: every run report under ROOT (default runs)
+    medlearn export --ckpt CKPT --format onnx|torchscript [--out FILE]
+                                               a deployable model + its preprocessing JSON, parity-checked
     medlearn corrupt-masks --masks DIR|CSV --out DIR [--fraction 0.5 --seed 0 ...]
                                                a copy of a disc / cup mask set with label noise
     medlearn fit|validate|test|predict --config FILE [--section.key value ...]
@@ -148,6 +150,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from medlearn.engine.checkpoint import CheckpointError
+    from medlearn.engine.export import export_checkpoint
+
+    try:
+        model, info = export_checkpoint(args.ckpt, args.format, args.out)
+    except (CheckpointError, ValueError, ImportError) as exc:
+        print(f"medlearn: export failed: {exc}", file=sys.stderr)
+        return 2
+    parity = json.loads(info.read_text())["parity"]["max_abs_diff"]
+    print(f"wrote {model} and {info} (max |difference| to PyTorch on a check batch: {parity:.2g})")
+    return 0
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from medlearn.engine.report import write_runs_index
 
@@ -272,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted reproduction in --out, keeping its finished runs (results.json)")
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
+    ex = sub.add_parser("export", help="export a checkpoint's network as ONNX or TorchScript (+ a JSON of its inputs)")
+    ex.add_argument("--ckpt", required=True, help="a medlearn checkpoint")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    ex.add_argument("--out", default=None, help="model file (default: beside the checkpoint)")
     ix = sub.add_parser("index", help="write ROOT/index.html listing every run report under ROOT")
     ix.add_argument("root", nargs="?", default="runs", help="folder of runs (default runs)")
     _synth_parser(sub)
@@ -294,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
-                "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index}[args.command](args)
+                "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export}[args.command](args)
     except DataError as exc:
         print(f"medlearn: data error: {exc}", file=sys.stderr)
         return 2
