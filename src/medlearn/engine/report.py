@@ -150,7 +150,7 @@ def _figure(fig: Path) -> str:
         data = base64.b64encode(fig.read_bytes()).decode("ascii")
     except OSError:
         return f"<p class='missing'>figure not found: {html.escape(fig.name)}</p>"
-    return f"<div><img src='data:image/png;base64,{data}' alt='{html.escape(fig.stem)}'></div>"
+    return f"<div><img src='data:image/png;base64,{data}' alt='{html.escape(fig.name)}'></div>"
 
 
 def _page(title: str, run_dir: Path, body: Sequence[str]) -> str:
