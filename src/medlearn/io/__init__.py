@@ -79,6 +79,7 @@ from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
 from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_png, write_tiff
 from medlearn.io.nifti import nifti_geometry, read_nifti, reorient_to, write_nifti
+from medlearn.io.swc import SWCTree, read_swc, resample_swc, write_swc
 
 __all__ = [
     "atomic_write_text",
@@ -100,4 +101,8 @@ __all__ = [
     "write_tiff",
     "write_nifti",
     "reorient_to",
+    "SWCTree",
+    "read_swc",
+    "write_swc",
+    "resample_swc",
 ]
