@@ -75,6 +75,7 @@ from medlearn.io._common import (
     detect_format,
 )
 from medlearn.io.api import read_image, write_image
+from medlearn.io.blocks import BlockReader, read_v3draw, write_v3draw
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
 from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_png, write_tiff
@@ -101,6 +102,9 @@ __all__ = [
     "write_tiff",
     "write_nifti",
     "reorient_to",
+    "BlockReader",
+    "read_v3draw",
+    "write_v3draw",
     "SWCTree",
     "read_swc",
     "write_swc",
