@@ -42,6 +42,7 @@ from medlearn.data.layouts import (
     register_layout,
 )
 from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
+from medlearn.data.neurons import NeuronQCDataModule, read_neurons
 from medlearn.data.radiograph import RadiographDataModule
 from medlearn.data.records import (
     IMAGE_SUFFIXES,
@@ -80,6 +81,7 @@ __all__ = [
     "AGE_CLASSES", "ASOCTDataModule", "read_age",
     "Layout", "RecordSet", "detect_layout", "get_layout", "list_layouts", "register_layout", "DataInfo",
     "ImageMaskDataModule", "ImageMaskDataset", "MaskedImage", "read_mask_table", "SplitDataModule",
+    "NeuronQCDataModule", "read_neurons",
     "DiscROI", "detect_disc_centre", "REFUGE_VALUE_MAP", "read_refuge", "read_drishti",
     "read_cvc_clinicdb", "read_etis", "read_video_folder", "VideoFrame",
     "ACDC_LABELS", "ACDC_LABEL_NAMES", "read_acdc", "KITS19_LABELS", "KITS19_LABEL_NAMES", "read_kits19",

@@ -66,7 +66,7 @@ __all__ = [
 R = TypeVar("R")
 
 #: The data families of the built-in DataModules (a layout may name another kind).
-KINDS: tuple[str, ...] = ("radiograph", "labelled2d", "volume", "asoct", "segmentation2d")
+KINDS: tuple[str, ...] = ("radiograph", "labelled2d", "volume", "asoct", "segmentation2d", "neuron")
 
 
 @dataclass

@@ -93,15 +93,22 @@ class EpochBalancedSampler(_EpochSeeded):
         labels: ``(N,)`` integer class of each item.
         seed: base seed.
         num_samples: draws per epoch (default N).
+        fractions: expected share of each class among the draws (default equal shares).
     """
 
-    def __init__(self, labels: Sequence[int] | torch.Tensor, seed: int = 0, num_samples: int | None = None) -> None:
+    def __init__(self, labels: Sequence[int] | torch.Tensor, seed: int = 0, num_samples: int | None = None,
+                 fractions: Sequence[float] | None = None) -> None:
         super().__init__(seed)
         lab = torch.as_tensor(labels, dtype=torch.long).view(-1)
         if lab.numel() == 0:
             raise ValueError("EpochBalancedSampler needs at least one label")
         counts = torch.bincount(lab).double()
-        self.weights = 1.0 / counts[lab]
+        share = torch.ones_like(counts)
+        if fractions is not None:
+            if len(fractions) != counts.numel() or min(fractions) < 0:
+                raise ValueError(f"fractions needs {counts.numel()} non-negative shares, got {list(fractions)}")
+            share = torch.as_tensor(list(fractions), dtype=torch.float64)
+        self.weights = share[lab] / counts[lab].clamp(min=1)
         self.n = int(num_samples or lab.numel())
 
     def _draw(self, generator: torch.Generator) -> list[int]:

@@ -168,6 +168,23 @@ class BlockReader:
         out[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))] = data
         return out
 
+    def max_projection(self, lo_zyx: Any = None, hi_zyx: Any = None, chunk: int = 16) -> np.ndarray:
+        """Maximum over z of the box ``[lo, hi)`` (default the whole volume), read ``chunk`` slices at a time.
+
+        Memory stays at one slab, so the projection of a volume larger than memory works.
+        """
+        lo = np.maximum(np.asarray(lo_zyx if lo_zyx is not None else (0, 0, 0), dtype=int), 0)
+        hi = np.minimum(np.asarray(hi_zyx if hi_zyx is not None else self.shape, dtype=int), self.shape)
+        if np.any(hi <= lo):
+            raise ValueError(f"empty box {lo.tolist()}..{hi.tolist()} in a volume of shape {self.shape}")
+        out: np.ndarray | None = None
+        for z in range(int(lo[0]), int(hi[0]), max(int(chunk), 1)):
+            top = min(z + max(int(chunk), 1), int(hi[0]))
+            slab = self._read(np.array([z, lo[1], lo[2]]), np.array([top, hi[1], hi[2]])).max(axis=0)
+            out = slab if out is None else np.maximum(out, slab)
+        assert out is not None
+        return out
+
     def close(self) -> None:
         """Release the file (TIFF page access)."""
         if self._pages is not None:

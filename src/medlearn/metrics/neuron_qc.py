@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ErrorRun", "error_runs", "predicted_starts", "qc_scores", "smooth_on_tree", "threshold_at_false_alert_rate",
-           "tree_distances"]
+__all__ = ["ErrorRun", "error_runs", "pooled_qc_scores", "predicted_starts", "qc_scores", "smooth_on_tree",
+           "threshold_at_false_alert_rate", "tree_distances"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,68 @@ def tree_distances(parent: Sequence[int] | np.ndarray, sources: Sequence[int]) -
     return d
 
 
+@dataclass
+class _Details:
+    hit_k: list[bool]
+    hit_any: list[bool]
+    kinds: list[str | None]
+    start_dist: list[float]
+    false_pred: list[bool]
+    flagged_correct: int
+    correct: int
+
+
+def _details(parent: Sequence[int] | np.ndarray, wrong: Sequence[bool] | np.ndarray,
+             flagged: Sequence[bool] | np.ndarray, first_k: int, error_types: dict[int, str] | None) -> _Details:
+    p = _check_parent(np.asarray(parent))
+    w, f = np.asarray(wrong, dtype=bool), np.asarray(flagged, dtype=bool)
+    if not (w.shape == f.shape == p.shape):
+        raise ValueError(f"parent {p.shape}, wrong {w.shape} and flagged {f.shape} differ")
+    runs = error_runs(p, w)
+    pred = error_runs(p, f)
+    d = tree_distances(p, [r.start for r in pred]) if pred else np.full(p.size, np.inf)
+    return _Details(
+        hit_k=[bool(f[list(r.nodes[:first_k])].any()) for r in runs],
+        hit_any=[bool(f[list(r.nodes)].any()) for r in runs],
+        kinds=[(error_types or {}).get(r.start) for r in runs],
+        start_dist=[float(d[r.start]) for r in runs],
+        false_pred=[not w[list(r.nodes)].any() for r in pred],
+        flagged_correct=int((f & ~w).sum()), correct=int((~w).sum()))
+
+
+def pooled_qc_scores(cases: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str] | None]],
+                     first_k: int = 5) -> dict[str, float]:
+    """:func:`qc_scores` over several neurons, errors and nodes pooled (a 5-fold evaluation's reading).
+
+    Args:
+        cases: ``(parent, wrong, flagged, error_types)`` per neuron (``error_types`` may be ``None``).
+        first_k: an error is detected when one of its first ``first_k`` nodes is flagged.
+    """
+    parts = [_details(p, w, f, first_k, t) for p, w, f, t in cases]
+    hit_k = [h for d in parts for h in d.hit_k]
+    hit_any = [h for d in parts for h in d.hit_any]
+    kinds = [k for d in parts for k in d.kinds]
+    dist = [x for d in parts for x in d.start_dist if math.isfinite(x)]
+    false_pred = [x for d in parts for x in d.false_pred]
+    correct = sum(d.correct for d in parts)
+    out: dict[str, float] = {
+        "n_errors": float(len(hit_k)),
+        "detection_rate": float(np.mean(hit_k)) if hit_k else math.nan,
+        "detection_rate_any": float(np.mean(hit_any)) if hit_any else math.nan,
+        "false_alert_rate": sum(d.flagged_correct for d in parts) / correct if correct else math.nan,
+        "alert_false_rate": float(np.mean(false_pred)) if false_pred else math.nan,
+        "start_distance": float(np.median(dist)) if dist else math.nan,
+    }
+    by: dict[str, list[bool]] = {}
+    for kind, h in zip(kinds, hit_k):
+        if kind is not None:
+            by.setdefault(kind, []).append(h)
+    for kind, hits in sorted(by.items()):
+        out[f"detection_rate/{kind}"] = float(np.mean(hits))
+        out[f"n_errors/{kind}"] = float(len(hits))
+    return out
+
+
 def qc_scores(parent: Sequence[int] | np.ndarray, wrong: Sequence[bool] | np.ndarray,
               flagged: Sequence[bool] | np.ndarray, first_k: int = 5,
               error_types: dict[int, str] | None = None) -> dict[str, float]:
@@ -156,31 +218,7 @@ def qc_scores(parent: Sequence[int] | np.ndarray, wrong: Sequence[bool] | np.nda
         ``n_errors``, ``detection_rate`` (first ``k``), ``detection_rate_any``, ``false_alert_rate``
         (flagged correct / correct nodes), ``alert_false_rate`` (false predicted starts / predicted
         starts; a predicted start is false when no node of its run is wrong), ``start_distance`` (median
-        tree distance from each true start to the nearest predicted start) and ``detection_rate/<type>``.
+        tree distance from each true start to the nearest predicted start), and per type
+        ``detection_rate/<type>`` and ``n_errors/<type>``.
     """
-    p = _check_parent(np.asarray(parent))
-    w, f = np.asarray(wrong, dtype=bool), np.asarray(flagged, dtype=bool)
-    runs = error_runs(p, w)
-    hit_k = [bool(f[list(r.nodes[:first_k])].any()) for r in runs]
-    hit_any = [bool(f[list(r.nodes)].any()) for r in runs]
-    out: dict[str, float] = {
-        "n_errors": float(len(runs)),
-        "detection_rate": float(np.mean(hit_k)) if runs else math.nan,
-        "detection_rate_any": float(np.mean(hit_any)) if runs else math.nan,
-        "false_alert_rate": float(f[~w].mean()) if (~w).any() else math.nan,
-    }
-    pred = error_runs(p, f)
-    out["alert_false_rate"] = (float(np.mean([not w[list(r.nodes)].any() for r in pred])) if pred else math.nan)
-    if runs and pred:
-        d = tree_distances(p, [r.start for r in pred])
-        out["start_distance"] = float(np.median([d[r.start] for r in runs]))
-    else:
-        out["start_distance"] = math.nan
-    if error_types:
-        by: dict[str, list[bool]] = {}
-        for r, h in zip(runs, hit_k):
-            if r.start in error_types:
-                by.setdefault(error_types[r.start], []).append(h)
-        for kind, hits in sorted(by.items()):
-            out[f"detection_rate/{kind}"] = float(np.mean(hits))
-    return out
+    return pooled_qc_scores([(np.asarray(parent), np.asarray(wrong), np.asarray(flagged), error_types)], first_k)
