@@ -12,8 +12,16 @@ from medlearn.metrics.multiclass import (
     expected_calibration_error,
     multiclass_metrics,
 )
+from medlearn.metrics.registration import (
+    dice_per_label,
+    folding_fraction,
+    inverse_consistency_error,
+    jacobian_determinant,
+    mean_dice,
+)
 
 __all__ = ["AUCResult", "MultiLabelAUC", "multilabel_auc", "BinaryMetric", "BinaryResult", "binary_metrics",
            "sensitivity_specificity", "KeypointDistance", "KeypointResult", "keypoint_summary", "point_distances",
            "MulticlassMetrics", "MulticlassResult", "confusion_matrix", "expected_calibration_error",
-           "multiclass_metrics"]
+           "multiclass_metrics", "dice_per_label", "folding_fraction", "inverse_consistency_error",
+           "jacobian_determinant", "mean_dice"]
