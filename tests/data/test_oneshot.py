@@ -431,3 +431,17 @@ def test_datamodule_errors(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert dm.val_dataloader() == []
+
+
+def test_evaluation_labels_as_a_mapping(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "d", n=3, labelled=(1, 2))
+    atlas, seg = root / "atlas" / "image.nii.gz", root / "atlas" / "labels.nii.gz"
+    found = read_oneshot(atlas, seg, root / "images", {root / "images" / "s1.nii.gz": root / "labels" / "s1.nii.gz"})
+    assert [p.name for p in found.labelled] == ["s1.nii.gz"] and len(found.unlabelled) == 2
+    with pytest.raises(DataError) as exc:
+        read_oneshot(atlas, seg, root / "images", {root / "images" / "s7.nii.gz": root / "labels" / "s2.nii.gz",
+                                                   root / "images" / "s0.nii.gz": root / "labels" / "none.nii.gz"})
+    problems = exc.value.problems
+    assert len(problems) == 2
+    assert "labels/s2.nii.gz: evaluation label map for" in problems[0] and "not a listed image" in problems[0]
+    assert problems[1] == "labels/none.nii.gz: file not found"
