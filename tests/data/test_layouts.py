@@ -41,6 +41,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "inbreast": dict(n_images=3, height=64, width=64, p_mass=1.0, seed=1),
     "endoscopy-cvc": dict(n_videos=2, n_frames=3, size=16, seed=1),
     "endoscopy-etis": dict(n_videos=2, n_frames=3, size=16, seed=1),
+    "oneshot": dict(dims=2, n_train=2, n_eval=1, size=16, seed=1),
 }
 #: What "auto" resolves each writer's output to: (kind, layout). The head CT phantom is a manifest
 #: to "auto" (its explicit layout "headct" only changes the default class order).
@@ -57,6 +58,7 @@ AUTO: dict[str, tuple[str, str]] = {
     "inbreast": ("segmentation2d", "inbreast"),
     "endoscopy-cvc": ("video", "cvc_clinicdb"),
     "endoscopy-etis": ("video", "etis"),
+    "oneshot": ("oneshot", "oneshot"),
 }
 
 

@@ -4,7 +4,7 @@ Importing this package registers every built-in layout (:mod:`medlearn.data.layo
 module registers itself at import, and all of them are imported here. Generic modules (records,
 tables, sampling, decode, volume_preprocess, layouts, info, datamodule and the DataModules) import
 no dataset module; dataset modules (chestxray14, isic2018, age_asoct, brats, manifest, kits19, acdc,
-inbreast) import no other one. Every DataModule extends :class:`~medlearn.data.datamodule.SplitDataModule`,
+inbreast, oneshot) import no other one. Every DataModule extends :class:`~medlearn.data.datamodule.SplitDataModule`,
 which owns the loaders, their seeds and the cache filling.
 """
 
@@ -43,6 +43,17 @@ from medlearn.data.layouts import (
 )
 from medlearn.data.manifest import HEADCT_CLASSES, list_volumes, read_volume_manifest
 from medlearn.data.neurons import NeuronQCDataModule, read_neurons
+from medlearn.data.oneshot import (
+    AtlasInImagesWarning,
+    OneShotDataModule,
+    OneShotDataset,
+    OneShotSet,
+    normalise_percentiles,
+    read_oneshot,
+    read_oneshot_folder,
+    to_atlas_grid,
+    to_image_grid,
+)
 from medlearn.data.radiograph import RadiographDataModule
 from medlearn.data.records import (
     IMAGE_SUFFIXES,
@@ -86,4 +97,6 @@ __all__ = [
     "read_cvc_clinicdb", "read_etis", "read_video_folder", "VideoFrame",
     "ACDC_LABELS", "ACDC_LABEL_NAMES", "read_acdc", "KITS19_LABELS", "KITS19_LABEL_NAMES", "read_kits19",
     "read_inbreast",
+    "AtlasInImagesWarning", "OneShotDataModule", "OneShotDataset", "OneShotSet", "normalise_percentiles",
+    "read_oneshot", "read_oneshot_folder", "to_atlas_grid", "to_image_grid",
 ]

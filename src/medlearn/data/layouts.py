@@ -18,7 +18,9 @@ Layouts are grouped by *kind*, the data family (and DataModule) they serve:
 - ``asoct``: :class:`~medlearn.data.age_asoct.ASOCTDataModule`, records
   :class:`~medlearn.data.age_asoct.ASOCTRecord`;
 - ``segmentation2d``: :class:`~medlearn.data.segmentation2d.ImageMaskDataModule`, records
-  :class:`~medlearn.data.records.MaskedImage`.
+  :class:`~medlearn.data.records.MaskedImage`;
+- ``oneshot``: :class:`~medlearn.data.oneshot.OneShotDataModule`, one record per data set,
+  :class:`~medlearn.data.oneshot.OneShotSet` (an atlas with labels, images, evaluation labels).
 
 One name may serve several kinds (``"folder"`` is a folder of images for ``radiograph`` and a
 folder of NIfTI volumes for ``volume``); a layout is identified by ``(kind, name)``.
@@ -66,7 +68,7 @@ __all__ = [
 R = TypeVar("R")
 
 #: The data families of the built-in DataModules (a layout may name another kind).
-KINDS: tuple[str, ...] = ("radiograph", "labelled2d", "volume", "asoct", "segmentation2d", "neuron")
+KINDS: tuple[str, ...] = ("radiograph", "labelled2d", "volume", "asoct", "segmentation2d", "neuron", "oneshot")
 
 
 @dataclass

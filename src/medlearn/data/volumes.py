@@ -1,7 +1,8 @@
 """3D volumes as a DataModule: case-wise splits, cached MONAI preprocessing, batches.
 
-This is the 3D data path shared by Rubik's cube pretraining (Zhuang et al., MICCAI 2019), MR
-modality synthesis (MGAN) and one-shot atlas segmentation (LT-Net). :class:`VolumeDataModule`
+This is the 3D data path shared by Rubik's cube pretraining (Zhuang et al., MICCAI 2019) and MR
+modality synthesis (MGAN); one-shot atlas segmentation (LT-Net) pairs each image with an atlas and
+has its own, :class:`~medlearn.data.oneshot.OneShotDataModule`. :class:`VolumeDataModule`
 reads a layout of kind ``volume`` through the registry (:mod:`medlearn.data.layouts`; built in:
 NIfTI folders, CSV manifests and the head CT phantom's, :mod:`medlearn.data.manifest`; BraTS,
 :mod:`medlearn.data.brats`; this module imports none of them), splits by case, caches the

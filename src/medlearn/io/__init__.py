@@ -1,7 +1,7 @@
-"""Image readers and writers: PNG, JPEG, BMP, TIFF, DICOM, NIfTI.
+"""Image readers and writers: PNG, JPEG, BMP, TIFF, DICOM, NIfTI, FreeSurfer MGH/MGZ (read only).
 
 The readers are thin, hand-written wrappers over Pillow (PNG/JPEG/BMP), tifffile (TIFF), pydicom
-with its pylibjpeg plugins (DICOM) and nibabel (NIfTI); the libraries do all the decoding. What
+with its pylibjpeg plugins (DICOM) and nibabel (NIfTI, MGH/MGZ); the libraries do all the decoding. What
 this package adds is one contract for every format and one error type for every bad input.
 
 Array contract (``read_image`` and every ``read_*``)
@@ -16,6 +16,7 @@ input                                 array shape
 DICOM multi-frame, TIFF stack         ``(C, F, H, W)``, C = 1 or 3
 NIfTI 3D                              ``(1, X, Y, Z)`` stored voxel order
 NIfTI 4D                              ``(T, X, Y, Z)`` stored voxel order
+MGH/MGZ (FreeSurfer)                  as NIfTI: ``(1, X, Y, Z)``, frames ``(T, X, Y, Z)``
 ====================================  ==================================
 
 Values are in **display convention** (higher = brighter: DICOM ``MONOCHROME1`` and TIFF
@@ -27,13 +28,13 @@ Metadata contract
 -----------------
 The dict always has these keys:
 
-- ``format``: ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"dicom"`` or ``"nifti"``;
+- ``format``: ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"dicom"``, ``"nifti"`` or ``"mgh"``;
 - ``path``: the file read, as ``str``;
 - ``spatial_shape``: the array shape without the channel axis (tuple of int);
 - ``spacing``: a float per spatial axis, in mm where known, or ``None`` when the format has none
   (PNG, JPEG, BMP, TIFF) or the header does not give a valid one (DICOM);
-- ``affine``: 4x4 ``np.ndarray`` voxel-to-world (NIfTI) or ``None``;
-- ``orientation``: axis codes such as ``"RAS"`` (NIfTI) or ``None``;
+- ``affine``: 4x4 ``np.ndarray`` voxel-to-world (NIfTI, MGH) or ``None``;
+- ``orientation``: axis codes such as ``"RAS"`` (NIfTI, MGH) or ``None``;
 - ``channels``: ``array.shape[0]``;
 - ``bit_depth``: bits per stored sample where known, else ``None``;
 - ``extension_mismatch`` (``read_image`` only): the content was another format than the name said;
@@ -62,7 +63,8 @@ rather than overwrite unless ``overwrite=True``. DICOM is read-only.
 Checking without decoding
 -------------------------
 :func:`nifti_geometry` gives a NIfTI file's shape and affine from its header and detects truncated
-files from the file size or gzip footer, without decoding the voxels.
+files from the file size or gzip footer, without decoding the voxels; :func:`mgh_geometry` does
+the same for MGH/MGZ and :func:`image_geometry` for either.
 """
 
 from __future__ import annotations
@@ -74,11 +76,12 @@ from medlearn.io._common import (
     atomic_write_text,
     detect_format,
 )
-from medlearn.io.api import read_image, write_image
+from medlearn.io.api import image_geometry, read_image, write_image
 from medlearn.io.blocks import BlockReader, read_v3draw, write_v3draw
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
 from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_png, write_tiff
+from medlearn.io.mgh import mgh_geometry, read_mgh
 from medlearn.io.nifti import nifti_geometry, read_nifti, reorient_to, write_nifti
 from medlearn.io.swc import SWCTree, read_swc, resample_swc, write_swc
 
@@ -90,6 +93,7 @@ __all__ = [
     "PrecisionLossWarning",
     "detect_format",
     "read_image",
+    "image_geometry",
     "write_image",
     "read_png",
     "read_jpeg",
@@ -98,6 +102,8 @@ __all__ = [
     "read_dicom",
     "read_nifti",
     "nifti_geometry",
+    "read_mgh",
+    "mgh_geometry",
     "write_png",
     "write_tiff",
     "write_nifti",

@@ -44,6 +44,8 @@ __all__ = [
 EXTENSION_FORMATS: dict[str, str] = {
     ".nii.gz": "nifti",
     ".nii": "nifti",
+    ".mgz": "mgh",
+    ".mgh": "mgh",
     ".png": "png",
     ".jpg": "jpeg",
     ".jpeg": "jpeg",
@@ -62,6 +64,7 @@ FORMAT_NAMES: dict[str, str] = {
     "tiff": "TIFF",
     "dicom": "DICOM",
     "nifti": "NIfTI",
+    "mgh": "MGH/MGZ",
 }
 
 # DICOM value representations, to recognise a raw (preamble-less) explicit-VR data set.
@@ -94,8 +97,8 @@ def extension_format(path: str | Path) -> str | None:
         path: a file path.
 
     Returns:
-        One of ``"png", "jpeg", "bmp", "tiff", "dicom", "nifti"``, or ``None`` for an unknown or
-        missing extension.
+        One of ``"png", "jpeg", "bmp", "tiff", "dicom", "nifti", "mgh"`` (FreeSurfer ``.mgh`` and
+        ``.mgz``), or ``None`` for an unknown or missing extension.
     """
     name = Path(path).name.lower()
     for ext, fmt in EXTENSION_FORMATS.items():
@@ -115,6 +118,29 @@ def _is_nifti_header(head: bytes) -> bool:
         if 540 in (size_le, size_be) and head[4:8] in (b"n+2\x00", b"ni2\x00"):
             return True
     return False
+
+
+#: MGH voxel type codes nibabel reads (uchar, int, float, short, ushort).
+_MGH_TYPES = (0, 1, 3, 4, 10)
+
+
+def _is_mgh_header(head: bytes) -> bool:
+    """True if ``head`` starts with a FreeSurfer MGH header (big-endian; version 1, sane sizes).
+
+    The header has no magic string, so everything cheap is checked: version 1, four positive
+    dimensions below 2**16 (frames below 2**20), a known voxel type, a 0/1 "good RAS" flag and
+    positive finite voxel sizes.
+    """
+    if len(head) < 42:
+        return False
+    version, w, h, d, frames, vtype, _dof = struct.unpack(">7i", head[:28])
+    (good_ras,) = struct.unpack(">h", head[28:30])
+    zooms = struct.unpack(">3f", head[30:42])
+    if version != 1 or vtype not in _MGH_TYPES or good_ras not in (0, 1):
+        return False
+    if not all(0 < n < 2**16 for n in (w, h, d)) or not 0 < frames < 2**20:
+        return False
+    return not good_ras or all(0.0 < z < 1e6 for z in zooms)
 
 
 def _looks_like_raw_dicom(head: bytes) -> bool:
@@ -142,8 +168,9 @@ def detect_format(path: str | Path, head: bytes | None = None) -> list[str]:
 
     Returns:
         Every supported format the content matches, most specific first (a file can be both DICOM
-        and TIFF). An empty list when nothing matches. ``"nifti"`` is returned for a gzip file only
-        when the decompressed start is a NIfTI header; ``"gzip"`` for any other gzip stream.
+        and TIFF). An empty list when nothing matches. ``"nifti"`` (``"mgh"``) is returned for a
+        gzip file only when the decompressed start is a NIfTI (FreeSurfer MGH) header; ``"gzip"``
+        for any other gzip stream.
     """
     if head is None:
         with open(path, "rb") as f:
@@ -161,13 +188,15 @@ def detect_format(path: str | Path, head: bytes | None = None) -> list[str]:
         found.append("bmp")
     if _is_nifti_header(head):
         found.append("nifti")
+    elif _is_mgh_header(head):
+        found.append("mgh")
     if head.startswith(b"\x1f\x8b"):
         try:
             with gzip.open(path, "rb") as g:
                 inner = g.read(540)
         except (OSError, EOFError, zlib.error):
             inner = b""
-        found.append("nifti" if _is_nifti_header(inner) else "gzip")
+        found.append("nifti" if _is_nifti_header(inner) else "mgh" if _is_mgh_header(inner) else "gzip")
     if not found and _looks_like_raw_dicom(head):
         found.append("dicom-raw")
     return found
@@ -340,7 +369,7 @@ def describe_unknown_content(head: bytes) -> str:
     if low.startswith((b"<!doctype html", b"<html")):
         return "an HTML page, not an image (a failed download?)"
     return (
-        "unrecognised content, not any supported format (PNG, JPEG, BMP, TIFF, DICOM, NIfTI); "
+        "unrecognised content, not any supported format (PNG, JPEG, BMP, TIFF, DICOM, NIfTI, MGH/MGZ); "
         f"file starts with {head[:12]!r}"
     )
 

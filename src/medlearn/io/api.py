@@ -31,9 +31,10 @@ from medlearn.io._common import (
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
 from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_png, write_tiff
-from medlearn.io.nifti import read_nifti, write_nifti
+from medlearn.io.mgh import mgh_geometry, read_mgh
+from medlearn.io.nifti import nifti_geometry, read_nifti, write_nifti
 
-__all__ = ["read_image", "write_image"]
+__all__ = ["image_geometry", "read_image", "write_image"]
 
 _READERS: dict[str, Callable[[str | Path], tuple[np.ndarray, dict[str, Any]]]] = {
     "png": read_png,
@@ -42,16 +43,17 @@ _READERS: dict[str, Callable[[str | Path], tuple[np.ndarray, dict[str, Any]]]] =
     "tiff": read_tiff,
     "dicom": read_dicom,
     "nifti": read_nifti,
+    "mgh": read_mgh,
 }
 
 
 def read_image(path: str | Path, *, nonfinite: str | float = "refuse") -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a PNG, JPEG, BMP, TIFF, DICOM or NIfTI file into the medlearn array contract.
+    """Read a PNG, JPEG, BMP, TIFF, DICOM, NIfTI or FreeSurfer MGH/MGZ file into the medlearn array contract.
 
     Args:
-        path: the image file (``.png .jpg .jpeg .bmp .tif .tiff .dcm .nii .nii.gz``, or a DICOM
-            file with any or no extension).
-        nonfinite: the policy for NaN / Inf voxels of NIfTI files: ``"refuse"`` (default: a
+        path: the image file (``.png .jpg .jpeg .bmp .tif .tiff .dcm .nii .nii.gz .mgh .mgz``, or
+            a DICOM file with any or no extension).
+        nonfinite: the policy for NaN / Inf voxels of NIfTI and MGH files: ``"refuse"`` (default: a
             :class:`DataError` that counts them) or a value that replaces them, with a
             ``NonFiniteReplacedWarning`` that counts them. Other formats always refuse them.
 
@@ -77,8 +79,8 @@ def read_image(path: str | Path, *, nonfinite: str | float = "refuse") -> tuple[
         fmt = found[0]
     else:
         raw = detect_format(path, head)
-        if "gzip" in raw:
-            return read_nifti(path, nonfinite)  # raises the precise reason (truncated stream / not NIfTI)
+        if "gzip" in raw:  # the precise reason (truncated stream / not NIfTI or MGH)
+            return read_mgh(path, nonfinite) if by_name == "mgh" else read_nifti(path, nonfinite)
         expected = f"not a valid {FORMAT_NAMES[by_name]} file: " if by_name else ""
         raise DataError(path, f"{expected}{describe_unknown_content(head)}")
     mismatch = False
@@ -90,9 +92,44 @@ def read_image(path: str | Path, *, nonfinite: str | float = "refuse") -> tuple[
             FormatMismatchWarning,
             stacklevel=2,
         )
-    array, meta = read_nifti(path, nonfinite) if fmt == "nifti" else _READERS[fmt](path)
+    if fmt == "nifti":
+        array, meta = read_nifti(path, nonfinite)
+    elif fmt == "mgh":
+        array, meta = read_mgh(path, nonfinite)
+    else:
+        array, meta = _READERS[fmt](path)
     meta["extension_mismatch"] = mismatch
     return array, meta
+
+
+def image_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """A volume file's shape and affine from its header, with the voxels checked to be all there.
+
+    For NIfTI (:func:`~medlearn.io.nifti.nifti_geometry`) and FreeSurfer MGH/MGZ
+    (:func:`~medlearn.io.mgh.mgh_geometry`); the format is recognised from the content, as in
+    :func:`read_image`. Voxels are not converted, so checking many files is cheap.
+
+    Args:
+        path: a ``.nii``, ``.nii.gz``, ``.mgh`` or ``.mgz`` file.
+
+    Returns:
+        ``(shape, affine)``: the stored shape (``(X, Y, Z)`` or ``(X, Y, Z, T)``; a 2D NIfTI gives
+        ``(X, Y)``) and the 4x4 voxel-to-world affine.
+
+    Raises:
+        DataError: a missing, empty, truncated or corrupt file, or one that is neither NIfTI nor
+            MGH/MGZ.
+    """
+    path, head = check_readable(path)
+    found = detect_format(path, head)
+    if "nifti" in found:
+        return nifti_geometry(path)
+    if "mgh" in found:
+        return mgh_geometry(path)
+    if "gzip" in found:  # a broken or foreign gzip stream: the reader says which
+        read_mgh(path) if extension_format(path) == "mgh" else read_nifti(path)
+    what = ", ".join(FORMAT_NAMES.get(f, f) for f in found if f != "gzip") or describe_unknown_content(head)
+    raise DataError(path, f"not a NIfTI or MGH/MGZ volume ({what})")
 
 
 def write_image(

@@ -134,4 +134,5 @@ from medlearn.synth import inbreast as _inbreast  # noqa: E402,F401
 from medlearn.synth import isic as _isic  # noqa: E402,F401
 from medlearn.synth import kits19 as _kits19  # noqa: E402,F401
 from medlearn.synth import neurons as _neurons  # noqa: E402,F401
+from medlearn.synth import oneshot as _oneshot  # noqa: E402,F401
 from medlearn.synth import rings as _rings  # noqa: E402,F401
