@@ -194,6 +194,39 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_oneshot(args: argparse.Namespace) -> int:
+    from medlearn.methods.ltnet.recipe import oneshot
+
+    for flag, path in (("--atlas", args.atlas), ("--atlas-labels", args.atlas_labels), ("--images", args.images)):
+        if not Path(path).exists():
+            print(f"medlearn: {flag} {path} does not exist", file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"{out} is not empty")
+    res = oneshot(args.atlas, args.atlas_labels, args.images, out, arm=args.arm, config=args.config,
+                  epochs=args.epochs, seed=args.seed, eval_labels=args.eval_labels)
+    if "dice" in res:
+        print(f"Dice against --eval-labels (mean over structures and images): {res['dice']:.4f}")
+    return 0
+
+
+def _oneshot_parser(sub: Any) -> None:
+    o = sub.add_parser("oneshot", help="label a folder of images from one labelled atlas (LT-Net): trains on the "
+                                       "images, writes one label map per image")
+    o.add_argument("--atlas", required=True, help="atlas image (NIfTI or FreeSurfer .mgz)")
+    o.add_argument("--atlas-labels", required=True, help="the atlas's integer label map, same grid")
+    o.add_argument("--images", required=True, help="folder of images to label (or a CSV with an 'image' column)")
+    o.add_argument("--out", required=True, help="where the label maps (the images' file names) and run/ go")
+    o.add_argument("--arm", choices=["ltnet", "voxelmorph"], default="ltnet")
+    o.add_argument("--config", default=None, help="config to start from (default configs/ltnet/oneshot.yaml)")
+    o.add_argument("--epochs", type=int, default=None)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--eval-labels", default=None, help="optional folder of reference label maps: those images are "
+                                                       "held out of training and their Dice is reported")
+    o.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+
+
 def _synth_parser(sub: Any) -> None:
     from medlearn.synth import get_synth, list_synth
 
@@ -296,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("root", nargs="?", default="runs", help="folder of runs (default runs)")
     _synth_parser(sub)
     _corrupt_parser(sub)
+    _oneshot_parser(sub)
     for c in LIGHTNING_COMMANDS:
         sub.add_parser(c, help=f"Lightning {c} with a config (see `medlearn {c} --help`)", add_help=False)
     return p
@@ -314,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
-                "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export}[args.command](args)
+                "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export,
+                "oneshot": _cmd_oneshot}[args.command](args)
     except DataError as exc:
         print(f"medlearn: data error: {exc}", file=sys.stderr)
         return 2

@@ -812,17 +812,19 @@ class OneShotDataset(Dataset):
         atlas_labels: ``(*S)`` int64 atlas labels on ``grid``.
         percentiles: ``(low, high)`` for :func:`normalise_percentiles`, or ``None``: no scaling.
         cache: keep resampled items in memory.
+        eval_labels: serve the images' evaluation labels (``False``: never read them).
     """
 
     def __init__(self, oneshot: OneShotSet, images: Sequence[Path], grid: Grid, atlas_image: torch.Tensor,
                  atlas_labels: torch.Tensor, percentiles: tuple[float, float] | None = (1.0, 99.0),
-                 cache: bool = True) -> None:
+                 cache: bool = True, eval_labels: bool = True) -> None:
         self.oneshot = oneshot
         self.images = [Path(p) for p in images]
         self.grid = grid
         self.atlas = _Atlas(atlas_image, atlas_labels)
         self.percentiles = percentiles
         self.cache = bool(cache)
+        self.eval_labels = bool(eval_labels)
         self._items: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
@@ -841,7 +843,7 @@ class OneShotDataset(Dataset):
             data = normalise_percentiles(data, *self.percentiles)
         image = to_atlas_grid(data, affine, self.grid.shape, self.grid.affine, order=1, smooth=True)
         item: dict[str, Any] = {"image": torch.from_numpy(image)[None], "name": OneShotSet.name_of(path)}
-        label_path = self.oneshot.eval_labels.get(path)
+        label_path = self.oneshot.eval_labels.get(path) if self.eval_labels else None
         if label_path is not None:
             lab, lab_affine, _ = _read_spatial(label_path, dims)
             on_grid = to_image_grid(lab.astype(np.int64), lab_affine, self.grid.shape, self.grid.affine)
@@ -1062,13 +1064,22 @@ class OneShotDataModule(SplitDataModule[OneShotDataset]):
 
     # --- datasets ---
 
-    def _dataset(self, images: Sequence[Path]) -> OneShotDataset:
+    def _dataset(self, images: Sequence[Path], eval_labels: bool = True) -> OneShotDataset:
         grid, atlas = self._prepare_atlas()
         return OneShotDataset(self.oneshot, images, grid, atlas.image, atlas.labels,
-                              percentiles=self.hparams.percentiles, cache=self.hparams.cache)
+                              percentiles=self.hparams.percentiles, cache=self.hparams.cache,
+                              eval_labels=eval_labels)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the data once and build the sets a stage needs (idempotent)."""
+        """Read the data once and build the sets a stage needs (idempotent).
+
+        ``predict`` serves every image of the set (labelled or not; evaluation labels are not read),
+        so a checkpoint labels any folder of images without training on it.
+        """
+        if stage == "predict":
+            if self.predict_set is None:
+                self.predict_set = self._dataset(self.oneshot.images, eval_labels=False)
+            return
         splits = self.splits
         if stage in (None, "fit", "validate") and self.train_set is None:
             self.train_set = self._dataset(splits["train"])

@@ -8,7 +8,9 @@ runs the same configs through LightningCLI. Both build their trainers with the r
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,22 @@ from medlearn.engine.config import dump_config, instantiate_class, resolve_links
 from medlearn.engine.seed import seed_everything
 from medlearn.engine.trainer import TRAINER_DEFAULTS, make_trainer, open_run_folder, quiet_console, trainer_arguments
 
-__all__ = ["fit_from_config", "predict_from_config", "RunResult"]
+__all__ = ["fit_from_config", "predict_from_config", "RunResult", "NO_VALIDATION_WARNINGS", "no_validation_quiet"]
+
+#: Warnings of a run without a validation split (a recipe's or a job's choice): no validation batches, so
+#: no monitored metric; the last checkpoint is used.
+NO_VALIDATION_WARNINGS = (r"Total length of `list` across ranks is zero",
+                          r".*could not find the monitored key in the returned metrics")
+
+
+@contextmanager
+def no_validation_quiet(active: bool = True) -> Iterator[None]:
+    """Silence :data:`NO_VALIDATION_WARNINGS` inside the block (when ``active``): expected, not news to a user."""
+    with warnings.catch_warnings():
+        if active:
+            for pattern in NO_VALIDATION_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 
 @dataclass

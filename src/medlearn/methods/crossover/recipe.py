@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 from medlearn.data.segmentation2d import ImageMaskDataModule
 from medlearn.engine.config import load_config
 from medlearn.engine.experiment import Experiment, mean_sd_cell, paired, select
-from medlearn.engine.run import RunResult, fit_from_config, predict_from_config
+from medlearn.engine.run import RunResult, fit_from_config, no_validation_quiet, predict_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.metrics.segmentation import TPFCentroidMetrics, classes_to_labels, labels_to_classes
 from medlearn.registry import DemoResult, config_dir
@@ -92,17 +91,8 @@ def unet_tpf_cd(result: RunResult) -> dict[str, float]:
     return {"tpf": out["tpf_mean"], "cd": out["cd_mean"]}
 
 
-#: Warnings of a run without a validation split (the reproduction's choice): no validation batches, so
-#: no monitored metric; the last checkpoint is tested.
-_NO_VALIDATION_WARNINGS = (r"Total length of `list` across ranks is zero",
-                           r".*could not find the monitored key in the returned metrics")
-
-
 def _run(root: Path, seed: int, arm: str, run_dir: Path, over: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    with warnings.catch_warnings():
-        if over.get("data.init_args.val_fraction") == 0.0:
-            for pattern in _NO_VALIDATION_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
+    with no_validation_quiet(over.get("data.init_args.val_fraction") == 0.0):
         r = fit_from_config(_cfg(root, seed, arm, over), run_dir, prefix=prefix or f"[{arm} s={seed}] ")
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
     t = {k.removeprefix("test/"): v for k, v in r.test.items()}
