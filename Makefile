@@ -38,7 +38,7 @@ test-slow: $(VENV)/.installed
 	@PYTHON=$(BIN)/python tools/fetch-test-data
 	MEDLEARN_THREADS=1 $(BIN)/python -m pytest -m "slow or not slow"
 
-METHODS := c2l rubik ccl asoct cross_denoise crossover mgan videogan
+METHODS := c2l rubik ccl asoct cross_denoise crossover mgan videogan ltnet neuron_qc
 
 # every method's CPU-scale reproduction in turn (about 90 min on 2 CPU cores: the wall times are in docs/results.md); one: medlearn reproduce NAME
 reproduce: $(VENV)/.installed
