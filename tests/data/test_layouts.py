@@ -42,6 +42,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "endoscopy-cvc": dict(n_videos=2, n_frames=3, size=16, seed=1),
     "endoscopy-etis": dict(n_videos=2, n_frames=3, size=16, seed=1),
     "oneshot": dict(dims=2, n_train=2, n_eval=1, size=16, seed=1),
+    "neurons": dict(n_neurons=2, size_xy=32, size_z=16, error_fraction=1.0, seed=1),
 }
 #: What "auto" resolves each writer's output to: (kind, layout). The head CT phantom is a manifest
 #: to "auto" (its explicit layout "headct" only changes the default class order).
@@ -59,6 +60,7 @@ AUTO: dict[str, tuple[str, str]] = {
     "endoscopy-cvc": ("video", "cvc_clinicdb"),
     "endoscopy-etis": ("video", "etis"),
     "oneshot": ("oneshot", "oneshot"),
+    "neurons": ("neuron", "neurons"),
 }
 
 
@@ -208,7 +210,7 @@ DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
 GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
            "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain", "volume_preprocess",
-           "video_frames", "video_pairs", "volume_slices",
+           "trace_raster", "video_frames", "video_pairs", "volume_slices",
            "volumes"}
 
 

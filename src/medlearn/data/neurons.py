@@ -159,7 +159,7 @@ def read_neurons(root: str | Path, require_corrected: bool = False, swc_offset: 
         cases.append(NeuronCase(name, images[name], traced[name], corrected.get(name), errors.get(name, [])))
     if problems:
         raise DataError(root, f"{len(problems)} problem(s) in the neurons folder:\n  " + "\n  ".join(problems))
-    return RecordSet(cases)
+    return RecordSet(cases, class_names=["correct", "wrong"])
 
 
 def _detect(root: str | Path, **_: Any) -> bool:
