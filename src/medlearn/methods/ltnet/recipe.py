@@ -309,8 +309,8 @@ def table_from_results(run: dict[str, Any]) -> str:
                         "inverse-consistency error. Its soft Dice on the reconstructed atlas labels has gradients far "
                         "larger than the MSE similarity's (whose value is about 1e-3 here), so at weight 0.05 it "
                         "pulls the forward field towards maps that are easy to invert rather than towards the "
-                        "image; the paper's weights could not be verified (methods/oneshot_seg.md 2.2), and a smaller anatomy weight or LNCC "
-                        "similarity is the next thing to try.")
+                        "image. The paper's weights could not be verified (methods/oneshot_seg.md 2.2); a smaller "
+                        "anatomy weight or LNCC similarity is the next thing to try.")
         lines.append("")
     lines += [f"Setup: per seed {run['n_train']} unlabelled training and {run['n_eval']} labelled subjects (a fifth "
               "of them validate, the rest test) for recipe A, 100 training subjects for recipe B; a 4-level 2D U-Net "
