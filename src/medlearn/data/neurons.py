@@ -345,14 +345,12 @@ def load_nodes(case: NeuronCase, step: float | None, block: Sequence[int], centr
         return _CACHE[key]
     traced = read_swc(case.traced)
     wrong = None
-    types = np.full(0, -1, dtype=np.int64)
     if case.corrected is not None:
         labels = label_nodes(traced, read_swc(case.corrected), step, tau, radius_factor, closing)
         tree, wrong = labels.tree, labels.wrong
         types = planted_types(labels, traced, case.errors)
     else:
         tree = resample_swc(traced, step) if step else traced
-    if wrong is None:
         types = np.full(len(tree), -1, dtype=np.int64)
     with BlockReader(case.image) as reader:
         blocks = node_blocks(reader, tree, block, centre_path, swc_offset=swc_offset)

@@ -33,7 +33,7 @@ from medlearn.metrics.neuron_qc import (
     threshold_at_false_alert_rate,
 )
 
-__all__ = ["INPUTS", "NeuronQC", "NeuronQCWriter", "evaluate_scores"]
+__all__ = ["INPUTS", "NeuronQC", "NeuronQCWriter", "evaluate_scores", "tree_cases"]
 
 #: Which block channels the classifier sees: name -> channel indices (image 0, trace 1, centre path 2).
 INPUTS = {"image+trace": (0, 1), "image": (0,), "trace": (1,)}
@@ -53,6 +53,17 @@ def evaluate_scores(scores: np.ndarray, wrong: np.ndarray, case: np.ndarray, nod
     out: dict[str, float] = {"auc": float(roc_auc_score(w, scores)) if 0 < w.sum() < w.size else math.nan,
                              "threshold": float(threshold), "n_nodes": float(w.size),
                              "wrong_fraction": float(w.mean()) if w.size else math.nan}
+    out.update(pooled_qc_scores(tree_cases(scores, w, case, node, parent, etype, threshold, smooth_radius), first_k))
+    return out
+
+
+def tree_cases(scores: np.ndarray, wrong: np.ndarray, case: np.ndarray, node: np.ndarray, parent: np.ndarray,
+               etype: np.ndarray, threshold: float, smooth_radius: int = 0
+               ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]]:
+    """Per-node arrays of whole neurons -> ``(parent, wrong, flagged, error types)`` per neuron
+    (:func:`~medlearn.metrics.neuron_qc.pooled_qc_scores`' input); scores smoothed, flagged above ``threshold``.
+    """
+    w = np.asarray(wrong, dtype=bool)
     cases = []
     for c in np.unique(case):
         sel = np.flatnonzero(case == c)
@@ -63,8 +74,7 @@ def evaluate_scores(scores: np.ndarray, wrong: np.ndarray, case: np.ndarray, nod
         s = smooth_on_tree(scores[order], par, smooth_radius)
         types = {i: ERROR_TYPE_NAMES[t] for i, t in enumerate(etype[order].tolist()) if t >= 0}
         cases.append((par, w[order], s > threshold, types))
-    out.update(pooled_qc_scores(cases, first_k))
-    return out
+    return cases
 
 
 class NeuronQC(MethodModule):

@@ -30,7 +30,8 @@ from medlearn.engine.experiment import Experiment, mean_sd_cell, paired, select
 from medlearn.engine.run import fit_from_config, predict_from_config
 from medlearn.engine.trainer import set_cpu_threads
 from medlearn.io.blocks import BlockReader
-from medlearn.metrics.neuron_qc import pooled_qc_scores, smooth_on_tree, threshold_at_false_alert_rate
+from medlearn.methods.neuron_qc.module import tree_cases
+from medlearn.metrics.neuron_qc import pooled_qc_scores, threshold_at_false_alert_rate
 from medlearn.registry import DemoResult, config_dir
 from medlearn.synth.neurons import write_neurons
 
@@ -73,13 +74,8 @@ def _held_out(parts: list[dict[str, np.ndarray]], threshold: list[float]) -> dic
     """Pooled readings of held-out folds: each fold's scores flagged at its own threshold."""
     from sklearn.metrics import roc_auc_score
 
-    cases = []
-    for a, t in zip(parts, threshold):
-        for c in np.unique(a["case"]):
-            sel = np.flatnonzero(a["case"] == c)
-            order = sel[np.argsort(a["node"][sel])]
-            types = {i: ERROR_TYPE_NAMES[e] for i, e in enumerate(a["etype"][order].tolist()) if e >= 0}
-            cases.append((a["parent"][order], a["y"][order] == 1, a["s"][order] > t, types))
+    cases = [c for a, t in zip(parts, threshold)
+             for c in tree_cases(a["s"], a["y"] == 1, a["case"], a["node"], a["parent"], a["etype"], t)]
     s = np.concatenate([a["s"] for a in parts])
     y = np.concatenate([a["y"] for a in parts]) == 1
     out = pooled_qc_scores(cases, 5)
@@ -98,15 +94,21 @@ def _scores(model: Any) -> tuple[dict[str, np.ndarray], float]:
     return dict(model._last), float(model.threshold)
 
 
-def _intensity_fold(dm: NeuronQCDataModule, fold: int) -> tuple[dict[str, np.ndarray], float]:
-    """Baseline scores of the held-out neurons and the threshold chosen on the training neurons."""
+def _intensity_all(dm: NeuronQCDataModule) -> list[np.ndarray]:
+    """Baseline scores of every neuron's nodes (no training: computed once, read by every fold)."""
     from medlearn.methods.neuron_qc.baseline import intensity_scores
 
-    folds = dm.folds()
     per_case = []
     for ns in dm.sets:
         with BlockReader(ns.case.image) as reader:
             per_case.append(intensity_scores(reader, ns.tree, swc_offset=dm.hparams.swc_offset))
+    return per_case
+
+
+def _intensity_fold(dm: NeuronQCDataModule, per_case: list[np.ndarray], fold: int
+                    ) -> tuple[dict[str, np.ndarray], float]:
+    """Baseline scores of the held-out neurons and the threshold chosen on the training neurons."""
+    folds = dm.folds()
     train = [k for k in range(len(dm.sets)) if folds[k] != fold]
     held = [k for k in range(len(dm.sets)) if folds[k] == fold]
     s_train = np.concatenate([per_case[k] for k in train])
@@ -130,13 +132,15 @@ def cross_validate(root: Path, seed: int, arm: str, out: Path, epochs: int | Non
     """``n_folds``-fold cross-validation of one arm, split by neuron; pooled held-out readings."""
     t0 = time.perf_counter()
     parts, thresholds = [], []
+    baseline: list[np.ndarray] | None = None
     for fold in range(n_folds):
         cfg = _cfg(root, seed, arm, fold, epochs)
         cfg["data"]["init_args"]["n_folds"] = n_folds
         if ARMS[arm][1] is None:
             dm = NeuronQCDataModule(**cfg["data"]["init_args"])
             dm.setup("fit")
-            arrays, t = _intensity_fold(dm, fold)
+            baseline = baseline if baseline is not None else _intensity_all(dm)
+            arrays, t = _intensity_fold(dm, baseline, fold)
         else:
             r = fit_from_config(cfg, out / f"fold{fold}", prefix=f"{prefix}[fold {fold}] ")
             shutil.rmtree(out / f"fold{fold}" / "tb", ignore_errors=True)
@@ -172,7 +176,7 @@ def demo(out_dir: str | Path = "runs/demo/neuron_qc", n_neurons: int = 40, epoch
     cnn = _held_out([arrays], [t])
     dm = NeuronQCDataModule(**cfg["data"]["init_args"])
     dm.setup("fit")
-    arrays, t = _intensity_fold(dm, 0)
+    arrays, t = _intensity_fold(dm, _intensity_all(dm), 0)
     base = _held_out([arrays], [t])
     held = out / "held_out"
     _held_out_copy(root, held, dm, 0)
@@ -308,7 +312,3 @@ def table_from_results(run: dict[str, Any]) -> str:
                   "threads)."]
     return "\n".join(lines)
 
-
-def smooth_scores(scores: np.ndarray, parent: np.ndarray, radius: int) -> np.ndarray:
-    """Per-path smoothing of node scores (re-exported for users of the recipe)."""
-    return smooth_on_tree(scores, parent, radius)
