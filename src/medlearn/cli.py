@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import shutil
 import sys
 import time
@@ -47,6 +48,7 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     from medlearn.engine.config import link_input_size
     from medlearn.engine.trainer import (
         TRAINER_DEFAULTS,
+        AutoPrecisionTrainer,
         open_run_folder,
         quiet_console,
         set_cpu_threads,
@@ -71,7 +73,8 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             user_cbs = config.get("callbacks") or []
             args = trainer_arguments(folder, self.model, progress="rich" if sys.stdout.isatty() else "line",
                                      callbacks=user_cbs if isinstance(user_cbs, list) else [user_cbs],
-                                     plugins=config.get("plugins"), logger=config.get("logger"))
+                                     plugins=config.get("plugins"), logger=config.get("logger"),
+                                     precision=config.get("precision"), accelerator=config.get("accelerator"))
             config.update(args)
             opened.append(folder)
             if folder.records != folder.root:
@@ -83,7 +86,8 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     set_cpu_threads(None)
     quiet_console(verbose=True)
     try:
-        MedlearnCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        MedlearnCLI(LightningModule, LightningDataModule, trainer_class=AutoPrecisionTrainer,
+                    subclass_mode_model=True, subclass_mode_data=True,
                     args=None if from_command_line else argv, save_config_kwargs={"overwrite": True},
                     seed_everything_default=0)
     except BaseException:
@@ -93,6 +97,38 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             if folder.records != folder.root and not written:
                 shutil.rmtree(folder.records, ignore_errors=True)
         raise
+
+
+PRECISION_CHOICES = ("auto", "32-true", "bf16-mixed")
+
+
+def _precision_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                        help="numeric precision of every run: auto (default: bf16-mixed where the CPU or GPU computes "
+                             "bfloat16 natively and the method allows it, else fp32), 32-true (fp32 everywhere) or "
+                             "bf16-mixed; same as setting MEDLEARN_PRECISION")
+
+
+def _apply_precision(args: argparse.Namespace) -> None:
+    """``--precision`` reaches every run of the command (and its child processes) through the environment."""
+    from medlearn.runtime import PRECISION_ENV
+
+    if getattr(args, "precision", None):
+        _saved_env.setdefault(PRECISION_ENV, os.environ.get(PRECISION_ENV))
+        os.environ[PRECISION_ENV] = args.precision
+
+
+_saved_env: dict[str, str | None] = {}
+
+
+def _restore_precision_env() -> None:
+    """A ``main([...])`` call from Python leaves the process environment as it found it."""
+    for key, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _saved_env.clear()
 
 
 def _fresh_out(out: str | None, kind: str, overwrite: bool) -> Path:
@@ -313,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("names", nargs="*", help="methods (default: all)")
     d.add_argument("--out", default=None, help="output folder (default runs/demo/<timestamp>)")
     d.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    _precision_flag(d)
     r = sub.add_parser("reproduce", help="CPU-scale reproduction of a paper's claim")
     r.add_argument("name")
     r.add_argument("--out", default=None, help="output folder (default runs/reproduce/<timestamp>)")
@@ -321,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted reproduction in --out, keeping its finished runs (results.json)")
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
+    _precision_flag(r)
     ex = sub.add_parser("export", help="export a checkpoint's network as ONNX or TorchScript (+ a JSON of its inputs)")
     ex.add_argument("--ckpt", required=True, help="a medlearn checkpoint")
     ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
@@ -347,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _lightning_cli(argv, from_command_line)
             return 0
         args = build_parser().parse_args(argv)
+        _apply_precision(args)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
                 "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export,
                 "oneshot": _cmd_oneshot}[args.command](args)
@@ -356,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileExistsError as exc:
         print(f"medlearn: {exc} (pass --overwrite to replace it)", file=sys.stderr)
         return 2
+    finally:
+        _restore_precision_env()
 
 
 if __name__ == "__main__":

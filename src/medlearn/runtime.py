@@ -55,7 +55,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["OPENMP_ENV", "DEFAULT_MAX_THREADS", "configure_openmp", "usable_cores", "cgroup_cpu_limit",
-           "default_threads", "set_cpu_threads", "busy_cores", "wants_passive_wait", "openmp_decision"]
+           "default_threads", "set_cpu_threads", "busy_cores", "wants_passive_wait", "openmp_decision",
+           "cpu_bf16_supported", "PRECISION_ENV"]
 
 #: Environment medlearn sets for OpenMP when the cores are shared (a user's value wins).
 OPENMP_ENV: Mapping[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -307,3 +308,29 @@ def set_cpu_threads(n: int | None = None) -> int:
     except RuntimeError:  # inter-op pool already started, or set before: torch permits it once
         pass
     return torch.get_num_threads()
+
+
+#: Environment variable that overrides ``precision: auto`` for every run of a process and its
+#: children (``32-true``, ``bf16-mixed`` ...; ``medlearn demo/reproduce --precision`` set it).
+PRECISION_ENV = "MEDLEARN_PRECISION"
+
+#: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic: AVX-512 BF16 or AMX tiles.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_supported(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), so bf16 autocast is faster.
+
+    torch runs bf16 on any x86 CPU, but without these instructions it converts to fp32 and back,
+    which makes bf16 autocast slower than fp32, not faster. Read from ``/proc/cpuinfo`` (Linux);
+    where that file is missing (macOS, Windows) the answer is ``False`` and ``precision: auto``
+    keeps fp32.
+    """
+    text = _read(Path(cpuinfo))
+    if not text:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return any(f in flags for f in _BF16_FLAGS)
+    return False

@@ -221,10 +221,14 @@ class MethodModule(LightningModule):
             (e.g. ``"backbone."``), or ``None``; written into every checkpoint, where
             :func:`medlearn.engine.checkpoint.load_encoder` finds it. A method declares it in its
             :class:`~medlearn.registry.MethodSpec` (``encoders``); a task on the class.
+        bf16_autocast: whether ``precision: auto`` may run this module under bfloat16 autocast
+            where the hardware has it (:func:`medlearn.engine.trainer.resolve_precision`); a method
+            whose results do not hold under bf16 sets ``False`` (measured: ``docs/benchmarks.md``).
         results: per stage, the last :meth:`evaluation_end` record.
     """
 
     encoder_prefix: ClassVar[str | None] = None
+    bf16_autocast: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -118,7 +118,8 @@ def predict_from_config(cfg: Mapping[str, Any], run_dir: str | Path, ckpt_path: 
     tkw = _trainer_options(cfg)
     quiet_console(verbose=False)
     args = trainer_arguments(folder, model, progress=progress, plugins=tkw.pop("plugins", None),
-                             logger=tkw.pop("logger", False))
+                             logger=tkw.pop("logger", False), precision=tkw.pop("precision", "auto"),
+                             accelerator=tkw.get("accelerator"))
     trainer = Trainer(**{**TRAINER_DEFAULTS, **args, **tkw})
     trainer.predict(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, return_predictions=False)
     return folder.records

@@ -21,15 +21,22 @@ epoch otherwise), CSV + TensorBoard loggers, last + best checkpoints on the modu
 metric, RNG state in checkpoints, no sanity-check batches. Everything else is a plain
 ``lightning.pytorch.Trainer`` argument, so ``devices``, ``strategy="ddp"``,
 ``precision="bf16-mixed"`` work unchanged.
+
+Precision: ``precision: auto`` (the default of every config and of the CLI, :func:`resolve_precision`)
+trains under bfloat16 autocast where the hardware computes bfloat16 natively (a CUDA GPU that
+supports it; a CPU with AVX-512 BF16 or AMX) and the module allows it, and evaluates in fp32
+(:class:`TrainingAutocast`); elsewhere everything is fp32. ``--trainer.precision 32-true`` (or
+``MEDLEARN_PRECISION=32-true``, ``medlearn demo --precision 32-true``) gives fp32 everywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,21 +44,123 @@ from typing import Any
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 from medlearn.engine.checkpoint import AtomicCheckpointIO
 from medlearn.engine.report import ReportCallback
 from medlearn.engine.seed import RNGStateCallback
 from medlearn.io.errors import DataError
-from medlearn.runtime import set_cpu_threads  # re-exported: the threading policy lives in medlearn.runtime
+from medlearn.runtime import (
+    PRECISION_ENV,
+    cpu_bf16_supported,
+    set_cpu_threads,  # re-exported: the threading policy lives in medlearn.runtime
+)
 
 __all__ = ["make_trainer", "trainer_callbacks", "trainer_arguments", "run_loggers", "open_run_folder", "RunFolder",
-           "DataHandover", "EpochLine", "set_cpu_threads", "quiet_console", "TRAINER_DEFAULTS", "STAGES"]
+           "DataHandover", "EpochLine", "set_cpu_threads", "quiet_console", "TRAINER_DEFAULTS", "STAGES",
+           "resolve_precision", "precision_arguments", "TrainingAutocast", "AutoPrecisionTrainer"]
 
 STAGES = ("fit", "validate", "test", "predict")
 
 #: medlearn's ``Trainer`` defaults (recipes and ``medlearn fit`` alike; a config may override them).
 TRAINER_DEFAULTS: dict[str, Any] = {"enable_model_summary": False, "log_every_n_steps": 10,
-                                    "num_sanity_val_steps": 0}
+                                    "num_sanity_val_steps": 0, "precision": "auto"}
+
+
+# ------------------------------------------------------------------------------------- precision
+def _autocast_device(accelerator: Any) -> str | None:
+    """``"cuda"`` or ``"cpu"`` when bf16 autocast is native there, else ``None``."""
+    import torch
+
+    name = str(accelerator or "auto").lower()
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        return "cuda" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
+    if name in ("cpu", "auto"):
+        return "cpu" if cpu_bf16_supported() else None
+    return None  # mps, tpu ...: fp32 unless asked
+
+
+def resolve_precision(precision: Any = "auto", model: Any = None, accelerator: Any = None) -> Any:
+    """What ``precision: auto`` means for this machine and module: ``"bf16-mixed"`` or ``"32-true"``.
+
+    In this order: the ``MEDLEARN_PRECISION`` environment variable when set (``32-true`` or
+    ``bf16-mixed``; ``medlearn demo|reproduce --precision`` set it); ``"32-true"`` when the module
+    says its results do not hold under bfloat16 (``bf16_autocast = False`` on the class);
+    ``"bf16-mixed"`` on a CUDA GPU that supports bfloat16 or on a CPU with native bfloat16
+    instructions (:func:`medlearn.runtime.cpu_bf16_supported`); else ``"32-true"``. Any value
+    other than ``"auto"`` is returned unchanged. :func:`precision_arguments` turns the choice into
+    ``Trainer`` arguments.
+
+    Args:
+        precision: the configured precision.
+        model: the module to be run (its ``bf16_autocast`` attribute), or ``None``.
+        accelerator: the configured ``Trainer`` accelerator (``"cpu"``, ``"gpu"``, ``"auto"`` ...).
+    """
+    import os
+
+    if precision != "auto":
+        return precision
+    forced = os.environ.get(PRECISION_ENV, "").strip()
+    if forced and forced != "auto":
+        if forced not in ("32-true", "bf16-mixed"):
+            raise ValueError(f"{PRECISION_ENV}={forced!r}: use auto, 32-true or bf16-mixed")
+        return forced
+    if not getattr(model, "bf16_autocast", True):
+        return "32-true"
+    return "bf16-mixed" if _autocast_device(accelerator) else "32-true"
+
+
+class TrainingAutocast(MixedPrecision):
+    """bf16 autocast around the training steps only; validation, test and predict run in fp32.
+
+    What ``precision: auto`` uses when it picks bfloat16: the speed-up is in training, and the
+    metrics and the written predictions do not depend on whether the machine had bf16 (only the
+    trained weights do). An explicit ``precision: bf16-mixed`` autocasts every stage (Lightning's).
+    """
+
+    @contextlib.contextmanager
+    def val_step_context(self) -> Generator[None, None, None]:  # noqa: D102
+        yield
+
+    @contextlib.contextmanager
+    def test_step_context(self) -> Generator[None, None, None]:  # noqa: D102
+        yield
+
+    @contextlib.contextmanager
+    def predict_step_context(self) -> Generator[None, None, None]:  # noqa: D102
+        yield
+
+
+def precision_arguments(precision: Any, model: Any = None, accelerator: Any = None,
+                        plugins: Sequence[Any] = ()) -> dict[str, Any]:
+    """``Trainer`` arguments (``precision``, ``plugins``) for a configured precision.
+
+    ``"auto"`` resolved to bf16 becomes a :class:`TrainingAutocast` plugin (``precision`` left
+    unset); anything else is passed to Lightning as it is. A user's own precision plugin wins.
+    """
+    plugins = list(plugins)
+    if any(isinstance(p, Precision) for p in plugins):
+        return {"precision": None if precision == "auto" else precision, "plugins": plugins}
+    value = resolve_precision(precision, model, accelerator)
+    if precision == "auto" and value == "bf16-mixed":
+        device = _autocast_device(accelerator) or ("cuda" if str(accelerator).lower() in ("gpu", "cuda") else "cpu")
+        return {"precision": None, "plugins": [*plugins, TrainingAutocast("bf16-mixed", device)]}
+    return {"precision": value, "plugins": plugins}
+
+
+class AutoPrecisionTrainer(Trainer):
+    """``lightning.pytorch.Trainer`` that also accepts ``precision="auto"`` (:func:`precision_arguments`).
+
+    Used by ``medlearn fit|validate|test|predict`` so that configs may say ``precision: auto``; the
+    run builder resolves it with the module known before this class sees it.
+    """
+
+    def __init__(self, *args: Any, precision: str | int | None = "auto", **kwargs: Any) -> None:
+        if precision == "auto":
+            kwargs.update(precision_arguments(precision, None, kwargs.get("accelerator"), kwargs.get("plugins") or ()))
+        else:
+            kwargs["precision"] = precision
+        super().__init__(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------- console
@@ -258,8 +367,9 @@ def run_loggers(folder: RunFolder) -> list[Logger]:
 
 def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[str, str] | None = None,
                       progress: str = "auto", prefix: str = "", report: bool = True,
-                      callbacks: Sequence[Callback] = (), plugins: Any = None, logger: Any = None) -> dict[str, Any]:
-    """``Trainer`` arguments of a run folder: loggers, callbacks, checkpoint I/O, progress display.
+                      callbacks: Sequence[Callback] = (), plugins: Any = None, logger: Any = None,
+                      precision: Any = "auto", accelerator: Any = None) -> dict[str, Any]:
+    """``Trainer`` arguments of a run folder: loggers, callbacks, checkpoint I/O, progress, precision.
 
     Args:
         folder: from :func:`open_run_folder`.
@@ -272,6 +382,8 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
         callbacks: extra callbacks (after medlearn's).
         plugins: the user's plugins (an ``AtomicCheckpointIO`` is added unless one is a checkpoint IO).
         logger: the user's logger setting (``None`` / ``True``: medlearn's loggers; ``False``: none).
+        precision: the configured precision (``"auto"``: :func:`resolve_precision`).
+        accelerator: the configured accelerator (for ``"auto"`` precision).
     """
     folder.records.mkdir(parents=True, exist_ok=True)
     if progress == "auto":
@@ -285,12 +397,14 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
     if not any(type(p).__name__.endswith("CheckpointIO") for p in plugins):
         plugins.append(AtomicCheckpointIO())
+    prec = precision_arguments(precision, model, accelerator, plugins)
     args = {
         "default_root_dir": str(folder.root),
         "logger": run_loggers(folder) if logger in (None, True) else logger,
         "callbacks": cbs,
-        "plugins": plugins,
+        "plugins": prec["plugins"],
         "enable_progress_bar": progress == "rich",
+        "precision": prec["precision"],
     }
     if folder.stage != "fit":
         args["enable_checkpointing"] = False  # an evaluation writes no checkpoints
@@ -321,7 +435,9 @@ def make_trainer(run_dir: str | Path | RunFolder, max_epochs: int = 10, monitor:
     args = trainer_arguments(folder, model, monitor=(monitor, mode) if monitor else None, progress=progress,
                              prefix=prefix, report=report,
                              callbacks=callbacks or (), plugins=trainer_kwargs.pop("plugins", None),
-                             logger=trainer_kwargs.pop("logger", None))
+                             logger=trainer_kwargs.pop("logger", None),
+                             precision=trainer_kwargs.pop("precision", "auto"),
+                             accelerator=trainer_kwargs.get("accelerator"))
     kwargs: dict[str, Any] = {**TRAINER_DEFAULTS, "max_epochs": max_epochs, **args}
     kwargs.update(trainer_kwargs)
     if kwargs.get("accelerator") is None:
