@@ -41,26 +41,6 @@ PRELOAD = ["torch", "medlearn.data.neurons", "tifffile"]
 SECTION = "neuron_qc"
 
 
-class _ArrayReader:
-    """The whole volume in memory, behind the block-reader interface."""
-
-    def __init__(self, volume: Any) -> None:
-        self.volume = volume
-        self.shape = volume.shape
-
-    def block(self, centre: Any, size: Any) -> Any:
-        import numpy as np
-
-        size = np.asarray(size, dtype=int)
-        start = np.rint(np.asarray(centre, dtype=float)).astype(int) - size // 2
-        out = np.zeros(tuple(size), dtype=np.float32)
-        lo, hi = np.maximum(start, 0), np.minimum(start + size, self.shape)
-        if np.all(hi > lo):
-            out[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))] = \
-                self.volume[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        return out
-
-
 def make_qc_step(spec: dict[str, Any]) -> StepBench:
     import numpy as np
     import tifffile
@@ -86,7 +66,7 @@ def make_qc_step(spec: dict[str, Any]) -> StepBench:
                 return node_blocks(reader, tree, (8, 16, 16))
     else:
         def step() -> Any:
-            return node_blocks(_ArrayReader(tifffile.imread(path)), tree, (8, 16, 16))  # type: ignore[arg-type]
+            return node_blocks(BlockReader.from_array(tifffile.imread(path)), tree, (8, 16, 16))
 
     return StepBench(step, len(tree), {"nodes": len(tree), "volume_mb": big.nbytes / 2**20})
 

@@ -48,3 +48,37 @@ def test_the_runs_index_lists_every_report_with_its_summary(tmp_path: Path) -> N
     assert "href='demo/c2l/report.html'" in page and "href='demo/c2l/finetune/report.html'" in page
     assert main(["index", str(root)]) == 0 and (root / "index.html").is_file()
     assert main(["index", str(tmp_path / "nowhere")]) == 2
+
+
+def test_figures_carry_a_caption_and_unlabelled_plots_are_marked(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from medlearn.engine.report import figure_caption, unlabelled_axes
+
+    fig, (a, b, c) = plt.subplots(1, 3)
+    fig.suptitle("Training curves")
+    a.plot([0, 1], [1, 0])
+    a.set_title("loss")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    b.plot([0, 1], [0, 1])
+    b.set_title("accuracy")  # no axis labels: flagged
+    im = c.imshow(np.zeros((4, 4)))
+    c.axis("off")
+    fig.colorbar(im, ax=c)  # an image panel and its colour bar need no labels
+    assert figure_caption(fig) == "Training curves"
+    assert unlabelled_axes(fig) == ["accuracy"]
+    png = save_figure(fig, tmp_path / "figures" / "curves.png")
+    page = write_report(tmp_path, "run", [Section("Curves", figures=[png])]).read_text()
+    assert "<figcaption>Training curves</figcaption>" in page
+    assert "data-unlabelled-axes='[&quot;accuracy&quot;]'" in page
+
+    fig, ax = plt.subplots()
+    ax.set_title("per-class Dice")
+    ax.bar([0, 1], [0.5, 0.7])
+    ax.set_xlabel("class")
+    ax.set_ylabel("Dice")
+    bars = save_figure(fig, tmp_path / "bars.png")
+    page = write_report(tmp_path, "run", [Section("Bars", figures=[bars])]).read_text()
+    assert "<figcaption>per-class Dice</figcaption>" in page and "data-unlabelled-axes" not in page

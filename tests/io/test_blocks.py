@@ -75,3 +75,15 @@ def test_bad_block_sources(tmp_path: Path) -> None:
     write_v3draw(tmp_path / "v.v3draw", _volume())
     with pytest.raises(DataError, match="channel 5"):
         BlockReader(tmp_path / "v.v3draw", channel=5)
+
+
+def test_a_reader_over_an_array_gives_the_same_blocks(tmp_path):
+    import tifffile
+
+    vol = np.random.default_rng(0).random((12, 10, 9)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "v.tif", vol)
+    mem = BlockReader.from_array(vol)
+    with BlockReader(tmp_path / "v.tif") as disk:
+        for centre in ((0, 0, 0), (6, 5, 4), (11, 9, 8), (20, 20, 20)):
+            np.testing.assert_array_equal(mem.block(centre, (5, 4, 3)), disk.block(centre, (5, 4, 3)))
+        np.testing.assert_array_equal(mem.max_projection(), disk.max_projection())

@@ -38,7 +38,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from medlearn.io import atomic_write_text  # noqa: E402
 
 __all__ = ["Section", "write_report", "plot_metric_curves", "ReportCallback", "save_figure", "update_run_report",
-           "write_runs_index", "REPORT_PARTS"]
+           "write_runs_index", "REPORT_PARTS", "figure_caption", "unlabelled_axes"]
 
 #: Order of the parts of a run report.
 REPORT_PARTS = ("fit", "validate", "test")
@@ -94,13 +94,64 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
+#: PNG text keys :func:`save_figure` writes and the report reads back.
+CAPTION_KEY, UNLABELLED_KEY = "Title", "medlearn-unlabelled-axes"
+
+
+def figure_caption(fig: Any) -> str:
+    """The caption of a figure: its ``suptitle``, else its axes' titles joined."""
+    sup = getattr(fig, "_suptitle", None)
+    if sup is not None and sup.get_text().strip():
+        return " ".join(sup.get_text().split())
+    titles = [" ".join(ax.get_title().split()) for ax in fig.axes if ax.get_title().strip()]
+    return "; ".join(dict.fromkeys(titles))
+
+
+def unlabelled_axes(fig: Any) -> list[str]:
+    """Plots (axes showing lines, markers or bars with their axis drawn) without both axis labels.
+
+    Image panels (axis off) and colour bars need none. Each entry names the axes by its title.
+    """
+    out = []
+    for i, ax in enumerate(fig.axes):
+        if not ax.axison or hasattr(ax, "_colorbar") or ax.get_label() == "<colorbar>":
+            continue
+        if not (ax.lines or ax.collections or ax.patches):
+            continue
+        if not (ax.get_xlabel().strip() and ax.get_ylabel().strip()):
+            out.append(ax.get_title().strip() or f"axes {i + 1}")
+    return out
+
+
 def save_figure(fig: Any, path: str | Path) -> Path:
-    """Save a matplotlib figure as PNG and close it."""
+    """Save a matplotlib figure as PNG and close it.
+
+    The PNG carries its caption (:func:`figure_caption`) and the plots that lack axis labels
+    (:func:`unlabelled_axes`) as text chunks; the report shows the caption under the figure and
+    marks the image, so a reader (and the browser test) sees both.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    meta = {CAPTION_KEY: figure_caption(fig), UNLABELLED_KEY: json.dumps(unlabelled_axes(fig))}
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata=meta)
     plt.close(fig)
     return path
+
+
+def _figure_meta(fig: Path) -> tuple[str, list[str]]:
+    """Caption and unlabelled plots stored in a PNG by :func:`save_figure` (empty for other PNGs)."""
+    from PIL import Image
+
+    try:
+        with Image.open(fig) as im:
+            text = dict(getattr(im, "text", {}) or {})
+    except OSError:
+        return "", []
+    try:
+        unlabelled = [str(x) for x in json.loads(text.get(UNLABELLED_KEY, "[]"))]
+    except ValueError:
+        unlabelled = []
+    return str(text.get(CAPTION_KEY, "")), unlabelled
 
 
 def _fmt(v: Any) -> str:
@@ -113,7 +164,8 @@ def _fmt(v: Any) -> str:
 
 _STYLE = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
-          "th{background:#eee}img{max-width:100%;margin:.5em 0;border:1px solid #ddd}"
+          "th{background:#eee}img{max-width:100%;margin:.5em 0;border:1px solid #ddd}figure{margin:1em 0}"
+          "figcaption{font-size:.9em;color:#444;max-width:100%}table{max-width:100%;overflow-x:auto;display:block}"
           "pre{background:#f6f6f6;padding:.6em;overflow-x:auto}h2.part{border-top:2px solid #888;padding-top:.5em}"
           "td.l{text-align:left}.missing{color:#a00}"
           "</style>")
@@ -145,12 +197,18 @@ def _paragraph(text: str) -> str:
 
 
 def _figure(fig: Path) -> str:
-    """The PNG embedded in the page (a self-contained report: it opens anywhere, offline, moved or mailed)."""
+    """The PNG embedded in the page (a self-contained report: it opens anywhere, offline, moved or mailed),
+    with its caption; a plot without axis labels is marked (``data-unlabelled-axes``).
+    """
     try:
         data = base64.b64encode(fig.read_bytes()).decode("ascii")
     except OSError:
         return f"<p class='missing'>figure not found: {html.escape(fig.name)}</p>"
-    return f"<div><img src='data:image/png;base64,{data}' alt='{html.escape(fig.name)}'></div>"
+    caption, unlabelled = _figure_meta(fig)
+    alt = html.escape(caption or fig.stem.replace("_", " "), quote=True)
+    mark = f" data-unlabelled-axes='{html.escape(json.dumps(unlabelled), quote=True)}'" if unlabelled else ""
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f"<figure><img src='data:image/png;base64,{data}' alt='{alt}'{mark}>{cap}</figure>"
 
 
 def _page(title: str, run_dir: Path, body: Sequence[str]) -> str:

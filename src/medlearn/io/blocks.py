@@ -143,6 +143,17 @@ class BlockReader:
                 raise DataError(self.path, f"expected a 3D stack, got shape {series.shape}")
             self.shape = tuple(int(s) for s in series.shape)
 
+    @classmethod
+    def from_array(cls, volume: np.ndarray, name: str = "<array>") -> BlockReader:
+        """A reader over a ``(Z, Y, X)`` array already in memory (same blocks as from its file)."""
+        volume = np.asarray(volume)
+        if volume.ndim != 3:
+            raise ValueError(f"expected a (Z, Y, X) volume, got shape {volume.shape}")
+        reader = cls.__new__(cls)
+        reader.path, reader._pages, reader._array = Path(name), None, volume
+        reader.shape = tuple(int(s) for s in volume.shape)
+        return reader
+
     def _read(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         if self._array is not None:
             return np.asarray(self._array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
