@@ -95,3 +95,17 @@ def test_a_recipe_checkpoint_is_evaluated_through_the_cli(tmp_path, capsys):
     assert main(["test", "--config", str(config_dir("c2l") / "demo_finetune.yaml"), "--data.init_args.root",
                  str(data), "--data.init_args.num_train", "20", "--ckpt_path", str(ckpt)]) in (0, None)
     assert "test/auc_mean" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_every_shipped_config_parses(capsys):
+    """Every YAML under configs/ is a valid `medlearn fit` config (keys, types, class paths)."""
+    root = config_dir("c2l").parent
+    bad = []
+    for cfg in sorted(root.glob("*/*.yaml")):
+        with pytest.raises(SystemExit) as e:
+            main(["fit", "--config", str(cfg), "--print_config"])
+        if e.value.code != 0:
+            bad.append(f"{cfg.parent.name}/{cfg.name}: {capsys.readouterr().err[-300:]}")
+        capsys.readouterr()
+    assert not bad, "\n".join(bad)

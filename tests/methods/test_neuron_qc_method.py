@@ -169,3 +169,19 @@ def test_identical_pair_has_no_wrong_node_and_far_branch_is_wrong() -> None:
     assert not label_nodes(t, t, step=None).wrong.any()
     moved = SWCTree(t.id, t.type, xyz + [[0, 0, 0], [0, 0, 0], [0, 5, 0], [0, 9, 0]], t.radius, t.parent)
     np.testing.assert_array_equal(label_nodes(moved, t, step=None, closing=0).wrong, [False, False, True, True])
+
+
+def test_paper_scale_classifier_is_a_3d_resnet_with_a_linear_head():
+    import torch
+
+    from medlearn.methods.neuron_qc.model import NodeBackboneNet, build_node_classifier
+
+    net = build_node_classifier("resnet18", 3, (16, 32, 32))
+    assert isinstance(net, NodeBackboneNet)
+    x = torch.randn(2, 3, 16, 32, 32)
+    logits = net(x)
+    assert logits.shape == (2, 2)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="resnet18"):
+        build_node_classifier("resnet", 3, (16,))

@@ -4,8 +4,10 @@ The spec's CPU-scale network (methods/neuron_qc.md section 5, model B): 3x3x3 co
 and 32 channels, each followed by BatchNorm, ReLU and 2x max-pooling, global average pooling and a
 2-way linear layer. The 2.5-D variant (section 2.3's cheaper alternative) sees the three maximum
 intensity projections (xy, xz, yz) of every channel, each through its own 2D CNN of the same widths,
-with the pooled features concatenated before the linear layer. Paper scale swaps in a 3D ResNet-18
-(``widths`` longer, or a MONAI backbone) without touching the module.
+with the pooled features concatenated before the linear layer. Paper scale (section 2.3: a 3D
+ResNet-18-style CNN, global average pooling, a linear 2-way head) is ``arch: resnet18``: any 3D
+backbone of :func:`medlearn.nn.backbones.build_backbone` (MONAI's ResNets, DenseNets) with a linear
+head (``configs/neuron_qc/paper.yaml``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ARCHS", "NodeCNN", "NodeMIPNet", "build_node_classifier"]
+from medlearn.nn.backbones import build_backbone, list_backbones
 
+__all__ = ["ARCHS", "NodeCNN", "NodeMIPNet", "NodeBackboneNet", "build_node_classifier"]
+
+#: medlearn's own small networks; any 3D backbone name of :func:`medlearn.nn.backbones.list_backbones` works too
 ARCHS = ("cnn3d", "mip")
 
 
@@ -71,10 +76,30 @@ class NodeMIPNet(nn.Module):
         return self.head(torch.cat(feats, dim=1))
 
 
+class NodeBackboneNet(nn.Module):
+    """A 3D backbone (pooled features) and a linear 2-way head: the paper-scale per-node classifier.
+
+    Args:
+        name: a :func:`medlearn.nn.backbones.build_backbone` name (``resnet18`` ...).
+        in_channels: block channels.
+    """
+
+    def __init__(self, name: str = "resnet18", in_channels: int = 2) -> None:
+        super().__init__()
+        self.backbone = build_backbone(name, spatial_dims=3, in_channels=in_channels)
+        self.head = nn.Linear(self.backbone.out_features, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the blocks ``(B, C, z, y, x)``."""
+        return self.head(self.backbone(x))
+
+
 def build_node_classifier(arch: str, in_channels: int, widths: Sequence[int]) -> nn.Module:
-    """The classifier named ``arch`` (:data:`ARCHS`)."""
+    """The classifier named ``arch``: :data:`ARCHS` (``widths`` apply) or a 3D backbone name."""
     if arch == "cnn3d":
         return NodeCNN(in_channels, widths)
     if arch == "mip":
         return NodeMIPNet(in_channels, widths)
-    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if arch in list_backbones():
+        return NodeBackboneNet(arch, in_channels)
+    raise ValueError(f"arch must be one of {ARCHS} or a backbone ({', '.join(list_backbones())}), got {arch!r}")

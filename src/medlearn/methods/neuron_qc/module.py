@@ -81,7 +81,8 @@ class NeuronQC(MethodModule):
     """Per-node error classifier of a traced neuron (tracing quality control).
 
     Args:
-        arch: ``"cnn3d"`` (3D CNN on the block) or ``"mip"`` (2.5-D: xy / xz / yz projections).
+        arch: ``"cnn3d"`` (3D CNN on the block), ``"mip"`` (2.5-D: xy / xz / yz projections), or a
+            3D backbone name (``"resnet18"``: the paper-scale classifier; ``widths`` then unused).
         inputs: the block channels seen (:data:`INPUTS`; ``"image"`` is the spec's image-only ablation).
         centre_path: the data carries the centre-path channel (seen too unless ``inputs`` is ``"image"``
             or ``"trace"``).
