@@ -121,16 +121,24 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, list[str]]]:
     """``(first line, cells)`` of every row but blank lines and rows of empty cells above or below the table."""
     reader = _csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_separator(text), skipinitialspace=True)
     rows: list[tuple[int, list[str]]] = []
+    append = rows.append
     last = 0
     try:
         for cells in reader:
-            start, last = last + 1, reader.line_num
             if len(cells) > 1 or (cells and cells[0].strip()):
-                rows.append((start, cells))
+                append((last + 1, cells))
+            last = reader.line_num
     except _csv.Error as exc:
         raise DataError(path, f"cannot parse the table: line {reader.line_num}: {exc}") from exc
-    filled = [k for k, (_, cells) in enumerate(rows) if any(c.strip() for c in cells)]
-    return rows[filled[0]: filled[-1] + 1] if filled else []
+    def blank(row: tuple[int, list[str]]) -> bool:
+        return not "".join(row[1]).strip()
+
+    lo, hi = 0, len(rows)
+    while lo < hi and blank(rows[lo]):
+        lo += 1
+    while hi > lo and blank(rows[hi - 1]):
+        hi -= 1
+    return rows[lo:hi]
 
 
 def _cell_text(value: Any) -> str:
@@ -210,11 +218,12 @@ def _frame(path: Path, rows: list[tuple[int, list[str]]], required: Sequence[str
     body: list[list[str]] = []
     long_rows: list[str] = []
     for line, cells in rows[h + 1:]:
-        if len(cells) > width and any(c.strip() for c in cells[width:]):
+        if len(cells) > width and "".join(cells[width:]).strip():
             long_rows.append(f"line {line}: {len(cells)} cells, the header (line {header_line}) names {width} "
                              "columns (an unquoted separator in a cell?)")
             continue
-        cells = cells[:width] + [""] * (width - len(cells))
+        if len(cells) != width:
+            cells = cells[:width] + [""] * (width - len(cells))
         lines.append(line)
         body.append(cells)
     if long_rows:
