@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -51,6 +50,8 @@ from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import IMAGE_SUFFIXES
 from medlearn.data.sampling import group_split
+from medlearn.data.tables import read_table, table_lines
+from medlearn.data.tables import table_path as entry_path
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = [
@@ -135,20 +136,6 @@ def _image_folder(root: Path) -> Path:
     return root / IMAGE_FOLDER if (root / IMAGE_FOLDER).is_dir() else root
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        if path.suffix.lower() == ".xlsx":
-            df = pd.read_excel(path, dtype=object)
-        else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except ImportError as exc:  # openpyxl missing
-        raise DataError(path, f"cannot read xlsx: {exc} (pip install openpyxl)") from exc
-    except Exception as exc:  # pandas / openpyxl raise many types for corrupt files
-        raise DataError(path, f"cannot parse the table: {type(exc).__name__}: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -228,7 +215,7 @@ def read_age(
     if not table_path.is_file():
         raise DataError(table_path, "annotation table not found")
     folder = _image_folder(root) if image_dir is None else root / image_dir
-    df = _read_table(table_path)
+    df = read_table(table_path, AGE_COLUMNS)
     missing = [c for c in AGE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(table_path, f"missing required columns (found: {', '.join(df.columns) or 'none'})",
@@ -237,14 +224,15 @@ def read_age(
     problems: list[str] = []
     records: list[ASOCTRecord] = []
     first_row: dict[str, int] = {}
-    for i, row in enumerate(df.to_dict("records")):
-        line = i + 2  # header is line / spreadsheet row 1
+    for line, row in zip(table_lines(df), df.to_dict("records")):
         issues: list[str] = []
         name = _text(row["ASOCT_Name"])
-        path = folder / name
+        path, escape = entry_path(folder, name)
         size: tuple[int, int] | None = None
         issues += name_issues(name, line, first_row, empty="empty ASOCT_Name")
-        if name and not path.is_file():
+        if name and escape:
+            issues.append(f"ASOCT_Name {escape}")
+        elif name and not path.is_file():
             issues.append(f"image {name} not found in {folder}")
         elif name:
             try:

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import ImageRecord
+from medlearn.data.tables import read_csv_table, table_lines
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["CHESTXRAY14_LABELS", "read_chestxray14"]
@@ -97,7 +97,7 @@ def _read_split_list(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise DataError(path, "split list not found (split='all' reads every row of the table)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"cannot read split list: {exc}") from exc
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
@@ -105,7 +105,7 @@ def _read_split_list(path: Path) -> list[tuple[int, str]]:
 
 def _patient_key(value: str) -> str:
     value = value.strip()
-    return str(int(value)) if value.isdigit() else value
+    return str(int(value)) if value.isdecimal() else value
 
 
 def read_chestxray14(
@@ -154,11 +154,7 @@ def read_chestxray14(
         raise DataError(table, f"invalid classes (known: {', '.join(CHESTXRAY14_LABELS)})", bad_classes)
     column = {c: i for i, c in enumerate(classes)}
 
-    try:
-        df = pd.read_csv(table, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(table, f"cannot parse the table: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_csv_table(table, REQUIRED_COLUMNS)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(
@@ -176,8 +172,8 @@ def read_chestxray14(
     labels: list[np.ndarray] = []
     problems: list[str] = []
     first_row: dict[str, int] = {}
-    for i, (name, patient, text) in enumerate(zip(names, patients, findings)):
-        line = i + 2  # header is line 1
+    lines = table_lines(df)
+    for line, name, patient, text in zip(lines, names, patients, findings):
         issues: list[str] = []
         issues += name_issues(name, line, first_row, empty="empty Image Index")
         if not patient:
@@ -224,14 +220,14 @@ def read_chestxray14(
                 seen[name] = line
         if problems:
             raise DataError(list_path, f"{len(problems)} bad entries", problems)
-        row_of = {name: line - 2 for name, line in first_row.items()}
-        selected = sorted(row_of[name] for name in seen)
+        row_at = {line: i for i, line in enumerate(lines)}
+        selected = sorted(row_at[first_row[name]] for name in seen)
     _warn_patient_overlap(root, names, patients)
 
     # --- files on disk ---
     index = _index_images(root)
     if check_files:
-        absent = [f"line {i + 2}: {names[i]} not found" for i in selected if names[i] not in index]
+        absent = [f"line {lines[i]}: {names[i]} not found" for i in selected if names[i] not in index]
         if absent:
             raise DataError(
                 root,

@@ -23,7 +23,6 @@ by sequence, never by frame). ``medlearn synth endoscopy-cvc`` writes phantoms i
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from medlearn.data.decode import image_size, load_image
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import MaskedImage
+from medlearn.data.tables import find_column, read_csv_table, table_lines
 from medlearn.data.video_frames import VideoFrame, check_videos, split_by_frame_difference, write_grouping
 from medlearn.io.errors import DataError
 
@@ -48,33 +48,29 @@ _SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".bmp")
 def _numbered(folder: Path) -> dict[int, Path]:
     out: dict[int, Path] = {}
     for p in folder.iterdir():
-        if p.is_file() and p.suffix.lower() in _SUFFIXES and p.stem.isdigit():
+        if p.is_file() and p.suffix.lower() in _SUFFIXES and p.stem.isdecimal():
             out[int(p.stem)] = p
     return out
 
 
 def _read_table(path: Path) -> dict[int, str]:
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip().lower() for c in reader.fieldnames or []]
-        fcol = next((c for c in _FRAME_COLS if c in cols), None)
-        scol = next((c for c in _SEQ_COLS if c in cols), None)
-        if fcol is None or scol is None:
-            raise DataError(path, f"the sequence table needs a frame column ({', '.join(_FRAME_COLS)}) and a "
-                                  f"sequence column ({', '.join(_SEQ_COLS)}); found {cols}")
-        out: dict[int, str] = {}
-        problems = []
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            stem = Path(row[fcol]).stem
-            if not stem.isdigit():
-                problems.append(f"line {line}: frame {row[fcol]!r} is not a frame number")
-            elif not row[scol]:
-                problems.append(f"line {line}: empty sequence id")
-            elif int(stem) in out:
-                problems.append(f"line {line}: frame {stem} listed twice")
-            else:
-                out[int(stem)] = row[scol]
+    df = read_csv_table(path)
+    fcol, scol = find_column(df, None, _FRAME_COLS), find_column(df, None, _SEQ_COLS)
+    if fcol is None or scol is None:
+        raise DataError(path, f"the sequence table needs a frame column ({', '.join(_FRAME_COLS)}) and a "
+                              f"sequence column ({', '.join(_SEQ_COLS)}); found {list(df.columns)}")
+    out: dict[int, str] = {}
+    problems = []
+    for line, frame, sequence in zip(table_lines(df), df[fcol].str.strip(), df[scol].str.strip()):
+        stem = Path(frame).stem
+        if not stem.isdecimal():
+            problems.append(f"line {line}: frame {frame!r} is not a frame number")
+        elif not sequence:
+            problems.append(f"line {line}: empty sequence id")
+        elif int(stem) in out:
+            problems.append(f"line {line}: frame {stem} listed twice")
+        else:
+            out[int(stem)] = sequence
     if problems:
         raise DataError(path, f"{len(problems)} bad rows", problems)
     return out
@@ -155,12 +151,14 @@ def _detect(root: Path, **_: Any) -> bool:
     return (root / "Original").is_dir() and (root / "Ground Truth").is_dir()
 
 
-def _read(root: Path, threshold: float | None = None, check_files: bool = True, **_: Any) -> RecordSet[VideoFrame]:
-    return RecordSet(read_cvc_clinicdb(root, threshold=threshold, check_files=check_files))
+def _read(root: Path, threshold: float | None = None, check_files: bool = True,
+          grouping_out: str | Path | None = None, **_: Any) -> RecordSet[VideoFrame]:
+    return RecordSet(read_cvc_clinicdb(root, threshold=threshold, check_files=check_files, grouping_out=grouping_out))
 
 
-def _read_masked(root: Path, threshold: float | None = None, **_: Any) -> RecordSet[MaskedImage]:
-    return RecordSet(read_cvc_clinicdb_masked(root, threshold=threshold))
+def _read_masked(root: Path, threshold: float | None = None, grouping_out: str | Path | None = None,
+                 **_: Any) -> RecordSet[MaskedImage]:
+    return RecordSet(read_cvc_clinicdb_masked(root, threshold=threshold, grouping_out=grouping_out))
 
 
 register_layout(

@@ -20,7 +20,6 @@ phantoms in this layout.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from medlearn.data.decode import image_size, load_image
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import MaskedImage
+from medlearn.data.tables import find_column, read_csv_table, table_lines
 from medlearn.data.video_frames import VideoFrame, check_videos, split_by_frame_difference, write_grouping
 from medlearn.io.errors import DataError
 
@@ -48,20 +48,25 @@ def _numbered(folder: Path, prefix: str = "") -> dict[int, Path]:
     out: dict[int, Path] = {}
     for p in folder.iterdir():
         s = p.stem
-        if p.is_file() and p.suffix.lower() in _SUFFIXES and s.startswith(prefix) and s[len(prefix):].isdigit():
+        if p.is_file() and p.suffix.lower() in _SUFFIXES and s.startswith(prefix) and s[len(prefix):].isdecimal():
             out[int(s[len(prefix):])] = p
     return out
 
 
 def _given_grouping(path: Path) -> dict[int, str]:
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    df = read_csv_table(path)
+    names = [find_column(df, c) for c in ("name", "frame")]
+    videos = [find_column(df, c) for c in ("video", "sequence_id")]
+
+    def first(row: dict[str, str], cols: list[str | None]) -> str:
+        return next((row[c].strip() for c in cols if c is not None and row[c].strip()), "")
+
     out: dict[int, str] = {}
     problems = []
-    for line, row in enumerate(rows, start=2):
-        key = Path(row.get("name") or row.get("frame") or "").stem
-        video = (row.get("video") or row.get("sequence_id") or "").strip()
-        if not key.isdigit() or not video:
+    for line, row in zip(table_lines(df), df.to_dict("records")):
+        key = Path(first(row, names)).stem
+        video = first(row, videos)
+        if not key.isdecimal() or not video:
             problems.append(f"line {line}: needs a frame number (name / frame) and a video (video / sequence_id)")
         else:
             out[int(key)] = video
@@ -137,12 +142,14 @@ def _detect(root: Path, **_: Any) -> bool:
     return (root / "GroundTruth").is_dir() and not (root / "Original").is_dir()
 
 
-def _read(root: Path, threshold: float | None = None, check_files: bool = True, **_: Any) -> RecordSet[VideoFrame]:
-    return RecordSet(read_etis(root, threshold=threshold, check_files=check_files))
+def _read(root: Path, threshold: float | None = None, check_files: bool = True,
+          grouping_out: str | Path | None = None, **_: Any) -> RecordSet[VideoFrame]:
+    return RecordSet(read_etis(root, threshold=threshold, check_files=check_files, grouping_out=grouping_out))
 
 
-def _read_masked(root: Path, threshold: float | None = None, **_: Any) -> RecordSet[MaskedImage]:
-    return RecordSet(read_etis_masked(root, threshold=threshold))
+def _read_masked(root: Path, threshold: float | None = None, grouping_out: str | Path | None = None,
+                 **_: Any) -> RecordSet[MaskedImage]:
+    return RecordSet(read_etis_masked(root, threshold=threshold, grouping_out=grouping_out))
 
 
 register_layout(

@@ -32,10 +32,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import LabelledImage, index_images, resolve_image
+from medlearn.data.tables import read_csv_table, table_lines, table_path
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["ISIC2018_CLASSES", "ISIC2018_DIAGNOSES", "ISIC2018_SPLITS", "find_isic2018", "read_isic2018"]
@@ -74,18 +73,14 @@ def _groupings(root: Path, split: str, names: set[str]) -> dict[str, str]:
     path = next((p for p in (root / fname, root / _gt_name(split) / fname) if p.is_file()), None)
     if path is None:
         return {}
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(path, f"cannot parse the lesion groupings: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_csv_table(path, ["image", "lesion_id"])
     missing = [c for c in ("image", "lesion_id") if c not in df.columns]
     if missing:
         raise DataError(path, f"missing required columns (found: {', '.join(df.columns)})",
                         [f"missing column {c!r}" for c in missing])
     out: dict[str, str] = {}
     problems = []
-    for i, (img, lesion) in enumerate(zip(df["image"].str.strip(), df["lesion_id"].str.strip())):
+    for line, img, lesion in zip(table_lines(df), df["image"].str.strip(), df["lesion_id"].str.strip()):
         issues = []
         if img not in names:
             issues.append("image not in the ground truth")
@@ -94,7 +89,7 @@ def _groupings(root: Path, split: str, names: set[str]) -> dict[str, str]:
         if img in out:
             issues.append("image listed again")
         if issues:
-            problems.append(f"line {i + 2} ({img or '<empty name>'}): {'; '.join(issues)}")
+            problems.append(f"line {line} ({img or '<empty name>'}): {'; '.join(issues)}")
         else:
             out[img] = lesion
     if problems:
@@ -126,11 +121,7 @@ def read_isic2018(root: str | Path, split: str = "Training", check_files: bool =
         raise DataError(root / _gt_name(split) / f"{_gt_name(split)}.csv",
                         f"ISIC 2018 Task 3 {split} ground truth not found")
     csv, image_dir = found
-    try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(csv, f"cannot parse the ground truth: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_csv_table(csv, ["image", *ISIC2018_CLASSES])
     problems = [f"missing column {c!r}" for c in ("image", *ISIC2018_CLASSES) if c not in df.columns]
     problems += [f"unknown class column {c!r} (ISIC 2018 classes: {', '.join(ISIC2018_CLASSES)})"
                  for c in df.columns if c not in ("image", *ISIC2018_CLASSES) and not c.startswith("Unnamed")]
@@ -143,8 +134,9 @@ def read_isic2018(root: str | Path, split: str = "Training", check_files: bool =
     rows: list[tuple[str, int, Path]] = []
     first: dict[str, int] = {}
     problems = []
+    lines = table_lines(df)
     for i, name in enumerate(names):
-        line = i + 2
+        line = lines[i]
         issues: list[str] = []
         issues += name_issues(name, line, first, duplicate="duplicate image")
         vec: list[float] = []
@@ -165,7 +157,10 @@ def read_isic2018(root: str | Path, split: str = "Training", check_files: bool =
             else:
                 issues.append("not one-hot (" + ",".join(f"{v:g}" for v in vec) + ")")
         path: Path | None = image_dir / f"{name}.jpg"
-        if check_files and name:
+        escape = table_path(image_dir, name)[1] if name else None
+        if escape:
+            issues.append(f"image {escape}")
+        elif check_files and name:
             path = resolve_image(name, image_dir, index)
             if path is None:
                 issues.append(f"image not found in {image_dir.name}/")

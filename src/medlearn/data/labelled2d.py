@@ -50,13 +50,15 @@ from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout, register_layout
 from medlearn.data.records import LabelledImage, index_images, resolve_image
 from medlearn.data.sampling import EpochBalancedSampler, stratified_group_split, subsample
-from medlearn.data.tables import SPLIT_NAMES, read_columns
+from medlearn.data.tables import SPLIT_NAMES, read_columns, table_path
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["LabelledImageDataModule", "LabelledImageDataset", "read_image_table"]
 
 _SPLITS = {**SPLIT_NAMES, "": ""}
 KIND = "labelled2d"
+#: Integer labels are class indices ``0..K-1``; a table whose labels would make more classes is refused.
+MAX_INDEX_CLASSES = 100_000
 #: The layout "auto" falls back to when none recognises the root (its reader says what is missing).
 FALLBACK_LAYOUT = "csv"
 
@@ -106,8 +108,13 @@ def read_image_table(
         if not class_names or dup:
             raise DataError(csv, "invalid classes", [f"class {c!r} given more than once" for c in dup]
                             or ["no classes given"])
-    elif labels and all(s.isdigit() for s in labels):
-        class_names = [str(i) for i in range(max(int(s) for s in labels) + 1)]
+    elif labels and all(s.isdecimal() for s in labels):
+        top = max(int(s) for s in labels)
+        if top >= MAX_INDEX_CLASSES:
+            line = next(n for n, s in zip(cols.lines, labels) if int(s) == top)
+            raise DataError(csv, f"line {line}: label {top} taken as a class index means {top + 1} classes "
+                                 f"(at most {MAX_INDEX_CLASSES}); pass classes= to name the classes")
+        class_names = [str(i) for i in range(top + 1)]
     else:
         class_names = sorted({s for s in labels if s})
     index_of = {c: i for i, c in enumerate(class_names)}
@@ -118,8 +125,7 @@ def read_image_table(
     first: dict[str, int] = {}
     groups = cols["group"]
     splits = [s.lower() for s in cols["split"]]
-    for i, (name, lab, grp, spl) in enumerate(zip(names, labels, groups, splits)):
-        line = i + 2
+    for line, name, lab, grp, spl in zip(cols.lines, names, labels, groups, splits):
         issues: list[str] = []
         issues += name_issues(name, line, first, duplicate="duplicate image")
         if not lab:
@@ -127,7 +133,7 @@ def read_image_table(
             k = -1
         elif lab in index_of:
             k = index_of[lab]
-        elif lab.isdigit() and int(lab) < len(class_names):
+        elif lab.isdecimal() and int(lab) < len(class_names):
             k = int(lab)
         else:
             issues.append(f"unknown class {lab!r} (known: {', '.join(class_names)})")
@@ -135,7 +141,10 @@ def read_image_table(
         if spl not in _SPLITS:
             issues.append(f"unknown split {spl!r} (train, val, test or empty)")
         path: Path | None = folder / name
-        if check_files and name:
+        escape = table_path(folder, name)[1] if name else None
+        if escape:
+            issues.append(escape)
+        elif check_files and name:
             path = resolve_image(name, folder, file_index)
             if path is None:
                 issues.append(f"image not found in {folder}")

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.records import VolumeRecord, is_nifti, nifti_stem
-from medlearn.data.tables import SPLIT_NAMES
+from medlearn.data.tables import SPLIT_NAMES, read_csv_table, table_lines, table_path
 from medlearn.io.errors import DataError
 
 __all__ = ["HEADCT_CLASSES", "list_volumes", "read_volume_manifest"]
@@ -71,7 +71,9 @@ def read_volume_manifest(
 ) -> list[VolumeRecord]:
     """Read a CSV manifest of volumes: ``path[,label][,split][,seg][,case]``.
 
-    Paths (``path``, ``seg``) are relative to the CSV's folder (absolute paths are kept). ``split``
+    Paths (``path``, ``seg``) are relative to the CSV's folder (absolute paths are kept; a relative
+    path leaving the folder through ``..`` is refused). With ``check_files`` a ``seg`` must lie on
+    its volume's voxel grid (shape and affine, from the headers). ``split``
     is ``train``, ``val`` or ``test`` (also ``training``, ``valid``, ``validation``, ``testing``;
     any case) or empty; ``case`` groups several rows of one patient for splitting (default: the
     file name without ``.nii``/``.nii.gz``). An empty ``label`` means unlabeled.
@@ -79,15 +81,17 @@ def read_volume_manifest(
     Args:
         csv: the CSV file.
         classes: the allowed label names; a label outside them is an error. ``None``: any label.
-        check_files: check that every ``path`` and ``seg`` file exists.
+        check_files: check that every ``path`` and ``seg`` file exists, and that each ``seg`` has
+            its volume's shape and affine.
 
     Returns:
         One :class:`~medlearn.data.records.VolumeRecord` per row, in table order.
 
     Raises:
         DataError: the table is missing or unreadable, has no ``path`` column, or ``classes`` is
-            empty or repeats a name; or any row has an empty path, a missing file, an unknown
-            label, an unknown split or repeats an earlier path (one entry of ``problems`` per bad
+            empty or repeats a name; or any row has an empty path, a path leaving the folder, a
+            missing file, a mask on another grid, an unknown label, an unknown split or repeats an
+            earlier path (one entry of ``problems`` per bad
             row, naming everything wrong with it).
     """
     csv = Path(csv)
@@ -99,10 +103,7 @@ def read_volume_manifest(
         if not classes or dup:
             raise DataError(csv, "invalid classes", [f"class {c!r} given more than once" for c in dup] or
                             ["no classes given"])
-    try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(csv, f"cannot parse the manifest: {exc}") from exc
+    df = read_csv_table(csv, ["path"])
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "path" not in df.columns:
         raise DataError(csv, f"manifest needs a 'path' column (found: {', '.join(df.columns) or 'none'})")
@@ -115,14 +116,16 @@ def read_volume_manifest(
     records: list[VolumeRecord] = []
     problems: list[str] = []
     first_line: dict[Path, int] = {}
-    for i, (p, label, split, seg, case) in enumerate(
-        zip(column("path"), column("label"), column("split"), column("seg"), column("case"))
+    for line, p, label, split, seg, case in zip(
+        table_lines(df), column("path"), column("label"), column("split"), column("seg"), column("case")
     ):
-        line = i + 2  # header is line 1
         issues: list[str] = []
-        path = (base / p) if p else None
+        path, escape = table_path(base, p) if p else (None, None)
+        seg_path, seg_escape = table_path(base, seg) if seg else (None, None)
         if path is None:
             issues.append("empty path")
+        elif escape:
+            issues.append(f"path {escape}")
         else:
             key = path.resolve() if path.exists() else path
             if key in first_line:
@@ -131,9 +134,13 @@ def read_volume_manifest(
                 first_line[key] = line
             if check_files and not path.is_file():
                 issues.append(f"file not found: {path}")
-        seg_path = (base / seg) if seg else None
-        if seg_path is not None and check_files and not seg_path.is_file():
-            issues.append(f"seg file not found: {seg_path}")
+        if seg_escape:
+            issues.append(f"seg {seg_escape}")
+        elif seg_path is not None and check_files:
+            if not seg_path.is_file():
+                issues.append(f"seg file not found: {seg_path}")
+            elif path is not None and not escape and path.is_file():
+                issues += _grid_issues(path, seg_path)
         if label and known is not None and label not in known:
             issues.append(f"unknown label {label!r} (classes: {', '.join(classes or [])})")
         split_name = SPLIT_NAMES.get(split.lower()) if split else None
@@ -150,6 +157,24 @@ def read_volume_manifest(
     if not records:
         raise DataError(csv, "the manifest lists no volumes")
     return records
+
+
+def _grid_issues(image: Path, seg: Path, atol: float = 1e-3) -> list[str]:
+    """What keeps a mask off its image's voxel grid, from the two headers (no voxels decoded)."""
+    from medlearn.io import image_geometry  # io is a sibling package; headers only
+
+    try:
+        ishape, iaffine = image_geometry(image)
+        sshape, saffine = image_geometry(seg)
+    except DataError as exc:
+        return [f"unreadable {Path(exc.path).name}: {exc.reason}"]
+    if tuple(ishape[:3]) != tuple(sshape[:3]):
+        return [f"seg {seg.name} has shape {tuple(sshape)}, its image {tuple(ishape)} (not on the image's grid)"]
+    if not np.allclose(iaffine, saffine, rtol=0.0, atol=atol):
+        diff = float(np.abs(np.asarray(iaffine) - np.asarray(saffine)).max())
+        return [f"seg {seg.name} has another affine than its image (max difference {diff:.4g} > {atol:g}; "
+                "not on the image's grid)"]
+    return []
 
 
 # --- the registered layouts ------------------------------------------------------------------------
@@ -179,8 +204,8 @@ def _detect_headct(root: Path, **_: Any) -> bool:
     if csv is None:
         return False
     try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
-    except Exception:  # detect never raises: a table pandas cannot parse is not this layout
+        df = read_csv_table(csv, ["path", "label"])
+    except DataError:  # detect never raises: a table that cannot be parsed is not this layout
         return False
     columns = {str(c).strip().lower(): c for c in df.columns}
     if "path" not in columns or "label" not in columns:

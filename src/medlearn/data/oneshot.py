@@ -79,7 +79,7 @@ from medlearn.data.datamodule import SplitDataModule
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.sampling import group_split, subsample
-from medlearn.data.tables import read_columns
+from medlearn.data.tables import read_columns, table_path
 from medlearn.io import image_geometry, read_image
 from medlearn.io.errors import DataError
 
@@ -303,7 +303,7 @@ def read_label_names(path: str | Path) -> dict[int, str]:
 
 def _natural(name: str) -> list[tuple[int, int | str]]:
     """Natural sort key: digit runs compare as numbers (``s9`` before ``s10``)."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+    return [(0, int(part)) if part.isdecimal() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def _images_from_folder(folder: Path, check: _Checker) -> list[tuple[Path, Path | None, str]]:
@@ -325,10 +325,14 @@ def _images_from_table(table: Path, check: _Checker) -> list[tuple[Path, Path | 
         check.problems += [f"{check.show(table)}: {exc.reason}", *exc.problems]
         return []
     out: list[tuple[Path, Path | None, str]] = []
-    for row, (image, label) in enumerate(zip(cols["image"], cols["label"])):
-        line = row + 2  # line 1 is the header
+    for line, image, label in zip(cols.lines, cols["image"], cols["label"]):
         if not image:
             check.add(table, f"line {line}: empty image path")
+            continue
+        escapes = [f"{what} {problem}" for what, value in (("image", image), ("label", label)) if value
+                   for problem in [table_path(table.parent, value)[1]] if problem]
+        if escapes:
+            check.add(table, f"line {line}: {'; '.join(escapes)}")
             continue
         out.append((table.parent / image, table.parent / label if label else None, f"line {line}"))
     if not out and not cols["image"]:

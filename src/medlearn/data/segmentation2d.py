@@ -50,7 +50,7 @@ from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, g
 from medlearn.data.records import DecodedMaskedImage, MaskedImage, MaskSource, list_image_files
 from medlearn.data.roi import DiscROI, crop_pad, detect_disc_centre, mask_disc_centre
 from medlearn.data.sampling import stratified_group_split, subsample
-from medlearn.data.tables import SPLIT_NAMES, read_columns
+from medlearn.data.tables import SPLIT_NAMES, read_columns, table_path
 from medlearn.io.errors import DataError, name_issues
 
 __all__ = ["ImageFolderDataset", "ImageMaskDataModule", "ImageMaskDataset", "read_mask_table"]
@@ -98,18 +98,22 @@ def read_mask_table(
     records: list[MaskedImage] = []
     problems: list[str] = []
     first: dict[str, int] = {}
-    rows = zip(cols["image"], cols["mask"], cols["group"], [s.lower() for s in cols["split"]], cols["domain"])
-    for i, (name, mask, group, split, domain) in enumerate(rows):
-        line = i + 2  # header is line 1
+    rows = zip(cols.lines, cols["image"], cols["mask"], cols["group"], [s.lower() for s in cols["split"]],
+               cols["domain"])
+    for line, name, mask, group, split, domain in rows:
         issues = name_issues(name, line, first, duplicate="duplicate image")
         if not mask:
             issues.append("empty mask")
         if split not in _SPLITS:
             issues.append(f"unknown split {split!r} (train, val, test or empty)")
-        image_path, mask_path = base / name, base / mask  # an absolute entry stays absolute
-        if check_files and name and not image_path.is_file():
+        (image_path, image_escape), (mask_path, mask_escape) = table_path(base, name), table_path(base, mask)
+        if name and image_escape:
+            issues.append(f"image {image_escape}")
+        elif check_files and name and not image_path.is_file():
             issues.append(f"image not found: {image_path}")
-        if check_files and mask and not mask_path.is_file():
+        if mask and mask_escape:
+            issues.append(f"mask {mask_escape}")
+        elif check_files and mask and not mask_path.is_file():
             issues.append(f"mask not found: {mask_path}")
         if issues:
             problems.append(f"line {line} ({name or '<empty name>'}): {'; '.join(issues)}")

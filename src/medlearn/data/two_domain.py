@@ -175,9 +175,9 @@ def read_noise_table(path: str | Path) -> dict[str, int]:
     cols = read_columns(Path(path), {"mask": "mask", "corrupted": "corrupted"}, group_col=None)
     out: dict[str, int] = {}
     problems = []
-    for i, (mask, flag) in enumerate(zip(cols["mask"], cols["corrupted"])):
+    for line, mask, flag in zip(cols.lines, cols["mask"], cols["corrupted"]):
         if flag not in ("0", "1"):
-            problems.append(f"line {i + 2} ({mask}): corrupted must be 0 or 1, got {flag!r}")
+            problems.append(f"line {line} ({mask}): corrupted must be 0 or 1, got {flag!r}")
         else:
             out[Path(mask).stem] = int(flag)
     if problems:

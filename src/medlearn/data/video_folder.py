@@ -29,7 +29,7 @@ __all__ = ["read_video_folder"]
 
 
 def _natural(p: Path) -> tuple[Any, ...]:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.stem)) + (p.name,)
+    return tuple(int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", p.stem)) + (p.name,)
 
 
 def read_video_folder(root: str | Path, domain: str = "") -> list[VideoFrame]:

@@ -171,7 +171,7 @@ def read_predict_videos(source: str | Path, layout: str = "auto") -> list[VideoF
         import re
 
         def natural(f: Path) -> tuple[Any, ...]:
-            return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.stem)) + (f.name,)
+            return tuple(int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", f.stem)) + (f.name,)
 
         files = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES), key=natural)
         records = [VideoFrame(f, p.name, i, f.name) for i, f in enumerate(files)]

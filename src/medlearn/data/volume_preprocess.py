@@ -125,11 +125,33 @@ class LoadVolumed(MapTransform):
         self.atol = float(atol)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """A copy of ``data`` with each key's files loaded as one ``MetaTensor`` ``(C, X, Y, Z)``."""
+        """A copy of ``data`` with each key's files loaded as one ``MetaTensor`` ``(C, X, Y, Z)``.
+
+        Every key must lie on the first key's voxel grid (a mask on its image's): the same spatial
+        shape and an affine within ``atol``; else a :class:`~medlearn.io.errors.DataError` names
+        the file.
+        """
         d = dict(data)
+        first: tuple[Hashable, MetaTensor] | None = None
         for key in self.key_iterator(d):
-            d[key] = load_volume(d[key], atol=self.atol)
+            volume = load_volume(d[key], atol=self.atol)
+            if first is None:
+                first = (key, volume)
+            else:
+                _check_same_grid(volume, first[1], self.atol)
+            d[key] = volume
         return d
+
+
+def _check_same_grid(volume: MetaTensor, reference: MetaTensor, atol: float) -> None:
+    """Raise a DataError naming ``volume``'s file unless it has ``reference``'s spatial shape and affine."""
+    path, ref = volume.meta["filename_or_obj"], Path(reference.meta["filename_or_obj"]).name
+    if tuple(volume.shape[1:]) != tuple(reference.shape[1:]):
+        raise DataError(path, f"spatial shape {tuple(volume.shape[1:])} differs from {ref} "
+                              f"{tuple(reference.shape[1:])} (not on its grid)")
+    diff = float((volume.affine.double() - reference.affine.double()).abs().max())
+    if diff > atol:
+        raise DataError(path, f"affine differs from {ref} (max difference {diff:.4g} > {atol:g}; not on its grid)")
 
 
 class _Above:
