@@ -23,6 +23,7 @@ from torch import nn
 from medlearn.engine.checkpoint import CheckpointError, load_pretrained, safe_load
 from medlearn.engine.config import instantiate_class, load_config
 from medlearn.engine.contract import training_step_problems
+from medlearn.engine.run import fit_from_config
 from medlearn.methods.c2l import import_official
 from medlearn.methods.c2l.model import C2LEncoder
 from medlearn.methods.c2l.recipe import write_contract_data
@@ -288,3 +289,25 @@ def test_densenet121_config_builds_and_trains_one_step(tmp_path):
     dm.setup("fit")
     problems = training_step_problems(model, next(iter(dm.train_dataloader())))
     assert not problems, problems
+
+
+# -- the fine-tuning recipe end to end -------------------------------------------------------------
+def test_paper_finetune_config_fits_from_the_official_file(resnet_ckpt, tmp_path):
+    """chestxray14_finetune.yaml as shipped feeds the network smaller images (224) than it decodes
+    (256); with ``pretrained: <official file>`` it runs through the run builder (tiny sizes here)."""
+    path, student, _ = resnet_ckpt
+    root = write_contract_data(tmp_path)
+    classes = ["Cardiomegaly", "Effusion", "Nodule", "Consolidation"]
+    cfg = load_config(config_dir("c2l") / "chestxray14_finetune.yaml", {
+        "data.init_args.root": str(root), "data.init_args.classes": classes, "data.init_args.batch_size": 8,
+        "data.init_args.num_workers": 0, "data.init_args.image_size": 48, "model.init_args.image_size": 40,
+        "model.init_args.num_classes": 4, "model.init_args.class_names": classes,
+        "model.init_args.pretrained": str(path), "trainer.max_epochs": 1, "trainer.limit_train_batches": 1,
+        "trainer.limit_val_batches": 1, "trainer.accelerator": "cpu", "trainer.precision": "32-true"})
+    model = instantiate_class(cfg["model"])
+    assert "read as C2L official" in model.load_report
+    conv1 = model.backbone.body.conv1.weight.detach().clone()
+    assert torch.equal(conv1, student.conv1.weight.sum(1, keepdim=True))
+    res = fit_from_config(cfg, tmp_path / "run", test=False, progress="none", model=model)
+    assert res.last_ckpt.is_file()
+    assert not torch.equal(model.backbone.body.conv1.weight.detach(), conv1)  # full fine-tuning moved it
