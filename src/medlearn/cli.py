@@ -82,6 +82,8 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
                       f"(the training records in {folder.root} are kept)", flush=True)
             return super()._instantiate_trainer(config, callbacks)
 
+    import medlearn.methods  # noqa: F401  (registers the methods' importers of released weights)
+
     opened: list[Any] = []
     set_cpu_threads(None)
     quiet_console(verbose=True)

@@ -104,7 +104,11 @@ class RadiographDataModule(SplitDataModule[RadiographDataset]):
         if task not in ("unlabeled", "multilabel"):
             raise ValueError(f"task must be 'unlabeled' or 'multilabel', got {task!r}")
         check_layout_name(layout, KIND)
-        self.save_hyperparameters()
+        # Not sent to the loggers: Lightning refuses to merge a module's and a datamodule's logged
+        # hyper-parameters that share a name with different values, and a classifier's image_size
+        # (network input, 224) differs from the data's (decode size, 256) in the paper-scale
+        # configs. They still go into checkpoints; the run folder's config.yaml records both.
+        self.save_hyperparameters(logger=False)
         self.root: Path = Path(root)
         self.class_names = list(classes) if classes else list(get_layout(CLASSES_LAYOUT, KIND).classes or ())
 

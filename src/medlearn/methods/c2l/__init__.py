@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from medlearn.engine.checkpoint import register_importer
 from medlearn.methods.c2l.module import C2L
+from medlearn.methods.c2l.official import OFFICIAL_IMPORTER, import_official
 from medlearn.methods.c2l.recipe import demo, reproduce, write_contract_data
 from medlearn.registry import MethodSpec, register
 
-__all__ = ["C2L"]
+__all__ = ["C2L", "import_official"]
+
+# the authors' released weights load wherever a medlearn C2L checkpoint does (``pretrained: <file>``)
+register_importer(OFFICIAL_IMPORTER)
 
 register(MethodSpec(
     name="c2l",
