@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import ImageRecord
 from medlearn.io.errors import DataError, name_issues
 
@@ -289,4 +289,5 @@ register_layout(
     "chestxray14", _detect, _read, kind="radiograph", synth="chestxray", priority=10,
     description="NIH ChestX-ray14: Data_Entry_2017.csv with the split lists, images/ or images_NNN/images/",
     tasks=("unlabeled", "multilabel"), classes=CHESTXRAY14_LABELS,
+    check=CheckHints(splits={"train_val": {"split": "train_val"}, "test": {"split": "test"}}),
 )

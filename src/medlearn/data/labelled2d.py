@@ -145,7 +145,7 @@ def read_image_table(
         assert path is not None
         records.append(LabelledImage(path, k, grp or name, name, _SPLITS[spl]))
     if problems:
-        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+        raise DataError(csv, f"{len(problems)} invalid rows", problems, partial=records)
     if not records:
         raise DataError(csv, "the table has no rows")
     return records, class_names

@@ -116,7 +116,7 @@ def read_mask_table(
             continue
         records.append(MaskedImage(image_path, mask_path, group or name, name, _SPLITS[split], domain))
     if problems:
-        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+        raise DataError(csv, f"{len(problems)} invalid rows", problems, partial=records)
     if not records:
         raise DataError(csv, "the table has no rows")
     return records
