@@ -277,6 +277,8 @@ class LabelledImageDataModule(SplitDataModule[LabelledImageDataset]):
     (:meth:`train_sampler`).
     """
 
+    layout_kind = "labelled2d"
+
     no_test_reason = "set test_fraction > 0 or provide a test set"
 
     def __init__(

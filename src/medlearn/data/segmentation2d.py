@@ -511,6 +511,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
             ``class_names`` of another length than ``label_values``.
     """
 
+    layout_kind = "segmentation2d"
+
     no_test_reason = "set test_fraction > 0 or mark test rows"
 
     def __init__(
