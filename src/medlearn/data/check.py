@@ -506,14 +506,19 @@ def _cheap(layout: Layout, root: Path, tagged: list[Any], skip_missing: bool) ->
     problems: list[Problem] = []
     splits = [t.split if isinstance(t, _Tagged) else (getattr(t, "split", "") or "") for t in tagged]
     records = [t.record if isinstance(t, _Tagged) else t for t in tagged]
-    named: set[str] = set()
+    keys = _FolderKeys()
+    named: set[tuple[str, str]] = set()  # (folder, file name) of every file a record names
+    folders: set[str] = set()  # the folders of the images and masks
     by_name: dict[str, Path | None] = {}
-    by_file: dict[str, str] = {}
+    by_file: dict[tuple[str, str], str] = {}
     for rec in records:
         paths = _paths(rec)
         first = paths[0] if paths else None
         for p in paths:
-            named.add(_key(p))
+            key = keys(p)
+            named.add(key)
+            if _readable(p):
+                folders.add(key[0])
             if not skip_missing and not p.exists():
                 problems.append(Problem("missing file", str(p), f"named by record {_record_id(rec) or first} "
                                                                  "but not on disk"))
@@ -527,7 +532,7 @@ def _cheap(layout: Layout, root: Path, tagged: list[Any], skip_missing: bool) ->
                 problems.append(Problem("duplicated id", str(first), f"id {rid!r} also names "
                                                                      f"{_rel(by_name[rid], root)}", severity=WARNING))
         if first is not None and not callable(getattr(rec, "read_pair", None)) and not getattr(rec, "container", False):
-            image = _key(first)
+            image = keys(first)
             if image in by_file and by_file[image] != rid:
                 problems.append(Problem("duplicated id", str(first),
                                         f"the same file as record {by_file[image]!r} (here {rid!r})"))
@@ -535,12 +540,22 @@ def _cheap(layout: Layout, root: Path, tagged: list[Any], skip_missing: bool) ->
                 by_file.setdefault(image, rid or str(first))
     problems += _leakage(records, splits)
     if layout.check.stray:
-        problems += _stray(records, named)
+        problems += _stray(folders, named)
     return problems
 
 
-def _key(path: Path) -> str:
-    return os.path.normcase(os.path.abspath(path))
+class _FolderKeys:
+    """``path -> (absolute folder, file name)``, each folder normalised once (fast on 100,000s of files)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, path: Path) -> tuple[str, str]:
+        folder, name = os.path.split(os.fspath(path))
+        key = self._folders.get(folder)
+        if key is None:
+            key = self._folders[folder] = os.path.normcase(os.path.abspath(folder))
+        return key, os.path.normcase(name)
 
 
 def _leakage(records: list[Any], splits: list[str]) -> list[Problem]:
@@ -560,13 +575,7 @@ def _leakage(records: list[Any], splits: list[str]) -> list[Problem]:
     return problems
 
 
-def _stray(records: list[Any], named: set[str]) -> list[Problem]:
-    folders: set[Path] = set()
-    for rec in records:
-        for item in _items(rec):
-            folders.update(p.parent for p in item.images)
-            if isinstance(item.mask, Path):
-                folders.add(item.mask.parent)
+def _stray(folders: set[str], named: set[tuple[str, str]]) -> list[Problem]:
     problems = []
     for folder in sorted(folders):
         try:
@@ -576,9 +585,8 @@ def _stray(records: list[Any], named: set[str]) -> list[Problem]:
         for e in entries:
             if e.name.startswith(".") or not e.name.lower().endswith(_READABLE) or not e.is_file():
                 continue
-            if _key(folder / e.name) not in named:
-                problems.append(Problem("stray file", str(folder / e.name),
-                                        "in an image folder but no record names it"))
+            if (folder, os.path.normcase(e.name)) not in named:
+                problems.append(Problem("stray file", e.path, "in an image folder but no record names it"))
     return problems
 
 
@@ -602,10 +610,11 @@ def _allowed(layout: Layout, options: Mapping[str, Any], stored: bool) -> tuple[
 def _pixels(layout: Layout, tagged: list[Any], options: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     done: set[tuple[str, ...]] = set()
+    keys = _FolderKeys()
     for t in tagged:
         rec = t.record if isinstance(t, _Tagged) else t
         for item in _items(rec):
-            key = (*(_key(p) for p in item.images), str(item.mask))
+            key = (*("/".join(keys(p)) for p in item.images), str(item.mask))
             if key in done:
                 continue
             done.add(key)
