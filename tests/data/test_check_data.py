@@ -225,3 +225,25 @@ def test_quick_checks_read_no_pixels(written: dict[str, Path], tmp_path: Path) -
     (root / "images" / "im1.png").write_bytes(b"not a png")
     assert check_dataset(root, pixels=False).ok()
     assert by_kind(check_dataset(root))["unreadable file"]
+
+
+def test_datamodules_name_their_sources_and_check_clean(written: dict[str, Path]) -> None:
+    """What `fit` checks: each DataModule's root in its layout, with its reader options, no pixel read."""
+    import medlearn.data as data
+    from medlearn.data.age_asoct import ASOCTDataModule
+    from medlearn.data.check import check_datamodule
+    from medlearn.data.neurons import NeuronQCDataModule
+    from medlearn.data.oneshot import OneShotDataModule
+
+    modules = [data.RadiographDataModule(str(written["chestxray"])),
+               data.LabelledImageDataModule(str(written["isic"])),
+               data.VolumeDataModule(str(written["brats"]), task="segmentation"),
+               data.ImageMaskDataModule(str(written["kits19"])),
+               ASOCTDataModule(root=str(written["asoct"])),
+               OneShotDataModule(root=str(written["oneshot"])),
+               NeuronQCDataModule(str(written["neurons"]))]  # its reader takes no other options
+    for dm in modules:
+        (report,) = check_datamodule(dm)
+        assert report.layout is not None and report.layout.kind == dm.layout_kind
+        assert report.ok(strict=True) and not report.pixels and report.n_records, report.format()
+    assert check_datamodule(object()) == []

@@ -37,6 +37,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
 import warnings
@@ -215,16 +216,18 @@ def _plural(n: int, word: str) -> str:
 
 
 # --- which layout ----------------------------------------------------------------------------------
-def detect_any_layout(root: str | Path, **options: Any) -> Layout:
+def detect_any_layout(root: str | Path, kind: str | None = None, **options: Any) -> Layout:
     """The layout of ``root`` among every kind: specific layouts first, generic ones last.
 
     Layouts with a phantom writer are tried first (in decreasing ``priority``), then the other
-    layouts of positive priority, then the generic ones (a folder of images, a table), each group
-    in :func:`~medlearn.data.layouts.list_layouts` order.
+    layouts of positive priority, then the generic ones (a table, then a folder of images), each
+    group in :func:`~medlearn.data.layouts.list_layouts` order. With ``kind``: that kind's layouts
+    in :func:`~medlearn.data.layouts.detect_layout`'s order.
 
     Args:
         root: the dataset root.
-        **options: passed to every ``detect``.
+        kind: only layouts of this kind.
+        **options: passed to every ``detect`` that takes them.
 
     Returns:
         The first layout whose ``detect`` accepts ``root``.
@@ -232,26 +235,24 @@ def detect_any_layout(root: str | Path, **options: Any) -> Layout:
     Raises:
         DataError: none does; it names ``root`` and every layout tried.
     """
-    every = list_layouts()
-    ranked = sorted(every, key=lambda entry: (0 if entry.synth else 1 if entry.priority > 0 else 2, -entry.priority))
+    if kind is not None:
+        ranked = list_layouts(kind)
+    else:
+        ranked = sorted(list_layouts(), key=lambda e: (0 if e.synth else 1 if e.priority > 0 else 2, -e.priority))
     for layout in ranked:
         try:
-            if layout.detect(Path(root), **options):
+            if layout.detect(Path(root), **_accepted(layout.detect, options)):
                 return layout
         except OSError:
             continue
-    raise DataError(root, "not a recognised dataset layout (tried "
+    raise DataError(root, f"not a recognised {kind or 'dataset'} layout (tried "
                           f"{', '.join(f'{e.kind}/{e.name}' for e in ranked)})",
                     [f"{e.kind}/{e.name}: {e.description}" for e in ranked])
 
 
 def _resolve_layout(root: Path, layout: str | None, kind: str | None, options: Mapping[str, Any]) -> Layout:
     if layout in (None, "auto"):
-        if kind is None:
-            return detect_any_layout(root, **options)
-        from medlearn.data.layouts import detect_layout
-
-        return detect_layout(root, kind, **options)
+        return detect_any_layout(root, kind, **options)
     if kind is None and layout is not None and "/" in layout:
         kind, layout = layout.split("/", 1)
     assert layout is not None
@@ -329,7 +330,20 @@ def _read(layout: Layout, root: Path, options: Mapping[str, Any],
     return records
 
 
+def _accepted(read: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a reader takes (all of them when it takes ``**options``, as layouts should)."""
+    try:
+        params = inspect.signature(read).parameters.values()
+    except (TypeError, ValueError):
+        return dict(options)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = {p.name for p in params}
+    return {k: v for k, v in options.items() if k in names}
+
+
 def _read_one(layout: Layout, root: Path, options: Mapping[str, Any], problems: list[Problem]) -> list[Any] | None:
+    options = _accepted(layout.read, options)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -338,7 +352,7 @@ def _read_one(layout: Layout, root: Path, options: Mapping[str, Any], problems: 
             problems += [p for p in _problems_of(exc) if p not in problems]
             if exc.partial is not None:  # the records of the rows without problems
                 return list(exc.partial)
-            if options.get("check_files") is False:
+            if options.get("check_files") is False or "check_files" not in _accepted(layout.read, {"check_files": 0}):
                 return None
             # the reader refused the table for its files: read again without its file checks
             # (missing files are listed already) to check what the rest of the records hold
