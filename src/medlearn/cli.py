@@ -7,6 +7,9 @@
     medlearn reproduce NAME [--out DIR --resume]
                                                CPU-scale reproduction; table to docs/results.md
     medlearn synth NAME --out DIR [...]        synthetic data in a public dataset layout
+    medlearn check-data ROOT [--layout NAME] [--json] [--strict] [--quick]
+                                               every problem of a dataset, grouped and counted;
+                                               exit 1 on errors (on warnings too with --strict)
     medlearn index [ROOT]                      ROOT/index.html: every run report under ROOT (default runs)
     medlearn export --ckpt CKPT --format onnx|torchscript [--out FILE]
                                                a deployable model + its preprocessing JSON, parity-checked
@@ -19,6 +22,8 @@
 ``--trainer.devices``, ``--trainer.strategy ddp``, ``--trainer.precision bf16-mixed``) with
 medlearn's defaults added: run folder = ``trainer.default_root_dir``, CSV + TensorBoard loggers,
 last + best checkpoints (atomic, weights-only loading), RNG state in checkpoints, report.html.
+``fit`` first runs the cheap part of ``check-data`` (tables and files, no pixel read) on the
+data's root and stops with its listing when the dataset has errors.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             parser.add_argument("--overwrite", type=bool, default=False,
                                 help="allow `fit` to write into a run folder that already holds checkpoints")
             parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+
+        def before_fit(self) -> None:
+            _check_before_fit(self.datamodule)
 
         def before_instantiate_classes(self) -> None:
             sub = self.config.get(str(self.subcommand), self.config)
@@ -131,6 +139,64 @@ def _restore_precision_env() -> None:
         else:
             os.environ[key] = value
     _saved_env.clear()
+
+
+def _check_before_fit(datamodule: Any) -> None:
+    """The cheap dataset checks before training: the listing and a DataError when there are errors."""
+    from medlearn.data.check import check_datamodule
+    from medlearn.io.errors import DataError
+
+    for report in check_datamodule(datamodule, pixels=False):
+        if not report.ok():
+            print(report.format(), file=sys.stderr, flush=True)
+            raise DataError(report.root, f"the dataset has {report.n_errors} error(s), listed above; training "
+                                         f"did not start (`medlearn check-data {report.root}` also reads the pixels)")
+        if report.n_warnings:
+            print(f"medlearn: check-data found {report.n_warnings} warning(s) in {report.root} "
+                  f"(`medlearn check-data {report.root}` lists them)", file=sys.stderr, flush=True)
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    import yaml
+
+    from medlearn.data.check import check_dataset
+
+    options: dict[str, Any] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"medlearn: --option needs KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        options[key.strip()] = yaml.safe_load(value)
+    report = check_dataset(args.root, layout=args.layout, kind=args.kind, pixels=not args.quick, options=options)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "ok": report.ok(args.strict), "strict": args.strict}, indent=2))
+    else:
+        print(report.format(limit=None if args.all else 20))
+    return 0 if report.ok(args.strict) else 1
+
+
+def _check_data_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "check-data", help="check a dataset in any registered layout and list every problem, grouped and counted",
+        description="Check a dataset in any registered layout (detected unless --layout) and list every problem at "
+                    "once, grouped by kind and counted: missing or unreadable files, image / mask shape, spacing or "
+                    "affine mismatches, mask values outside the layout's label set, empty masks, duplicated ids, a "
+                    "patient in two splits, non-finite or constant images, CT not in Hounsfield units, table rows "
+                    "naming absent files and files no row names. Exit status 0 when there are no errors (warnings "
+                    "allowed unless --strict), 1 otherwise.")
+    c.add_argument("root", help="the dataset root (as given to the DataModule's root)")
+    c.add_argument("--layout", default=None, help="layout name (e.g. brats, isic2018; KIND/NAME for a name several "
+                                                  "kinds use, e.g. volume/folder); default: detected")
+    c.add_argument("--kind", default=None, help="layout kind (radiograph, labelled2d, volume, segmentation2d ...): "
+                                                "detect among its layouts only")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a reader option, as in the config's data section (e.g. table=train.csv); repeatable")
+    c.add_argument("--json", action="store_true", help="print a machine-readable summary (JSON) instead")
+    c.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    c.add_argument("--quick", action="store_true", help="only the cheap checks (tables and files, no pixel read), "
+                                                        "as `medlearn fit` runs them")
+    c.add_argument("--all", action="store_true", help="list every problem (default: 20 per kind, the rest counted)")
 
 
 def _fresh_out(out: str | None, kind: str, overwrite: bool) -> Path:
@@ -368,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix = sub.add_parser("index", help="write ROOT/index.html listing every run report under ROOT")
     ix.add_argument("root", nargs="?", default="runs", help="folder of runs (default runs)")
     _synth_parser(sub)
+    _check_data_parser(sub)
     _corrupt_parser(sub)
     _oneshot_parser(sub)
     for c in LIGHTNING_COMMANDS:
@@ -390,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _apply_precision(args)
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
                 "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export,
+                "check-data": _cmd_check_data,
                 "oneshot": _cmd_oneshot}[args.command](args)
     except DataError as exc:
         print(f"medlearn: data error: {exc}", file=sys.stderr)

@@ -208,9 +208,9 @@ def test_radiograph_multilabel_needs_a_labelled_layout(written: dict[str, Path])
 # --- import rules ----------------------------------------------------------------------------------
 DATA = Path(data.__file__).parent
 #: Modules of medlearn.data that know no dataset; every other module there is a dataset module.
-GENERIC = {"__init__", "augment", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d", "layouts",
-           "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain", "volume_preprocess",
-           "trace_raster", "video_frames", "video_pairs", "volume_slices",
+GENERIC = {"__init__", "augment", "check", "datamodule", "datasets", "decode", "image_view", "info", "labelled2d",
+           "layouts", "radiograph", "records", "roi", "sampling", "segmentation2d", "tables", "two_domain",
+           "volume_preprocess", "trace_raster", "video_frames", "video_pairs", "volume_slices",
            "volumes"}
 
 

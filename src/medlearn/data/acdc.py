@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import is_nifti, nifti_stem
 from medlearn.data.volume_slices import VolumeSlice, label_value_problem, load_volume, select_slices
 from medlearn.io import nifti_geometry
@@ -199,4 +199,5 @@ register_layout(
     description="ACDC: patientXXX/patientXXX_frameYY[_gt].nii.gz (cine MR, labels 0/1 RV/2 myocardium/3 LV cavity) "
                 "as 2D short-axis slices of the ED/ES frames (layout_options: slices, percentiles)",
     tasks=("segmentation",), label_values=ACDC_LABELS, label_names=ACDC_LABEL_NAMES,
+    check=CheckHints(stray=False),  # the 4D cine volumes sit beside the ED / ES frames
 )

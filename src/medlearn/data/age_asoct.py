@@ -443,6 +443,8 @@ class ASOCTDataModule(SplitDataModule[ASOCTAngleDataset]):
     (:meth:`train_drop_last`); prediction runs on ``predict_set`` (``predict_root``) when given.
     """
 
+    layout_kind = "asoct"
+
     no_test_reason = "test_fraction is 0 and no test_root"
 
     def __init__(

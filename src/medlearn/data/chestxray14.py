@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import ImageRecord
 from medlearn.data.tables import read_csv_table, table_lines
 from medlearn.io.errors import DataError, name_issues
@@ -285,4 +285,5 @@ register_layout(
     "chestxray14", _detect, _read, kind="radiograph", synth="chestxray", priority=10,
     description="NIH ChestX-ray14: Data_Entry_2017.csv with the split lists, images/ or images_NNN/images/",
     tasks=("unlabeled", "multilabel"), classes=CHESTXRAY14_LABELS,
+    check=CheckHints(splits={"train_val": {"split": "train_val"}, "test": {"split": "test"}}),
 )

@@ -18,7 +18,8 @@ the loaders, their seeds and the cache handling are :class:`SplitDataModule`'s:
   holding, a copy of its own.
 * **Hooks**, for what differs between DataModules: :meth:`~SplitDataModule.loader_seed`,
   :meth:`~SplitDataModule.train_drop_last`, :meth:`~SplitDataModule.train_sampler` and
-  :attr:`~SplitDataModule.no_test_reason`.
+  :attr:`~SplitDataModule.no_test_reason`; :meth:`~SplitDataModule.layout_sources` says which
+  dataset roots and layouts it reads (``medlearn fit`` checks them before training).
 * **Hyper-parameters** (``save_hyperparameters`` in the subclass): the base reads
   ``batch_size``, ``num_workers`` and ``cache``; the default hooks read ``split_seed``,
   ``label_seed``, ``drop_last`` and ``task``. :attr:`~SplitDataModule.hparams` is typed as the
@@ -32,7 +33,7 @@ What a DataModule reads, how it splits and what its items are stay in its own mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch import LightningDataModule
@@ -41,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medlearn.data.sampling import seeded_loader
 from medlearn.io.errors import DataError
 
-__all__ = ["CachedDataset", "SplitDataModule"]
+__all__ = ["CachedDataset", "LayoutSource", "SplitDataModule"]
 
 D = TypeVar("D", bound=Dataset)
 
@@ -56,6 +57,22 @@ class CachedDataset(Protocol):
 
     def fill_cache(self) -> None:
         """Decode every item not cached yet."""
+
+
+class LayoutSource(NamedTuple):
+    """A dataset root a DataModule reads through the layout registry, and how.
+
+    Attributes:
+        root: the dataset root.
+        kind: the layout kind (see :data:`~medlearn.data.layouts.KINDS`).
+        layout: the layout's name, or ``"auto"``.
+        options: the options the DataModule passes to the layout's reader.
+    """
+
+    root: Path
+    kind: str
+    layout: str
+    options: dict[str, Any]
 
 
 class SplitDataModule(LightningDataModule, Generic[D]):
@@ -77,6 +94,9 @@ class SplitDataModule(LightningDataModule, Generic[D]):
 
     #: Why the data has no test part and how to get one; the error of a test loader without one.
     no_test_reason: ClassVar[str] = "the data has no test part"
+    #: The kind of layout (:data:`~medlearn.data.layouts.KINDS`) ``root`` is read as; ``None``: not
+    #: read through the layout registry.
+    layout_kind: ClassVar[str | None] = None
 
     def __init__(self, root: str | Path | None = None) -> None:
         super().__init__()
@@ -126,6 +146,23 @@ class SplitDataModule(LightningDataModule, Generic[D]):
             :meth:`loader_seed` and the epoch (see :mod:`medlearn.data.sampling`), or ``None``.
         """
         return None
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """The dataset roots this DataModule reads through the layout registry (none by default).
+
+        ``medlearn fit`` runs the cheap checks of :mod:`medlearn.data.check` on each before training.
+        With :attr:`layout_kind` set: ``root`` in its layout (``resolved_layout`` when the DataModule
+        has one, else the ``layout`` hyper-parameter or ``"auto"``) with every hyper-parameter and
+        ``layout_options`` as reader options (readers ignore the options they do not use). Override
+        where the reader gets other options than these.
+        """
+        if self.layout_kind is None or self.root is None:
+            return []
+        h = dict(self.hparams)
+        options = {k: v for k, v in h.items() if k not in ("root", "layout", "layout_options")}
+        options.update(h.get("layout_options") or {})
+        layout = getattr(self, "resolved_layout", None) or h.get("layout") or "auto"
+        return [LayoutSource(Path(self.root), self.layout_kind, str(layout), options)]
 
     # --- loaders ---
 

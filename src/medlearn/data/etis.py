@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medlearn.data.decode import image_size, load_image
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import MaskedImage
 from medlearn.data.tables import find_column, read_csv_table, table_lines
 from medlearn.data.video_frames import VideoFrame, check_videos, split_by_frame_difference, write_grouping
@@ -152,14 +152,17 @@ def _read_masked(root: Path, threshold: float | None = None, grouping_out: str |
     return RecordSet(read_etis_masked(root, threshold=threshold, grouping_out=grouping_out))
 
 
+#: Polyp masks are stored as 0 / 255, re-encoded copies with values in between (any non-zero is polyp).
+_CHECK = CheckHints(mask_values=tuple(range(256)))
+
 register_layout(
     "etis", _detect, _read, kind="video", synth="endoscopy-etis", priority=10,
     description="ETIS-LaribPolypDB: N.tif + GroundTruth/pN.tif, pseudo-sequences by frame difference "
                 "(written to pseudo_sequences.csv)", tasks=("segmentation",), label_values=(0, 1),
-    label_names=("background", "polyp"),
+    label_names=("background", "polyp"), check=_CHECK,
 )
 register_layout(
     "etis", _detect, _read_masked, kind="segmentation2d", priority=10,
     description="ETIS-LaribPolypDB frames with polyp masks (value 255 -> 1 with value_map), grouped by pseudo-sequence",
-    tasks=("segmentation",), label_values=(0, 1), label_names=("background", "polyp"),
+    tasks=("segmentation",), label_values=(0, 1), label_names=("background", "polyp"), check=_CHECK,
 )

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import DecodedMaskedImage
 from medlearn.io.errors import DataError
 
@@ -270,4 +270,5 @@ register_layout(
     description="INbreast: AllDICOMs/<id>_<patient>_MG_<side>_<view>_ANON.dcm + AllXML/<id>.xml lesion contours, "
                 "rasterised to 0/1 masks (layout_options: lesions, only_annotated, roi, roi_size)",
     tasks=("segmentation",), label_values=(0, 1), label_names=("background", "lesion"),
+    check=CheckHints(stray=False),  # images without the chosen lesions are not records, by design
 )

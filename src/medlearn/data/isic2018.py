@@ -170,7 +170,8 @@ def read_isic2018(root: str | Path, split: str = "Training", check_files: bool =
             assert path is not None
             rows.append((name, label, path))
     if problems:
-        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+        raise DataError(csv, f"{len(problems)} invalid rows", problems,
+                        partial=[LabelledImage(path, label, name, name) for name, label, path in rows])
     if not rows:
         raise DataError(csv, "the ground truth has no rows")
     lesion = _groupings(root, split, {n for n, _, _ in rows})

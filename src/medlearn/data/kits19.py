@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.volume_slices import VolumeSlice, label_value_problem, load_volume, roi_around, select_slices
 from medlearn.io import nifti_geometry
 from medlearn.io.errors import DataError
@@ -175,4 +175,5 @@ register_layout(
     description="KiTS19: case_XXXXX/{imaging,segmentation}.nii.gz (CT, labels 0/1 kidney/2 tumour) as 2D "
                 "tumour-bearing slices, HU window, kidney ROI (layout_options: slices, hu_window, roi, roi_size)",
     tasks=("segmentation",), label_values=KITS19_LABELS, label_names=KITS19_LABEL_NAMES,
+    check=CheckHints(modality="CT"),
 )

@@ -154,7 +154,7 @@ def read_image_table(
         assert path is not None
         records.append(LabelledImage(path, k, grp or name, name, _SPLITS[spl]))
     if problems:
-        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+        raise DataError(csv, f"{len(problems)} invalid rows", problems, partial=records)
     if not records:
         raise DataError(csv, "the table has no rows")
     return records, class_names
@@ -285,6 +285,8 @@ class LabelledImageDataModule(SplitDataModule[LabelledImageDataset]):
     ``split_seed + 7919 * label_seed``; ``sampler="balanced"`` replaces the training shuffle
     (:meth:`train_sampler`).
     """
+
+    layout_kind = "labelled2d"
 
     no_test_reason = "set test_fraction > 0 or provide a test set"
 

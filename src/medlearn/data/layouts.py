@@ -46,7 +46,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -54,6 +54,7 @@ from typing import Any, Generic, TypeVar
 from medlearn.io.errors import DataError
 
 __all__ = [
+    "CheckHints",
     "KINDS",
     "LAYOUTS",
     "Layout",
@@ -97,6 +98,35 @@ class RecordSet(Generic[R]):
 
 
 @dataclass(frozen=True)
+class CheckHints:
+    """What ``medlearn check-data`` needs to know about a layout beyond its records.
+
+    Every field has a default that suits most layouts; a layout registers hints only where it
+    knows more (:func:`register_layout`'s ``check=``).
+
+    Attributes:
+        options: reader options for checking, so that the records cover every file of the
+            dataset (ChestX-ray14's ``split="all"``, INbreast's unannotated images too).
+        splits: ``{split name: reader options}`` when the layout fixes its splits through an
+            option instead of a ``split`` field of its records (ChestX-ray14's ``train_val`` and
+            ``test`` lists): each is read, and its records are tagged with the split name, so
+            that a patient in two splits is found.
+        modality: ``"CT"`` when the images are CT (intensities are expected in Hounsfield
+            units, not 0..255 or 0..1), else ``None``.
+        mask_values: the values stored in the mask files when they differ from the layout's
+            ``label_values`` (CVC-ClinicDB's 0 / 255 masks that the DataModule maps to 0 / 1).
+        stray: whether files in the image folders that no record names are reported (``False``
+            for a layout whose folders hold other files by design, e.g. ACDC's 4D cine volumes).
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    splits: Mapping[str, Mapping[str, Any]] | None = None
+    modality: str | None = None
+    mask_values: tuple[int, ...] | None = None
+    stray: bool = True
+
+
+@dataclass(frozen=True)
 class Layout:
     """One registered dataset layout.
 
@@ -115,6 +145,7 @@ class Layout:
             default order), else ``None``.
         label_values: segmentation label values the layout defines, else ``None``.
         label_names: names of :attr:`label_values`, else ``None``.
+        check: what ``medlearn check-data`` needs to know beyond the records (:class:`CheckHints`).
     """
 
     name: str
@@ -128,6 +159,7 @@ class Layout:
     classes: tuple[str, ...] | None = None
     label_values: tuple[int, ...] | None = None
     label_names: tuple[str, ...] | None = None
+    check: CheckHints = field(default_factory=CheckHints)
 
 
 #: ``(kind, name)`` -> layout, in registration order; fill it with :func:`register_layout`.
@@ -152,6 +184,7 @@ def register_layout(
     classes: Sequence[str] | None = None,
     label_values: Sequence[int] | None = None,
     label_names: Sequence[str] | None = None,
+    check: CheckHints | None = None,
 ) -> Layout:
     """Register a dataset layout (called by each layout module at import).
 
@@ -167,6 +200,7 @@ def register_layout(
         classes: class names it defines, in label-index order.
         label_values: segmentation label values it defines.
         label_names: names of ``label_values``.
+        check: hints for ``medlearn check-data`` (:class:`CheckHints`; default: none needed).
 
     Returns:
         The registered :class:`Layout`.
@@ -189,7 +223,7 @@ def register_layout(
         name=name, kind=kind, detect=detect, read=read, description=description, synth=synth,
         priority=int(priority), tasks=tuple(tasks), classes=None if classes is None else tuple(classes),
         label_values=None if label_values is None else tuple(int(v) for v in label_values),
-        label_names=None if label_names is None else tuple(label_names),
+        label_names=None if label_names is None else tuple(label_names), check=check or CheckHints(),
     )
     LAYOUTS[(kind, name)] = layout
     return layout

@@ -20,6 +20,7 @@ too, with the labels' sorted order).
 
 from __future__ import annotations
 
+import csv as _csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from medlearn.data.layouts import RecordSet, register_layout
+from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import VolumeRecord, is_nifti, nifti_stem
 from medlearn.data.tables import SPLIT_NAMES, read_csv_table, table_lines, table_path
 from medlearn.io.errors import DataError
@@ -153,7 +154,7 @@ def read_volume_manifest(
         records.append(VolumeRecord(path=path, label=label or None, case=case or nifti_stem(Path(p).name),
                                     seg=seg_path, split=split_name))
     if problems:
-        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+        raise DataError(csv, f"{len(problems)} invalid rows", problems, partial=records)
     if not records:
         raise DataError(csv, "the manifest lists no volumes")
     return records
@@ -188,7 +189,18 @@ def _manifest_csv(root: Path) -> Path | None:
 
 
 def _detect_manifest(root: Path, **_: Any) -> bool:
-    return _manifest_csv(Path(root)) is not None
+    """A CSV given as the root, or a ``root/labels.csv`` with a ``path`` column (not another layout's table)."""
+    csv = _manifest_csv(Path(root))
+    if csv is None:
+        return False
+    if csv == Path(root):
+        return True
+    try:
+        with csv.open(newline="", encoding="utf-8-sig") as f:
+            header = next(_csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, _csv.Error):
+        return False
+    return "path" in {c.strip().lower() for c in header}
 
 
 def _read_manifest(root: Path, classes: Sequence[str] | None = None, check_files: bool = True,
@@ -244,10 +256,10 @@ register_layout(
 register_layout(
     "headct", _detect_headct, _read_headct, kind="volume", synth="headct", priority=20,
     description="the head CT phantom's manifest (labels.csv), classes in HEADCT_CLASSES order",
-    tasks=("unlabeled", "classification"), classes=HEADCT_CLASSES,
+    tasks=("unlabeled", "classification"), classes=HEADCT_CLASSES, check=CheckHints(modality="CT"),
 )
 register_layout(
-    "folder", _detect_folder, _read_folder, kind="volume", priority=0,
+    "folder", _detect_folder, _read_folder, kind="volume", priority=-5,
     description="any folder of NIfTI volumes (.nii, .nii.gz; recursively), unlabeled",
     tasks=("unlabeled",),
 )

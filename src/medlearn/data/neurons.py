@@ -456,6 +456,8 @@ class NeuronQCDataModule(SplitDataModule[Any]):
         cache: unused by this module (blocks are always kept in memory); kept for the shared loader.
     """
 
+    layout_kind = "neuron"
+
     no_test_reason = "the test part is the held-out fold: set fold >= 0"
 
     def __init__(self, root: str | Path, fold: int = 0, n_folds: int = 5, split_seed: int = 0,

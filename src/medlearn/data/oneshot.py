@@ -926,6 +926,8 @@ class OneShotDataModule(SplitDataModule[OneShotDataset]):
         ValueError: neither ``root`` nor ``atlas``/``atlas_labels``/``images``, or bad arguments.
     """
 
+    layout_kind = "oneshot"
+
     no_test_reason = ("no image has an evaluation label map (root/labels/<image file name>, or a 'label' "
                       "column in the image table)")
 

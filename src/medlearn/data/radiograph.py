@@ -52,7 +52,7 @@ def _read_folder(root: Path, **_: Any) -> RecordSet[ImageRecord]:
 
 
 register_layout(
-    "folder", _detect_folder, _read_folder, kind=KIND, priority=0,
+    "folder", _detect_folder, _read_folder, kind=KIND, priority=-5,
     description="any folder of images (PNG, JPEG, TIFF, BMP, DICOM; recursively), unlabeled",
     tasks=("unlabeled",),
 )
@@ -81,6 +81,8 @@ class RadiographDataModule(SplitDataModule[RadiographDataset]):
     ``split_seed + 7919 * label_seed``. Unlabeled pretraining has no validation or test part (it
     never reads the test list).
     """
+
+    layout_kind = "radiograph"
 
     no_test_reason = "unlabeled pretraining reads no test list; test with task='multilabel' on a labelled layout"
 

@@ -120,7 +120,7 @@ def read_mask_table(
             continue
         records.append(MaskedImage(image_path, mask_path, group or name, name, _SPLITS[split], domain))
     if problems:
-        raise DataError(csv, f"{len(problems)} invalid rows", problems)
+        raise DataError(csv, f"{len(problems)} invalid rows", problems, partial=records)
     if not records:
         raise DataError(csv, "the table has no rows")
     return records
@@ -514,6 +514,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
             ``label_values``, a ``value_map`` producing values outside ``label_values``, or
             ``class_names`` of another length than ``label_values``.
     """
+
+    layout_kind = "segmentation2d"
 
     no_test_reason = "set test_fraction > 0 or mark test rows"
 

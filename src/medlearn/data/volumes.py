@@ -25,7 +25,7 @@ from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose
 from torch.utils.data import Dataset
 
-from medlearn.data.datamodule import SplitDataModule
+from medlearn.data.datamodule import LayoutSource, SplitDataModule
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, check_layout_name, detect_layout, get_layout
 from medlearn.data.records import VolumeRecord
@@ -176,6 +176,8 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
         ValueError: an unknown ``task``, ``layout`` or ``normalisation``.
     """
 
+    layout_kind = "volume"
+
     no_test_reason = "no 'test' rows and test_fraction is 0"
 
     def __init__(
@@ -226,13 +228,19 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
             return self.hparams.layout
         return detect_layout(self.root, KIND, default=FALLBACK_LAYOUT, modalities=self.hparams.modalities).name
 
-    def _read_records(self) -> RecordSet[VolumeRecord]:
+    def _read_options(self) -> dict[str, Any]:
         h = self.hparams
+        seg = h.task == "segmentation"  # masks required and their labels checked (BraTS)
+        return {"classes": h.classes, "modalities": h.modalities, "require_seg": seg, "check_labels": seg}
+
+    def _read_records(self) -> RecordSet[VolumeRecord]:
         if not self.root.exists():
             raise DataError(self.root, "dataset root does not exist")
-        seg = h.task == "segmentation"  # masks required and their labels checked (BraTS)
-        return get_layout(self.resolved_layout, KIND).read(self.root, classes=h.classes, modalities=h.modalities,
-                                                          require_seg=seg, check_labels=seg)
+        return get_layout(self.resolved_layout, KIND).read(self.root, **self._read_options())
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """``root`` in its layout, with the options the reader gets (masks required only for segmentation)."""
+        return [LayoutSource(self.root, KIND, self.resolved_layout, self._read_options())]
 
     def _index(self) -> dict[str, list[VolumeRecord]]:
         if self._splits is not None:

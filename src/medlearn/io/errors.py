@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 class DataError(ValueError):
@@ -20,16 +21,21 @@ class DataError(ValueError):
         reason: what is wrong, in words a user can act on.
         problems: optional list of individual problems (e.g. every bad row of a table), each listed
             in the message, not only the first.
+        partial: what a reader made of the input without problems (e.g. the records of a table's
+            good rows), for a caller that goes on checking the rest (``medlearn check-data``);
+            ``None`` when the reader has nothing to give.
 
     Examples:
         >>> raise DataError("scan.dcm", "file is truncated")  # doctest: +SKIP
         medlearn.io.errors.DataError: scan.dcm: file is truncated
     """
 
-    def __init__(self, path: str | Path, reason: str, problems: Iterable[str] | None = None) -> None:
+    def __init__(self, path: str | Path, reason: str, problems: Iterable[str] | None = None,
+                 partial: list[Any] | None = None) -> None:
         self.path = str(path)
         self.reason = reason
         self.problems = list(problems or [])
+        self.partial = partial
         msg = f"{self.path}: {reason}"
         if self.problems:
             shown = self.problems[:50]
