@@ -47,7 +47,7 @@ def test_fit_then_finetune_then_test_through_lightning_cli(tmp_path, capsys):
     assert "test/auc_mean" in (ft / "test" / "metrics.csv").read_text() and (ft / "test" / "config.yaml").is_file()
     html = (ft / "report.html").read_text()
     assert "Training curves" in html and "Test run" in html and "test/auc_mean" in html
-    assert "alt='test_auc_per_class.png'" in html and (ft / "test" / "figures" / "test_auc_per_class.png").is_file()
+    assert "<figcaption>test AUC per class" in html and (ft / "test" / "figures" / "test_auc_per_class.png").is_file()
     main(["predict", *common, "--ckpt_path", str(ft / "checkpoints/best.ckpt")])
     assert (ft / "metrics.csv").read_text() == trained
     lines = (ft / "predict" / "predictions.csv").read_text().splitlines()

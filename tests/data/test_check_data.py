@@ -163,9 +163,12 @@ def test_volume_pixel_problems(written: dict[str, Path], tmp_path: Path) -> None
     assert report.layout is not None and report.layout.name == "headct"
     assert [s.split(":")[0] for s in found["non-finite image"]] == [vols[0]]
     assert found["intensity range"][0].startswith(f"{vols[1]}: CT values in [0, 255] look like 0..255")
-    assert found["shape mismatch"] == [f"seg2.nii.gz: mask shape (4, 4, 4) differs from "
-                                       f"{Path(vols[2]).name}'s {tuple(arr.shape)}"]
-    assert found["geometry mismatch"][0].startswith("seg3.nii.gz: mask affine differs")
+    # the volume manifest's reader compares each seg with its image's header and names the row
+    assert found["shape mismatch"] == [f"labels.csv:4: {vols[2]}: seg seg2.nii.gz has shape (4, 4, 4), its image "
+                                       f"{tuple(arr.shape)} (not on the image's grid)"]
+    assert found["geometry mismatch"] == [f"labels.csv:5: {vols[3]}: seg seg3.nii.gz has another affine than its "
+                                          "image (max difference 5 > 0.001, not on the image's grid)"]
+    assert "stray file" not in found  # the files of the refused rows are named by their problems
     assert found["empty mask"] == ["seg4.nii.gz: the mask is all background (0)"]
     assert not report.ok()
 

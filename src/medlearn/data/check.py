@@ -490,7 +490,10 @@ def check_dataset(root: str | Path, layout: str | None = None, kind: str | None 
         return report
     report.n_records = len(records)
     listed_missing = any(p.kind == "missing file" for p in reader_problems)
-    report.problems += _cheap(found, root, records, skip_missing=listed_missing)
+    cheap = _cheap(found, root, records, skip_missing=listed_missing)
+    # a file named by a row the reader refused is that row's problem, not a stray file
+    refused = " ".join(f"{q.file} {q.message}" for q in reader_problems)
+    report.problems += [q for q in cheap if q.kind != "stray file" or Path(q.file).name not in refused]
     if pixels:
         report.problems += _pixels(found, records, options)
     report.problems = _once(report.problems)

@@ -173,7 +173,7 @@ def _grid_issues(image: Path, seg: Path, atol: float = 1e-3) -> list[str]:
         return [f"seg {seg.name} has shape {tuple(sshape)}, its image {tuple(ishape)} (not on the image's grid)"]
     if not np.allclose(iaffine, saffine, rtol=0.0, atol=atol):
         diff = float(np.abs(np.asarray(iaffine) - np.asarray(saffine)).max())
-        return [f"seg {seg.name} has another affine than its image (max difference {diff:.4g} > {atol:g}; "
+        return [f"seg {seg.name} has another affine than its image (max difference {diff:.4g} > {atol:g}, "
                 "not on the image's grid)"]
     return []
 
