@@ -92,7 +92,10 @@ SETUP_COMMANDS = (
     ".peer-venv/bin/pip install voxelmorph==0.2 neurite==0.3.4",
 )
 ARMS = {"peer": "voxelmorph 0.2 (PyPI), VxmDense", "voxelmorph": "medlearn VoxelMorph-style",
-        "ltnet": "medlearn LT-Net"}
+        "ltnet": "medlearn LT-Net", "peer_reseed": "voxelmorph 0.2, another training seed"}
+#: ``--control``: the peer trained again with this added to the seed (other initial weights and batch order,
+#: the same data), so that peer - peer shows how far two trainings differ by chance alone.
+RESEED = 100
 
 
 @dataclass(frozen=True)
@@ -417,7 +420,7 @@ def results_markdown(rows: list[dict[str, Any]], seeds: Sequence[int], scales: S
 
     lines = ["## ltnet: peer run against the PyPI voxelmorph package", "",
              f"Command: `{meta['command']}` (measured {meta['date'][:10]}, 1 torch thread per process; "
-             f"wall time {meta['wall_s'] / 60:.1f} min).", "",
+             f"training and scoring {meta.get('training_s', meta['wall_s']) / 60:.1f} min in all).", "",
              "The same phantoms, splits and intensity-normalised arrays for every arm (medlearn's data module "
              "exported them to the peer); the same U-Net widths (VoxelMorph's `VxmDense` with medlearn's "
              "encoder 8-16-16-16 / decoder 16-16-16-16-16-8-8, equal weight counts), MSE + smoothness weight, "
@@ -445,7 +448,7 @@ def results_markdown(rows: list[dict[str, Any]], seeds: Sequence[int], scales: S
             lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
         lines += ["", "Paired differences (same phantoms, split and seed; in brackets: seeds where the first arm "
                   "is better):", "", "| comparison | Dice | folded voxels | inverse consistency |", "|---|---|---|---|"]
-        for a, b in (("voxelmorph", "peer"), ("ltnet", "peer"), ("ltnet", "voxelmorph")):
+        for a, b in (("voxelmorph", "peer"), ("ltnet", "peer"), ("ltnet", "voxelmorph"), ("peer_reseed", "peer")):
             if not any(r["arm"] == a for r in vr):
                 continue
             cells = [paired(vr, k, {"arm": a}, {"arm": b}, lower_is_better=k != "dice").cell(4 if k == "folding" else 3)
@@ -454,6 +457,10 @@ def results_markdown(rows: list[dict[str, Any]], seeds: Sequence[int], scales: S
         lines += ["", "Reading:", ""]
         lines.append(match_reading(paired(vr, "dice", {"arm": "voxelmorph"}, {"arm": "peer"}),
                                    "medlearn's VoxelMorph-style arm matches the voxelmorph package", 0.01))
+        if any(r["arm"] == "peer_reseed" for r in vr):
+            lines.append(match_reading(paired(vr, "dice", {"arm": "peer_reseed"}, {"arm": "peer"}),
+                                       "Control: the voxelmorph package against itself with another training seed",
+                                       0.01))
         if any(r["arm"] == "ltnet" for r in vr):
             lines.append(paired(vr, "dice", {"arm": "ltnet"}, {"arm": "peer"}).reading(
                 "medlearn's LT-Net beats the voxelmorph package", 0.005))
@@ -508,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="override every scale's epochs")
     p.add_argument("--work", default=str(ROOT / "runs" / "bench" / "ltnet-peer"), help="data and run folder")
     p.add_argument("--fresh", action="store_true", help="ignore finished runs stored in WORK/results.json")
+    p.add_argument("--control", action="store_true",
+                   help=f"2D: also train the peer with seed + {RESEED} on the same data (training noise alone)")
+    p.add_argument("--skip-timing", action="store_true",
+                   help="no step timing; the benchmarks section is left as it is")
     p.add_argument("--peer-venv", default=str(PEER_VENV), help="the peer's virtual environment")
     p.add_argument("--serve-medlearn", default=None, help=argparse.SUPPRESS)
     p.add_argument("--scale", default="2d", help=argparse.SUPPRESS)
@@ -550,14 +561,21 @@ def main(argv: list[str] | None = None) -> int:
             cell = {"scale": sc, "seed": seed, "epochs": epochs}
             exp.run({**cell, "arm": "peer"},
                     partial(run_peer, py, arrays, work / f"{sc}-peer-s{seed}", cfgs["voxelmorph"], epochs, seed))
+            if args.control and scale.dims == 2:
+                exp.run({**cell, "arm": "peer_reseed"},
+                        partial(run_peer, py, arrays, work / f"{sc}-peer_reseed-s{seed}", cfgs["voxelmorph"], epochs,
+                                seed + RESEED))
             for arm in scale.arms[1:]:
                 exp.run({**cell, "arm": arm},
                         partial(run_medlearn, cfgs[arm], work / f"{sc}-{arm}-s{seed}", f"[{sc} {arm} s={seed}] "))
         arrays = work / "arrays" / f"{sc}-s{seeds[0]}"
+        if args.skip_timing:
+            continue
         timing[sc] = time_steps(py, scale, arrays, model_config(scale, arrays, seeds[0], "voxelmorph", 1),
                                 seeds[0], warmup, iters if scale.dims == 2 else max(3, iters // 2), repeats)
     exp.save()
     meta = run_meta(cmd, t0, machine, budget, **versions)
+    meta["training_s"] = float(exp.meta["seconds"])
     rows = [r for r in exp.rows if r["seed"] in seeds and r["scale"] in scales]
     res_md = results_markdown(rows, seeds, scales, meta)
     bench_md = bench_markdown(timing, meta, warmup, iters, repeats)
@@ -568,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     place_after(Path(args.results), "ltnet", SECTION, RESULTS_INTRO)
     update_section(args.results, SECTION, res_md)
     place_after(budget.out, "ltnet", SECTION, DOC_INTRO)
-    update_section(budget.out, SECTION, bench_md)
+    if timing:
+        update_section(budget.out, SECTION, bench_md)
     write_json(budget.json_path, {**meta, "rows": rows, "timing": timing})
     print(res_md)
     print(bench_md)
