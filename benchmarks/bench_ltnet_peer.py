@@ -588,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     place_after(budget.out, "ltnet", SECTION, DOC_INTRO)
     if timing:
         update_section(budget.out, SECTION, bench_md)
-    write_json(budget.json_path, {**meta, "rows": rows, "timing": timing})
+    payload: dict[str, Any] = {**meta, "rows": rows, "timing": timing}
+    if not timing and budget.json_path.is_file():  # --skip-timing: keep the step times measured before
+        before = json.loads(budget.json_path.read_text(encoding="utf-8"))
+        payload["timing"] = before.get("timing", {})
+        payload["timing_run"] = before.get("timing_run") or {k: before.get(k) for k in ("command", "date", "wall_s")}
+    write_json(budget.json_path, payload)
     print(res_md)
     print(bench_md)
     print(f"\nwrote {args.results} and {budget.out} (section {SECTION!r}) and {budget.json_path}", file=sys.stderr)
