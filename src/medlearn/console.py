@@ -226,19 +226,21 @@ class Countdown:
         """``7 of 25``, or ``7`` without a total (or past it)."""
         return f"{index} of {self.total}" if self.total and index <= self.total else f"{index}"
 
-    def line(self, index: int, what: str, state: str, seconds: float | None = None) -> str:
-        """A progress line: ``[run 7 of 25] what: state (40 s); 12.0 min so far, about 4.1 min left``.
+    def line(self, index: int, what: str, state: str, seconds: float | None = None,
+             finished: bool | None = None) -> str:
+        """A progress line: ``[run 7 of 25] what: done in 40 s; 12.0 min so far, about 4.1 min left``.
 
         Args:
             index: the step's number.
             what: which step (a run's cell, a method's name).
             state: ``"started"``, ``"done"`` ...
-            seconds: the step's own duration, shown when given (it is also the finished case of
-                the estimate).
+            seconds: the step's own duration, shown when given.
+            finished: whether step ``index`` is behind us for the estimate (default: ``seconds`` given).
         """
         own = f" in {format_duration(seconds)}" if seconds is not None else ""
         parts = [f"{format_duration(self.elapsed)} so far"]
-        left = self.left(index, finished=seconds is not None)
-        if left is not None:
+        finished = seconds is not None if finished is None else finished
+        left = self.left(index, finished)
+        if left is not None and not (finished and index == self.total):  # the last step's end: nothing left
             parts.append(f"about {format_duration(left)} left")
         return f"[{self.noun} {self.position(index)}] {what}: {state}{own}; {', '.join(parts)}"

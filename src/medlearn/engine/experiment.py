@@ -201,7 +201,7 @@ class Experiment:
         if row is not None and (valid is None or valid(row)):
             if isinstance(row.get("seconds"), (int, float)):
                 self.countdown.timed(float(row["seconds"]))
-            say(self.countdown.line(index, what, f"kept from {self.path.name}"))
+            say(self.countdown.line(index, what, f"kept from {self.path.name}", finished=True))
             return row
         if row is not None:
             self.rows.remove(row)
