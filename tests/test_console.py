@@ -253,3 +253,39 @@ def test_predict_draws_a_bar_with_counts_on_a_terminal_and_nothing_with_quiet(
     out = capsys.readouterr().out
     assert (run / "predict-2" / "predictions.csv").is_file()
     assert "Predicting" in out and re.search(r"\b(\d+)/\1\b", out), out  # batches done / batches
+
+
+# ------------------------------------------------------------------------------------------ epochs
+def test_epoch_lines_show_the_time_left_and_nothing_in_quiet_mode(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from lightning.pytorch import LightningModule, Trainer
+
+    from medlearn.engine.trainer import EpochLine
+
+    class Tiny(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            loss = self.w(batch[0]).pow(2).mean()
+            self.log("train/loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit() -> list[str]:
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+        trainer = Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, callbacks=[EpochLine("[tiny] ")])
+        trainer.fit(Tiny(), data)
+        return [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[tiny] epoch")]
+
+    lines = fit()
+    assert [ln.split(" (")[0] for ln in lines] == ["[tiny] epoch 1/3", "[tiny] epoch 2/3", "[tiny] epoch 3/3"]
+    assert "s left)" in lines[0] and "s left)" in lines[1] and "left" not in lines[2]
+    assert "train/loss=" in lines[0]
+    monkeypatch.setenv(QUIET_ENV, "1")
+    assert fit() == []
