@@ -15,8 +15,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "medlearn"
 
-#: package -> the medlearn packages it may import (lower layers only; ``medlearn.runtime``, the
-#: thread policy that imports nothing, is below them all).
+#: package -> the medlearn packages it may import (lower layers only; :data:`BASE` is below them all).
 ALLOWED: dict[str, set[str]] = {
     "io": set(),
     "nn": {"io"},
@@ -28,6 +27,10 @@ ALLOWED: dict[str, set[str]] = {
     "tasks": {"io", "data", "nn", "metrics", "losses", "engine"},
 }
 LIGHT = ("io", "nn", "losses", "metrics")
+#: Top-level modules below every package, importable from anywhere: the thread policy
+#: (``runtime``) and the progress / quiet switch (``console``). They import no medlearn package,
+#: nor torch or Lightning when imported.
+BASE = ("runtime", "console")
 
 
 def _imports(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
@@ -64,7 +67,7 @@ def _modules(package: str) -> list[Path]:
 def test_shared_packages_import_only_lower_layers(package):
     bad = {}
     for path in _modules(package):
-        used = {_package_of(m) for m in _imports(path)} - {package, None, "runtime"}
+        used = {_package_of(m) for m in _imports(path)} - {package, None, *BASE}
         wrong = {p for p in used if (SRC / p).is_dir() or (SRC / f"{p}.py").is_file()} - ALLOWED[package]
         if wrong:
             bad[str(path.relative_to(SRC))] = sorted(wrong)
@@ -114,3 +117,16 @@ def test_light_packages_load_no_lightning_in_a_fresh_interpreter():
             "print(sorted(k for k in ('lightning', 'pytorch_lightning') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "[]", f"importing {LIGHT} loaded {out.stdout.strip()}"
+
+
+@pytest.mark.parametrize("module", BASE)
+def test_base_modules_import_no_medlearn_package(module):
+    used = {_package_of(m) for m in _imports(SRC / f"{module}.py")} - {None, *BASE}
+    assert not used, f"medlearn.{module} imports {sorted(used)}"
+
+
+def test_base_modules_load_neither_torch_nor_lightning():
+    code = ("import sys\n" + "".join(f"import medlearn.{m}\n" for m in BASE)
+            + "print(sorted(k for k in ('torch', 'lightning', 'pytorch_lightning') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip() == "[]", f"importing {BASE} loaded {out.stdout.strip()}"

@@ -18,6 +18,11 @@
     medlearn fit|validate|test|predict --config FILE [--section.key value ...]
                                                LightningCLI over any medlearn model and datamodule
 
+Every command takes ``--quiet``: no progress bars, no per-run or per-epoch lines, no Lightning
+progress, only the command's results and real warnings (also ``MEDLEARN_QUIET=1``, which child
+processes inherit). Without it, long commands show their progress: bars with counts and the time
+left on a terminal (``medlearn.console``), one line per run, demo or epoch in a log or a pipe.
+
 ``fit`` and friends are Lightning's own CLI (``--print_config``, dotted overrides,
 ``--trainer.devices``, ``--trainer.strategy ddp``, ``--trainer.precision bf16-mixed``) with
 medlearn's defaults added: run folder = ``trainer.default_root_dir``, CSV + TensorBoard loggers,
@@ -39,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medlearn.console import Countdown, lightning_progress, say
 from medlearn.runtime import default_threads
 
 __all__ = ["main"]
@@ -79,7 +85,8 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             folder = open_run_folder(config.get("default_root_dir"), str(self.subcommand),
                                      resume=bool(sub.get("ckpt_path")), overwrite=bool(sub.get("overwrite")))
             user_cbs = config.get("callbacks") or []
-            args = trainer_arguments(folder, self.model, progress="rich" if sys.stdout.isatty() else "line",
+            progress = lightning_progress("rich" if sys.stdout.isatty() else "line")
+            args = trainer_arguments(folder, self.model, progress=progress,
                                      callbacks=user_cbs if isinstance(user_cbs, list) else [user_cbs],
                                      plugins=config.get("plugins"), logger=config.get("logger"),
                                      precision=config.get("precision"), accelerator=config.get("accelerator"))
@@ -124,14 +131,31 @@ def _apply_precision(args: argparse.Namespace) -> None:
     from medlearn.runtime import PRECISION_ENV
 
     if getattr(args, "precision", None):
-        _saved_env.setdefault(PRECISION_ENV, os.environ.get(PRECISION_ENV))
-        os.environ[PRECISION_ENV] = args.precision
+        _set_env(PRECISION_ENV, args.precision)
+
+
+def _quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or progress lines, only results and warnings (same as MEDLEARN_QUIET=1)")
+
+
+def _apply_quiet(quiet: bool) -> None:
+    """``--quiet`` reaches the whole command (and its child processes) through the environment."""
+    from medlearn.console import QUIET_ENV
+
+    if quiet:
+        _set_env(QUIET_ENV, "1")
+
+
+def _set_env(key: str, value: str) -> None:
+    _saved_env.setdefault(key, os.environ.get(key))
+    os.environ[key] = value
 
 
 _saved_env: dict[str, str | None] = {}
 
 
-def _restore_precision_env() -> None:
+def _restore_env() -> None:
     """A ``main([...])`` call from Python leaves the process environment as it found it."""
     for key, value in _saved_env.items():
         if value is None:
@@ -236,9 +260,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from medlearn.engine.report import SUMMARY_FILE, write_runs_index
     from medlearn.io import atomic_write_text
 
+    clock = Countdown(len(specs), noun="demo")
     for spec in specs:
-        print(f"== medlearn demo {spec.name} ==", flush=True)
+        k = clock.next()
+        say(clock.line(k, spec.name, "started"))
+        t0 = time.perf_counter()
         r = spec.demo(out_dir=out / spec.name)
+        clock.timed(time.perf_counter() - t0)
+        say(clock.line(k, spec.name, "done", seconds=time.perf_counter() - t0))
         results.append(r)
         atomic_write_text(Path(r.run_dir) / SUMMARY_FILE, json.dumps(
             {"method": r.method, "headline": r.headline, "passed": r.passed, "seconds": round(r.seconds, 1)}))
@@ -276,7 +305,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         print(f"medlearn: {root} is not a folder", file=sys.stderr)
         return 2
     out = write_runs_index(root)
-    print(f"wrote {out}")
+    say(f"wrote {out}")
     return 0
 
 
@@ -309,7 +338,7 @@ def _cmd_oneshot(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise FileExistsError(f"{out} is not empty")
     res = oneshot(args.atlas, args.atlas_labels, args.images, out, arm=args.arm, config=args.config,
-                  epochs=args.epochs, seed=args.seed, eval_labels=args.eval_labels)
+                  epochs=args.epochs, seed=args.seed, eval_labels=args.eval_labels, progress="auto")
     if "dice" in res:
         print(f"Dice against --eval-labels (mean over structures and images): {res['dice']:.4f}")
     return 0
@@ -329,6 +358,7 @@ def _oneshot_parser(sub: Any) -> None:
     o.add_argument("--eval-labels", default=None, help="optional folder of reference label maps: those images are "
                                                        "held out of training and their Dice is reported")
     o.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    _quiet_flag(o)
 
 
 def _synth_parser(sub: Any) -> None:
@@ -339,6 +369,7 @@ def _synth_parser(sub: Any) -> None:
     for name, help_text in list_synth().items():
         fn = get_synth(name)
         sp = ss.add_parser(name, help=help_text, description=help_text)
+        _quiet_flag(sp)
         for pname, par in inspect.signature(fn).parameters.items():
             if pname == "out":
                 sp.add_argument("--out", required=True, help="output folder")
@@ -366,7 +397,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     names = set(inspect.signature(fn).parameters)
     kwargs = {k: v for k, v in vars(args).items() if k in names}
     out = fn(**kwargs)
-    print(f"wrote {args.synth_name} data to {out}")
+    say(f"wrote {args.synth_name} data to {out}")
     return 0
 
 
@@ -385,7 +416,7 @@ def _cmd_corrupt_masks(args: argparse.Namespace) -> int:
         return 2
     with (out / "corruption.csv").open(encoding="utf-8") as f:
         flags = [line.split(",")[1] for line in f.read().splitlines()[1:]]
-    print(f"wrote {len(flags)} masks to {out} ({flags.count('1')} corrupted); which and how: {out / 'corruption.csv'}")
+    say(f"wrote {len(flags)} masks to {out} ({flags.count('1')} corrupted); which and how: {out / 'corruption.csv'}")
     return 0
 
 
@@ -407,6 +438,7 @@ def _corrupt_parser(sub: Any) -> None:
     c.add_argument("--encoding", choices=ENCODINGS, default="auto",
                    help="refuge (255 / 128 / 0), labels (0 / 1 / 2) or auto (from the values)")
     c.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    _quiet_flag(c)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="output folder (default runs/demo/<timestamp>)")
     d.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     _precision_flag(d)
+    _quiet_flag(d)
     r = sub.add_parser("reproduce", help="CPU-scale reproduction of a paper's claim")
     r.add_argument("name")
     r.add_argument("--out", default=None, help="output folder (default runs/reproduce/<timestamp>)")
@@ -427,18 +460,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--results", default="docs/results.md", help="markdown file to update ('' for none)")
     _precision_flag(r)
+    _quiet_flag(r)
     ex = sub.add_parser("export", help="export a checkpoint's network as ONNX or TorchScript (+ a JSON of its inputs)")
     ex.add_argument("--ckpt", required=True, help="a medlearn checkpoint")
     ex.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     ex.add_argument("--out", default=None, help="model file (default: beside the checkpoint)")
+    _quiet_flag(ex)
     ix = sub.add_parser("index", help="write ROOT/index.html listing every run report under ROOT")
     ix.add_argument("root", nargs="?", default="runs", help="folder of runs (default runs)")
+    _quiet_flag(ix)
     _synth_parser(sub)
     _check_data_parser(sub)
     _corrupt_parser(sub)
     _oneshot_parser(sub)
     for c in LIGHTNING_COMMANDS:
-        sub.add_parser(c, help=f"Lightning {c} with a config (see `medlearn {c} --help`)", add_help=False)
+        sub.add_parser(c, help=f"Lightning {c} with a config (see `medlearn {c} --help`; --quiet: no progress "
+                               "bar, no epoch lines)", add_help=False)
     return p
 
 
@@ -451,10 +488,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
+            if "--quiet" in argv:  # medlearn's flag, not Lightning's: taken out before LightningCLI parses
+                argv = [a for a in argv if a != "--quiet"]
+                _apply_quiet(True)
+                if from_command_line:
+                    sys.argv[1:] = argv
             _lightning_cli(argv, from_command_line)
             return 0
         args = build_parser().parse_args(argv)
         _apply_precision(args)
+        _apply_quiet(getattr(args, "quiet", False))
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
                 "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export,
                 "check-data": _cmd_check_data,
@@ -466,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medlearn: {exc} (pass --overwrite to replace it)", file=sys.stderr)
         return 2
     finally:
-        _restore_precision_env()
+        _restore_env()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medlearn.console import say
+
 __all__ = ["CSVPredictionWriter", "prediction_writer"]
 
 
@@ -55,6 +57,6 @@ class CSVPredictionWriter(BasePredictionWriter):
             w.writerow(["name", *classes])
             w.writerows(rows)
         tmp.replace(out)
-        print(f"wrote {len(rows)} predictions to {out}")
+        say(f"wrote {len(rows)} predictions to {out}")
 
 

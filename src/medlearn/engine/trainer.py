@@ -17,10 +17,10 @@ subfolder (``run_dir/test``, then ``test-2`` ...), and adds its part to ``run_di
 An evaluation pointed at a folder that holds no training run writes there directly.
 
 Defaults (:data:`TRAINER_DEFAULTS`, also the CLI's): rich progress bar on a terminal (one line per
-epoch otherwise), CSV + TensorBoard loggers, last + best checkpoints on the module's monitored
-metric, RNG state in checkpoints, no sanity-check batches. Everything else is a plain
-``lightning.pytorch.Trainer`` argument, so ``devices``, ``strategy="ddp"``,
-``precision="bf16-mixed"`` work unchanged.
+epoch otherwise, with the time left; no progress at all in quiet mode, :mod:`medlearn.console`),
+CSV + TensorBoard loggers, last + best checkpoints on the module's monitored metric, RNG state in
+checkpoints, no sanity-check batches. Everything else is a plain ``lightning.pytorch.Trainer``
+argument, so ``devices``, ``strategy="ddp"``, ``precision="bf16-mixed"`` work unchanged.
 
 Precision: ``precision: auto`` (the default of every config and of the CLI, :func:`resolve_precision`)
 trains under bfloat16 autocast where the hardware computes bfloat16 natively (a CUDA GPU that
@@ -46,6 +46,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
+from medlearn.console import format_duration, is_quiet, lightning_progress
 from medlearn.engine.checkpoint import AtomicCheckpointIO
 from medlearn.engine.report import ReportCallback
 from medlearn.engine.seed import RNGStateCallback
@@ -194,7 +195,8 @@ def quiet_console(verbose: bool = True) -> None:
 
     Args:
         verbose: keep Lightning's information lines (accelerator found, checkpoint restored ...);
-            ``False`` (the recipes, which print one line per epoch) shows its warnings only.
+            ``False`` (the recipes, which print one line per epoch) shows its warnings only, as
+            does quiet mode (:func:`medlearn.console.is_quiet`).
     """
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
@@ -202,7 +204,7 @@ def quiet_console(verbose: bool = True) -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _NoTips) for f in log.filters):
             log.addFilter(_NoTips())
-    level = logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if verbose and not is_quiet() else logging.WARNING
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(level)
 
@@ -279,11 +281,16 @@ def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False
 
 # ---------------------------------------------------------------------------------- callbacks
 class EpochLine(Callback):
-    """Print one line per epoch (for logs and non-interactive terminals)."""
+    """Print one line per epoch (for logs and non-interactive terminals), with the time left.
+
+    The time left is the mean wall time of the epochs run so far (validation included) times the
+    epochs still to run. Nothing is printed in quiet mode (:func:`medlearn.console.is_quiet`).
+    """
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
         self._t0 = 0.0
+        self._durations: list[float] = []
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         """Start the epoch's clock."""
@@ -296,6 +303,10 @@ class EpochLine(Callback):
         """
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
+        seconds = time.perf_counter() - self._t0
+        self._durations.append(seconds)
+        if is_quiet():
+            return
         chosen = getattr(pl_module, "console_metrics", None)
         m = {k: float(v) for k, v in trainer.callback_metrics.items()
              if v.numel() == 1 and (k.count("/") <= 1 or (chosen is not None and k in chosen))}
@@ -304,8 +315,11 @@ class EpochLine(Callback):
         else:
             keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0))
         body = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
-        print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
-              f"({time.perf_counter() - self._t0:.1f}s)  {body}", flush=True)
+        done, total = trainer.current_epoch + 1, trainer.max_epochs
+        left = ""
+        if isinstance(total, int) and total > done:
+            left = f", about {format_duration((total - done) * sum(self._durations) / len(self._durations))} left"
+        print(f"{self.prefix}epoch {done}/{total} ({seconds:.1f}s{left})  {body}", flush=True)
 
 
 class DataHandover(Callback):
@@ -335,6 +349,7 @@ def trainer_callbacks(run_dir: str | Path | RunFolder, monitor: str | None, mode
     progress, report. Evaluations: progress and report.
     """
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(Path(run_dir), stage, Path(run_dir))
+    progress = lightning_progress(progress)
     cbs: list[Callback] = []
     if folder.stage == "fit":
         if monitor:
@@ -376,7 +391,8 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
         model: the module (its ``monitor`` selects ``best.ckpt``; its ``prediction_writer`` writes
             ``predict`` results into ``folder.records``).
         monitor: ``(metric, mode)`` for ``best.ckpt`` instead of the model's.
-        progress: ``"rich"``, ``"line"`` (one line per epoch), ``"none"`` or ``"auto"``.
+        progress: ``"rich"``, ``"line"`` (one line per epoch), ``"none"`` or ``"auto"`` (rich on a
+            terminal, else line); always ``"none"`` in quiet mode.
         prefix: text before each epoch line.
         report: write the stage's part of ``report.html``.
         callbacks: extra callbacks (after medlearn's).
@@ -386,6 +402,7 @@ def trainer_arguments(folder: RunFolder, model: Any = None, *, monitor: tuple[st
         accelerator: the configured accelerator (for ``"auto"`` precision).
     """
     folder.records.mkdir(parents=True, exist_ok=True)
+    progress = lightning_progress(progress)
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "line"
     metric, mode = monitor or getattr(model, "monitor", None) or (None, "max")

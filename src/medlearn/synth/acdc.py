@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.io import atomic_write_text, write_image
 from medlearn.synth import prepare_out_dir, register_synth
 
@@ -62,7 +63,7 @@ def write_acdc(out: str | Path, n_patients: int = 4, n_slices: int = 6, size: in
     out = prepare_out_dir(out, overwrite)
     rng = np.random.default_rng([seed, 2017])
     affine = np.diag([1.5, 1.5, 10.0, 1.0])
-    for i in range(1, n_patients + 1):
+    for i in track(range(1, n_patients + 1), description="ACDC cardiac MR patients"):
         pid = f"patient{i:03d}"
         folder = out / pid
         folder.mkdir(parents=True, exist_ok=True)

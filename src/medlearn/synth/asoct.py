@@ -39,6 +39,7 @@ import pandas as pd
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from medlearn.console import track
 from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["AngleDraw", "image_rng", "render_angle", "write_age", "CLOSURE_GAP"]
@@ -239,7 +240,7 @@ def write_age(
     images.mkdir(parents=True, exist_ok=True)
     missing = np.random.default_rng([seed, 8]).uniform(size=(n_scans, 2)) < p_missing
     rows = []
-    for i in range(n_scans):
+    for i in track(range(n_scans), description="AS-OCT scans"):
         name = _NAME.format(patient=i // images_per_patient + 1, index=i % images_per_patient + 1)
         scan, left, right = render_scan(seed, i, width, height)
         tmp = images / f".{name}.tmp"

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.io import atomic_write_text, write_image
 from medlearn.synth import prepare_out_dir, register_synth
 
@@ -276,7 +277,7 @@ def write_brats(
     affine = brats_affine(size)
     width = max(4, len(str(n_cases - 1)))
     written: set[str] = set()
-    for idx in range(n_cases):
+    for idx in track(range(n_cases), description="BraTS cases (4 contrasts + labels)"):
         case = f"BraTS_{idx:0{width}d}"
         images, seg = render_brats_case(brats_rng(seed, idx), size)
         tmp = out / f".{case}.tmp"

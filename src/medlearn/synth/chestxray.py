@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medlearn.console import track
 from medlearn.io import atomic_write_text
 from medlearn.synth import held_out_count, prepare_out_dir, register_synth
 
@@ -297,7 +298,7 @@ def write_chestxray14(
 
     # --- images, then lists, then the table ---
     written = set()
-    for i, (row, found) in enumerate(zip(rows, findings_rows)):
+    for i, (row, found) in enumerate(track(zip(rows, findings_rows), total=len(rows), description="chest radiographs")):
         name = row.split(",", 1)[0]
         pixels = to_uint8(render_chest_radiograph(image_rng(seed, i), size, found))
         tmp = images / f".{name}.tmp"

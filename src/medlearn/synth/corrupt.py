@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from medlearn.console import track
 from medlearn.data.decode import load_mask
 from medlearn.io.errors import DataError
 
@@ -288,7 +289,7 @@ def corrupt_masks(masks: str | Path, out: str | Path, fraction: float = 0.5, see
     decoded: list[np.ndarray] = []
     problems: list[str] = []
     encodings: set[str] = set()
-    for p in paths:
+    for p in track(paths, description="masks read"):
         try:
             stored = load_mask(p)
             enc = encoding if encoding != "auto" else _guess_encoding(set(np.unique(stored).tolist()))
@@ -310,7 +311,7 @@ def corrupt_masks(masks: str | Path, out: str | Path, fraction: float = 0.5, see
     chosen = set(rng.permutation(n)[:int(round(fraction * n))].tolist())
     report = [["mask", "corrupted", "kind", "params", "changed_pixels", "dice_disc", "dice_cup"]]
     rel = [_relative(p, base) for p in paths]
-    for i, lab in enumerate(decoded):
+    for i, lab in enumerate(track(decoded, description="masks written")):
         if i in chosen:
             kind = str(kinds[int(rng.integers(len(kinds)))])
             lab, info = corrupt_labels(lab, kind, rng, radius, shift)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["SCOPE_A", "SCOPE_B", "ScopeStyle", "render_clip", "write_cvc_phantom", "write_etis_phantom"]
@@ -120,13 +121,13 @@ def _u8(img: np.ndarray) -> np.ndarray:
 
 
 def _write_clips(out: Path, style: ScopeStyle, other: ScopeStyle, n_videos: int, n_frames: int, size: int,
-                 seed: int, image_dir: str, mask_dir: str, mask_prefix: str) -> list[tuple[int, str]]:
+                 seed: int, image_dir: str, mask_dir: str, mask_prefix: str, what: str) -> list[tuple[int, str]]:
     from medlearn.io import write_image
 
     rng = np.random.default_rng(seed)
     rows = []
     index = 0
-    for v in range(n_videos):
+    for v in track(range(n_videos), description=what):
         frames, masks, ref = render_clip(rng, style, other, n_frames, size)
         assert ref is not None
         for t in range(n_frames):
@@ -156,7 +157,8 @@ def write_cvc_phantom(out: str | Path, n_videos: int = 12, n_frames: int = 12, s
         The folder.
     """
     root = prepare_out_dir(out, overwrite)
-    rows = _write_clips(root, SCOPE_A, SCOPE_B, n_videos, n_frames, size, seed, "Original", "Ground Truth", "")
+    rows = _write_clips(root, SCOPE_A, SCOPE_B, n_videos, n_frames, size, seed, "Original", "Ground Truth", "",
+                        "CVC-ClinicDB phantom videos")
     with (root / "metadata.csv").open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["frame", "sequence_id"])
@@ -182,5 +184,6 @@ def write_etis_phantom(out: str | Path, n_videos: int = 12, n_frames: int = 12, 
         The folder.
     """
     root = prepare_out_dir(out, overwrite)
-    _write_clips(root, SCOPE_B, SCOPE_A, n_videos, n_frames, size, seed, "ETIS-LaribPolypDB", "GroundTruth", "p")
+    _write_clips(root, SCOPE_B, SCOPE_A, n_videos, n_frames, size, seed, "ETIS-LaribPolypDB", "GroundTruth", "p",
+                  "ETIS-LaribPolypDB phantom videos")
     return root

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medlearn.console import track
 from medlearn.synth import prepare_out_dir, register_synth
 from medlearn.synth.corrupt import corrupt_masks, encode_labels, save_mask
 
@@ -210,7 +211,7 @@ def write_refuge(out: str | Path, n_train: int = 80, n_target: int = 60, n_test:
     rng = np.random.default_rng([int(seed), 4813])
     clean_masks = out / "clean" / "Annotation-Training400" / "Disc_Cup_Masks"
     counters = {"g": 0, "n": 0}
-    for _ in range(n_train):
+    for _ in track(range(n_train), description="REFUGE training images (source camera)"):
         rgb, lab, shape = render_fundus(rng, size, SOURCE_STYLE)
         cls = "g" if shape.cdr > 0.6 else "n"
         counters[cls] += 1
@@ -218,18 +219,18 @@ def write_refuge(out: str | Path, n_train: int = 80, n_target: int = 60, n_test:
         stem = f"{cls}{counters[cls]:04d}"
         _save_image(out / "Training400" / folder / f"{stem}.jpg", rgb, "JPEG")
         save_mask(clean_masks / folder / f"{stem}.bmp", encode_labels(lab, "refuge"))
-    for i in range(n_target):
+    for i in track(range(n_target), description="REFUGE validation images (target camera)"):
         rgb, lab, _ = render_fundus(rng, size, TARGET_STYLE)
         _save_image(out / "REFUGE-Validation400" / f"V{i + 1:04d}.jpg", rgb, "JPEG")
         gt = out / "REFUGE-Validation400-GT" / "Disc_Cup_Masks"
         save_mask(gt / f"V{i + 1:04d}.bmp", encode_labels(lab, "refuge"))
-    for i in range(n_test):
+    for i in track(range(n_test), description="REFUGE test images (target camera)"):
         rgb, lab, shape = render_fundus(rng, size, TARGET_STYLE)
         _save_image(out / "Test400" / f"T{i + 1:04d}.jpg", rgb, "JPEG")
         sub = "G" if shape.cdr > 0.6 else "N"
         save_mask(out / "REFUGE-Test-GT" / "Disc_Cup_Masks" / sub / f"T{i + 1:04d}.bmp", encode_labels(lab, "refuge"))
     rows = [["image", "mask", "split", "domain"]]
-    for i in range(n_source_test):
+    for i in track(range(n_source_test), description="source-camera test images"):
         rgb, lab, _ = render_fundus(rng, size, SOURCE_STYLE)
         img = Path("source-test") / "images" / f"S{i + 1:04d}.jpg"
         msk = Path("source-test") / "masks" / f"S{i + 1:04d}.png"
@@ -275,7 +276,7 @@ def write_drishti(out: str | Path, n_train: int = 8, n_test: int = 8, size: int 
     out = prepare_out_dir(out, overwrite)
     rng = np.random.default_rng([int(seed), 5551])
     base = out / "Drishti-GS1_files"
-    for i in range(n_train + n_test):
+    for i in track(range(n_train + n_test), description="Drishti-GS1 images"):
         part, gt = ("Training", "GT") if i < n_train else ("Test", "Test_GT")
         stem = f"drishtiGS_{i + 1:03d}"
         rgb, _, shape = render_fundus(rng, size, DRISHTI_STYLE)

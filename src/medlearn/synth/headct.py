@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.io import atomic_write_text, write_image
 from medlearn.synth import held_out_count, prepare_out_dir, register_synth
 
@@ -359,7 +360,7 @@ def write_headct(
     width = max(4, len(str(n_volumes - 1)))
     rows: list[str] = []
     written: set[str] = set()
-    for i in range(n_volumes):
+    for i in track(range(n_volumes), description="head CT volumes"):
         name = f"case_{i:0{width}d}.nii.gz"
         label = LESION_CLASSES[int(labels[i])]
         volume, _ = render_head_ct(head_rng(seed, i), size, label, spacing)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.synth import prepare_out_dir, register_synth
 
 __all__ = ["write_inbreast", "write_mammogram_dicom"]
@@ -92,7 +93,7 @@ def write_inbreast(out: str | Path, n_images: int = 8, height: int = 200, width:
     rng = np.random.default_rng([seed, 2012])
     rows = ["Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads"]
     patient = ""
-    for i in range(n_images):
+    for i in track(range(n_images), description="INbreast mammograms"):
         image_id = str(20586908 + 17 * i)
         if i % 2 == 0:  # two views per patient
             patient = f"{int(rng.integers(0, 2**63)):016x}"

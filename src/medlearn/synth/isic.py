@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
+from medlearn.console import track
 from medlearn.data.isic2018 import ISIC2018_CLASSES
 from medlearn.io import atomic_write_text
 from medlearn.synth import register_synth
@@ -103,7 +104,7 @@ def _write_split(out: Path, split: str, counts: list[int], start_id: int, rng: n
     order = rng.permutation(len(plan))
     lesion_ab = {les: (1.0 + 0.3 * rng.normal(), rng.uniform(0.45, 0.70)) for _, les in plan}
     rows, grouping = [], []
-    for j, idx in enumerate(order):
+    for j, idx in enumerate(track(order, description=f"ISIC 2018 {split.lower()} images")):
         k, les = plan[idx]
         name = f"ISIC_{start_id + j:07d}"
         a, b = lesion_ab[les]

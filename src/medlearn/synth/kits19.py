@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.io import atomic_write_text, write_image
 from medlearn.synth import prepare_out_dir, register_synth
 
@@ -65,7 +66,7 @@ def write_kits19(out: str | Path, n_cases: int = 4, n_unlabelled: int = 1, n_sli
     out = prepare_out_dir(out, overwrite)
     rng = np.random.default_rng([seed, 1919])
     affine = np.diag([-3.0, -0.8, -0.8, 1.0])[[2, 1, 0, 3]][:, [2, 1, 0, 3]]  # slices along the first axis
-    for i in range(n_cases + n_unlabelled):
+    for i in track(range(n_cases + n_unlabelled), description="KiTS19 CT cases"):
         img, seg = _case(rng, n_slices, size)
         case = out / f"case_{i:05d}"
         case.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.data.trace_raster import rasterise_tubes
 from medlearn.io import atomic_write_text
 from medlearn.io.swc import SWCTree, resample_swc, write_swc
@@ -375,7 +376,7 @@ def write_neurons(out: str | Path, n_neurons: int = 40, size_xy: int = 96, size_
     for sub in ("images", "traced", "corrected"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rows = ["name,error,type,start_id,node_ids"]
-    for i in range(n_neurons):
+    for i in track(range(n_neurons), description="neuron volumes + tracings"):
         rng = np.random.default_rng([seed, i, 5807])
         n_err = int(rng.integers(1, 4)) if rng.random() < error_fraction else 0
         ph = render_neuron(rng, size_xy, size_z, n_err)

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from medlearn.console import track
 from medlearn.data.oneshot import LABELS_JSON, to_atlas_grid
 from medlearn.io import atomic_write_text, read_image, write_image
 from medlearn.synth import prepare_out_dir, register_synth
@@ -419,10 +420,10 @@ def write_oneshot(
     meta = {"affine": affine}
     write_image(out / "atlas" / "image.nii.gz", _stored(atlas_image), meta)
     write_image(out / "atlas" / "labels.nii.gz", _stored(labels), meta, dtype="uint8")
-    for i in range(n_train):
+    for i in track(range(n_train), description="one-shot training images"):
         image, _ = subject(np.random.default_rng([seed, 1, i]))
         write_image(out / "images" / f"train_{i:04d}.nii.gz", _stored(image), meta)
-    for i in range(n_eval):
+    for i in track(range(n_eval), description="one-shot evaluation images + labels"):
         image, lab = subject(np.random.default_rng([seed, 2, i]))
         write_image(out / "images" / f"eval_{i:04d}.nii.gz", _stored(image), meta)
         write_image(out / "labels" / f"eval_{i:04d}.nii.gz", _stored(lab), meta, dtype="uint8")

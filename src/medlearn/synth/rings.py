@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medlearn.console import track
 from medlearn.io import atomic_write_text, write_image
 from medlearn.synth import held_out_count, prepare_out_dir, register_synth
 
@@ -150,7 +151,7 @@ def write_rings(out: str | Path, variant: str = "ring", n_images: int = 50, n_te
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, VARIANTS.index(variant), 9619])
     rows = ["image,mask,split"]
-    for i in range(n_images):
+    for i in track(range(n_images), description=f"{variant} phantom images + masks"):
         img, mask = render_phantom(rng, variant, size)
         name = f"{variant}_{i:04d}.png"
         write_image(out / "images" / name, np.round(img * 255).astype(np.uint8)[None], overwrite=True)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medlearn.console import say
 from medlearn.data.age_asoct import SIDES, read_age
 from medlearn.io.errors import DataError
 from medlearn.metrics.binary import binary_metrics
@@ -162,8 +163,8 @@ class AGESubmissionWriter(BasePredictionWriter):
         if self.overlays:
             for name, sides in scans.items():
                 draw_overlay(paths[name], sides, self.out_dir / "overlays" / f"{Path(name).stem}.png")
-        print(f"wrote predictions for {len(scans)} scans: {', '.join(str(p) for p in written)}"
-              + (f" and {len(scans)} overlays in {self.out_dir / 'overlays'}" if self.overlays else ""))
+        say(f"wrote predictions for {len(scans)} scans: {', '.join(str(p) for p in written)}"
+            + (f" and {len(scans)} overlays in {self.out_dir / 'overlays'}" if self.overlays else ""))
 
 
 def score_submission(submission_dir: str | Path, root: str | Path, table: str | None = None,

@@ -139,7 +139,9 @@ def reproduce(out_dir: str | Path = "runs/reproduce/c2l", seeds: tuple[int, ...]
     pre_over: dict[str, Any] = {"trainer.max_epochs": pretrain_epochs} if pretrain_epochs else {}
     pre_epochs = int(_pretrain_cfg(root, **pre_over)["trainer"]["max_epochs"])
     exp = Experiment(out, resume, meta={"seeds": list(seeds), "label_sizes": list(label_sizes), "n_images": n_images,
-                                        "pretrain_epochs": pre_epochs, "finetune_epochs": finetune_epochs})
+                                        "pretrain_epochs": pre_epochs, "finetune_epochs": finetune_epochs},
+                     # two pretrainings; per labels x seed: scratch fine-tuned, each pretraining fine-tuned + probed
+                     total_runs=2 + len(label_sizes) * len(seeds) * 5)
 
     def pretrain(arm: str, mixup: bool) -> dict[str, Any]:
         r = fit_from_config(_pretrain_cfg(root, **{"model.init_args.mixup": mixup, **pre_over}),

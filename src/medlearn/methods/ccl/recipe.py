@@ -154,7 +154,8 @@ def reproduce(out_dir: str | Path = "runs/reproduce/ccl", seeds: tuple[int, ...]
     order = [a for a in ARMS if a in arms and (a != "kd" or "hard" in arms)]  # kd distils the hard arm
     cfg = load_config(config_dir("ccl") / "demo.yaml", over)
     exp = Experiment(out, resume, meta={"seeds": list(seeds), "arms": order,
-                                        "epochs": int(cfg["trainer"]["max_epochs"])})
+                                        "epochs": int(cfg["trainer"]["max_epochs"])},
+                     total_runs=len(seeds) * len(order))
 
     def one(arm: str, seed: int) -> dict[str, Any]:
         hard = exp.find(arm="hard", seed=seed)

@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
+from medlearn.console import say
 from medlearn.data.decode import load_image
 from medlearn.data.roi import paste_box
 from medlearn.metrics.fundus import vertical_cdr
@@ -135,6 +136,6 @@ class FundusMaskWriter(BasePredictionWriter):
             w.writerow(["name", "vcdr", "disc_pixels", "cup_pixels", "roi_y0", "roi_x0", "roi_y1", "roi_x1"])
             w.writerows(self.rows)
         os.replace(tmp, out)
-        print(f"wrote {len(self.rows)} masks (REFUGE encoding) to {self.out_dir / 'masks'}, overlays to "
-              f"{self.out_dir / 'overlays'} and {out}")
+        say(f"wrote {len(self.rows)} masks (REFUGE encoding) to {self.out_dir / 'masks'}, overlays to "
+            f"{self.out_dir / 'overlays'} and {out}")
         self.rows = []

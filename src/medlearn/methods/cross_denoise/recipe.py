@@ -216,7 +216,8 @@ def reproduce(out_dir: str | Path = "runs/reproduce/cross_denoise", seeds: tuple
                                         "epochs": int(cfg["trainer"]["max_epochs"]),
                                         "model": {k: cfg["model"]["init_args"][k] for k in (
                                             "tau_max", "t_k", "nt_filter", "nt_q", "pl_p_start", "pl_p_end",
-                                            "lambda_u", "lr", "weight_decay", "widths")}})
+                                            "lambda_u", "lr", "weight_decay", "widths")}},
+                     total_runs=len(seeds) * len(order))
     def one(arm: str, seed: int) -> dict[str, Any]:
         return _run(_data(out, seed), arm, seed, out / f"{arm}-s{seed}", **over)
 

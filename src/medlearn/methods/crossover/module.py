@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medlearn.console import say
 from medlearn.engine.module import ContractLoss, MethodModule
 from medlearn.engine.report import Section, save_figure
 from medlearn.methods.crossover.inference import POSTPROCESS_STEPS, dense_logits, postprocess_labels
@@ -482,5 +483,5 @@ class MaskPredictionWriter(BasePredictionWriter):
         w.writerows(self._rows)
         suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         atomic_write_text(self.out_dir / f"predictions{suffix}.csv", text.getvalue())
-        print(f"wrote {len(self._rows)} masks to {self.out_dir / 'masks'}")
+        say(f"wrote {len(self._rows)} masks to {self.out_dir / 'masks'}")
         self._rows = []

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medlearn.console import say
 from medlearn.io import atomic_write_text, write_image
 
 __all__ = ["OneShotLabelWriter", "label_dtype", "write_label_map"]
@@ -86,4 +87,4 @@ class OneShotLabelWriter(BasePredictionWriter):
         w.writerow(["image", "labels_file", "label_values_present", "folding_fraction"])
         w.writerows(self.rows)
         atomic_write_text(self.out_dir.parent / "labels.csv", buf.getvalue())
-        print(f"wrote {len(self.rows)} label map(s) to {self.out_dir}")
+        say(f"wrote {len(self.rows)} label map(s) to {self.out_dir}")

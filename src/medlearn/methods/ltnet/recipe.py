@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medlearn.console import say
 from medlearn.data.oneshot import OneShotDataModule
 from medlearn.engine.config import load_config
 from medlearn.engine.experiment import Experiment, mean_sd_cell, paired, select
@@ -62,7 +63,7 @@ def _spatial_dims(path: str | Path) -> int:
 def oneshot(atlas: str | Path, atlas_labels: str | Path, images: str | Path, out: str | Path, arm: str = "ltnet",
             config: str | Path | None = None, epochs: int | None = None, seed: int = 0,
             eval_labels: str | Path | None = None, overrides: dict[str, Any] | None = None,
-            prefix: str = "[oneshot] ") -> dict[str, Any]:
+            prefix: str = "[oneshot] ", progress: str = "line") -> dict[str, Any]:
     """Label every image of ``images`` by registering the atlas onto it (see the module docstring).
 
     Args:
@@ -78,6 +79,8 @@ def oneshot(atlas: str | Path, atlas_labels: str | Path, images: str | Path, out
             those images are then held out of training and only labelled.
         overrides: further dotted config overrides.
         prefix: text before each epoch line.
+        progress: of the training and the labelling: ``"line"`` (one line per epoch), ``"auto"`` (a bar
+            with counts and the time left on a terminal, ``medlearn oneshot``), ``"rich"`` or ``"none"``.
 
     Returns:
         ``{"labels": [files], "run_dir", "checkpoint", "seconds", "dice" (with eval_labels)}``.
@@ -100,10 +103,10 @@ def oneshot(atlas: str | Path, atlas_labels: str | Path, images: str | Path, out
     cfg["model"]["init_args"]["image_size"] = list(dm.grid.shape)
     run_dir = out / "run"
     with no_validation_quiet(not dm.splits["val"]):
-        r = fit_from_config(cfg, run_dir, test=eval_labels is not None, prefix=prefix)
+        r = fit_from_config(cfg, run_dir, test=eval_labels is not None, prefix=prefix, progress=progress)
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
     ckpt = r.last_ckpt
-    pred = predict_from_config(cfg, run_dir, ckpt_path=ckpt)
+    pred = predict_from_config(cfg, run_dir, ckpt_path=ckpt, progress=progress)
     files = []
     for f in sorted((pred / "labels").iterdir()):
         dest = out / f.name
@@ -115,7 +118,7 @@ def oneshot(atlas: str | Path, atlas_labels: str | Path, images: str | Path, out
     res: dict[str, Any] = {"labels": files, "run_dir": run_dir, "checkpoint": ckpt, "seconds": time.perf_counter() - t0}
     if r.test.get("test/dice") is not None:
         res["dice"] = float(r.test["test/dice"])
-    print(f"wrote {len(files)} label map(s) to {out}; run folder {run_dir} (report.html, checkpoints)")
+    say(f"wrote {len(files)} label map(s) to {out}; run folder {run_dir} (report.html, checkpoints)")
     return res
 
 
@@ -227,7 +230,8 @@ def reproduce(out_dir: str | Path = "runs/reproduce/ltnet", seeds: tuple[int, ..
     set_cpu_threads(threads)
     out = Path(out_dir)
     exp = Experiment(out, resume=resume, meta={"seeds": list(seeds), "n_train": n_train, "n_eval": n_eval,
-                                               "epochs": epochs, "threads": threads})
+                                               "epochs": epochs, "threads": threads},
+                     total_runs=len(seeds) * (len(ARMS) + (3 if mni else 0)))
 
     def data(variant: str, seed: int) -> Path:
         root = out / "data" / f"{variant}-s{seed}"

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medlearn.console import say
 from medlearn.engine.config import load_config
 from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select
 from medlearn.engine.run import fit_from_config, predict_from_config
@@ -208,9 +209,9 @@ def _train_arm(arm: str, seed: int, root: Path, evaluator: Path, epochs: int, ou
         synthesise(r)
     if downstream is not None:
         row.update(downstream.scores(test, fakes, lambda c, x: models[c].synthesise(x, c).cpu(), arm, seed))
-        print(f"[{arm} s={seed}] downstream whole-tumour Dice: T2 + synthesised {row['seg_dice']:.3f} (segmenter "
-              f"trained on real; {row['seg_dice_synth']:.3f} trained on T2 + synthesised), T2 only "
-              f"{row['seg_dice_t2']:.3f}, all four real {row['seg_dice_real']:.3f}", flush=True)
+        say(f"[{arm} s={seed}] downstream whole-tumour Dice: T2 + synthesised {row['seg_dice']:.3f} (segmenter "
+            f"trained on real; {row['seg_dice_synth']:.3f} trained on T2 + synthesised), T2 only "
+            f"{row['seg_dice_t2']:.3f}, all four real {row['seg_dice_real']:.3f}")
     result: dict[str, Any] = _average(row)
     result.update({"seconds": seconds, "generator_params": params, "runs": {k: str(v) for k, v in last.items()}})
     return result

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from medlearn.console import say
 from medlearn.data.info import DataInfo
 from medlearn.data.neurons import ERROR_TYPE_NAMES
 from medlearn.engine.module import MethodModule
@@ -290,7 +291,7 @@ class NeuronQCWriter(BasePredictionWriter):
             self._overlay(ns, s, flags, starts, thr)
         self._csv(self.out_dir / "error_starts.csv", starts_rows)
         self._csv(self.out_dir / "qc_summary.csv", summary)
-        print(f"wrote QC of {len(summary) - 1} neuron(s) to {self.out_dir} (threshold {thr:.4f})")
+        say(f"wrote QC of {len(summary) - 1} neuron(s) to {self.out_dir} (threshold {thr:.4f})")
 
     @staticmethod
     def _csv(path: Path, rows: Sequence[Sequence[Any]]) -> None:

@@ -221,7 +221,9 @@ def reproduce(out_dir: str | Path = "runs/reproduce/rubik", seeds: tuple[int, ..
         "segment_cases": segment_cases, "n_brats": n_brats, "segment_epochs": int(seg_cfg["trainer"]["max_epochs"]),
         "segment_patch": patch.get("size"), "segment_pos_ratio": patch.get("pos_ratio", 0.5),
         "brats_epochs": int(load_config(config_dir("rubik") / "demo_brats.yaml")["trainer"]["max_epochs"])
-        if segment_cases else 0})
+        if segment_cases else 0},
+        # two pretrainings; per arm x seed: the probes and a fine-tuning; then the BraTS pretraining + 2 arms per seed
+        total_runs=2 + 3 * len(seeds) * (len(probe_sizes) + 1) + (1 + 2 * len(seeds) if segment_cases else 0))
 
     def pretrain(cfg: dict[str, Any], name: str) -> dict[str, Any]:
         r = fit_from_config(cfg, out / f"pretrain-{name}", test=False, prefix=f"[pretrain {name}] ")

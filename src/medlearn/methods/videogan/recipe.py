@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medlearn.console import say
 from medlearn.data.video_pairs import VideoPairDataModule
 from medlearn.engine.config import load_config
 from medlearn.engine.experiment import Experiment, Paired, mean_sd_cell, paired, select
@@ -99,7 +100,7 @@ def demo(out_dir: str | Path = "runs/demo/videogan", n_videos: int = 24, n_frame
                 m[f"{k.split('/')[-1]}_{arm}"] = float(v)
         assert isinstance(r.datamodule, VideoPairDataModule)
         seg = polyp_segmentation(r.model, r.datamodule, out / "segmentation", seed=0, tag=f"-{arm}")
-        print(_seg_line(f"[{arm}] ", seg), flush=True)
+        say(_seg_line(f"[{arm}] ", seg))
         m.update({f"{k}_{arm}": v for k, v in seg.items()})
     _demo_report(out, m, n_videos, n_frames, epochs)
     def g(key: str) -> float:
@@ -220,7 +221,7 @@ def reproduce(out_dir: str | Path = "runs/reproduce/videogan", seeds: tuple[int,
         t0 = time.perf_counter()
         assert isinstance(r.datamodule, VideoPairDataModule)
         seg = polyp_segmentation(r.model, r.datamodule, out / "segmentation", seed=seed, tag=f"-{arm}")
-        print(_seg_line(f"[{arm} s={seed}] ", seg), flush=True)
+        say(_seg_line(f"[{arm} s={seed}] ", seg))
         row.update(seg)
         row["seg_seconds"] = time.perf_counter() - t0
         return row
