@@ -87,6 +87,12 @@ class LTNet(MethodModule):
         schedule: learning-rate schedule.
     """
 
+    #: ``precision: auto`` keeps fp32: under bf16 autocast the LT-Net demo's cycles never left the
+    #: identity (test Dice 0.786 = no registration, fp32 0.854; ``docs/benchmarks.md``, "Precision"):
+    #: the displacements start near zero and their small updates, and the sub-voxel sampling
+    #: positions, are lost at bf16's 8-bit mantissa.
+    bf16_autocast = False
+
     @property
     def monitor(self) -> tuple[str, str]:
         """``best.ckpt`` on the validation registration loss (no labels are needed)."""
