@@ -87,10 +87,11 @@ class LTNet(MethodModule):
         schedule: learning-rate schedule.
     """
 
-    #: ``precision: auto`` keeps fp32: under bf16 autocast the LT-Net demo's cycles never left the
-    #: identity (test Dice 0.786 = no registration, fp32 0.854; ``docs/benchmarks.md``, "Precision"):
-    #: the displacements start near zero and their small updates, and the sub-voxel sampling
-    #: positions, are lost at bf16's 8-bit mantissa.
+    #: ``precision: auto`` keeps fp32: under bf16 autocast the LT-Net demo's fields stayed at the
+    #: identity (test Dice 0.786 = no registration, fp32 0.854; the VoxelMorph-style arm was
+    #: unaffected, 0.857 vs 0.860; ``docs/benchmarks.md``, "Precision"). Not diagnosed further; our
+    #: reading is that the cycle terms' gradients on near-zero displacements vanish at bf16's 8-bit
+    #: mantissa.
     bf16_autocast = False
 
     @property
