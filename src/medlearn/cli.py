@@ -57,6 +57,7 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from medlearn.engine.config import link_input_size
+    from medlearn.engine.predict import uncached_data
     from medlearn.engine.trainer import (
         TRAINER_DEFAULTS,
         AutoPrecisionTrainer,
@@ -79,6 +80,13 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             sub = self.config.get(str(self.subcommand), self.config)
             if sub.get("model") is not None and sub.get("data") is not None:
                 link_input_size(sub["model"], sub["data"])
+            if self.subcommand == "predict" and sub.get("data") is not None:
+                uncached_data(sub["data"])  # each input is read once: no cache to grow
+
+        def predict(self, **kwargs: Any) -> None:
+            # the prediction writers write every batch as it ends; Lightning keeps no outputs
+            kwargs["return_predictions"] = False
+            self.trainer.predict(**kwargs)
 
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
             sub = self.config.get(str(self.subcommand), self.config)

@@ -1,22 +1,30 @@
-"""Write predictions into the run folder (``medlearn predict``).
+"""Write predictions into the run folder (``medlearn predict``), batch by batch.
 
 By default a CSV of per-class probabilities (:class:`CSVPredictionWriter`); a module whose output
 needs another format (a challenge's submission files, overlays) overrides
 :meth:`medlearn.engine.module.MethodModule.prediction_writer`, which :func:`prediction_writer`
 (called by the run builder for ``predict``) picks up.
+
+Memory stays flat over any number of inputs: ``medlearn predict`` runs Lightning's predict loop
+with ``return_predictions=False`` and writers that write each batch as it ends
+(``write_interval="batch"``), so no output is kept; :class:`StreamedCSV` appends a batch's rows to
+a temporary file and moves it into place when the run ends. The data is read without the
+DataModules' in-memory caches (:func:`uncached_data`): a prediction run reads each input once.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from medlearn.console import say
 
-__all__ = ["CSVPredictionWriter", "prediction_writer"]
+__all__ = ["CSVPredictionWriter", "StreamedCSV", "prediction_writer", "uncached_data"]
 
 
 def prediction_writer(model: Any, run_dir: str | Path) -> BasePredictionWriter:
@@ -25,38 +33,138 @@ def prediction_writer(model: Any, run_dir: str | Path) -> BasePredictionWriter:
     return make(run_dir) if callable(make) else CSVPredictionWriter(run_dir)
 
 
+def uncached_data(section: Any) -> bool:
+    """Turn off the in-memory cache in a config's ``data`` section (``class_path`` + ``init_args``).
+
+    A prediction run reads every input once, so a DataModule's cache would only grow with the
+    number of inputs (ChestX-ray14 at 224 px: 5.6 GB); ``medlearn predict`` and
+    :func:`medlearn.engine.run.predict_from_config` decode each image when its batch is loaded.
+    ``section`` is a dict or LightningCLI's namespace; its ``init_args`` is changed in place
+    (created when missing).
+
+    Returns:
+        Whether the DataModule takes a ``cache`` argument (now ``False``).
+    """
+    import importlib
+    import inspect
+
+    if section is None or not section.get("class_path"):
+        return False
+    init_args = section.get("init_args")
+    if init_args is None or "cache" not in init_args:
+        module, _, name = str(section["class_path"]).rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None)
+        if cls is None or "cache" not in inspect.signature(cls).parameters:
+            return False
+        if init_args is None:
+            init_args = section["init_args"] = {}
+    init_args["cache"] = False
+    return True
+
+
+class StreamedCSV:
+    """A CSV written as rows come: to a hidden temporary file beside ``path``, moved to ``path`` by :meth:`close`.
+
+    Nothing but the open file is kept, so a writer can hold one for millions of rows; a run that
+    fails calls :meth:`discard` and leaves no partial ``path`` (an older ``path`` stays as it was).
+
+    Args:
+        path: the final file.
+        header: the column names, written first.
+
+    Examples:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "p.csv"
+        >>> rows = StreamedCSV(out, ["name", "p"])
+        >>> rows.write([["a", 0.5], ["b", 0.25]])
+        >>> rows.close().read_text().splitlines()
+        ['name,p', 'a,0.5', 'b,0.25']
+    """
+
+    def __init__(self, path: str | Path, header: Sequence[Any]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._file: TextIO | None = self.tmp.open("w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file, lineterminator="\n")
+        self._csv.writerow(list(header))
+        self.rows = 0
+
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Append ``rows`` and flush them to the file."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is already closed")
+        for row in rows:
+            self._csv.writerow(list(row))
+            self.rows += 1
+        self._file.flush()
+
+    def close(self) -> Path:
+        """Finish the file and move it to :attr:`path` (atomic rename); returns the path."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (a failed run)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.tmp.unlink(missing_ok=True)
+
+
 class CSVPredictionWriter(BasePredictionWriter):
-    """Collect ``{"name": [...], "probs": (B, C)}`` batches and write ``predictions.csv``.
+    """Write ``{"name": [...], "probs": (B, C)}`` batches to ``predictions.csv`` as each batch ends.
 
     Columns: ``name`` then one column per class (the module's ``class_names`` when it has them).
-    Written atomically (temp file + rename); an existing file is replaced only by a new prediction
-    run in the same folder.
+    Rows go to a temporary file batch by batch (nothing accumulates in memory), which becomes
+    ``predictions.csv`` when the run ends (atomic rename; with several ranks each writes
+    ``predictions.rank<N>.csv``); a failed run leaves no partial file.
+
+    Raises:
+        KeyError: a prediction without ``probs`` (the module needs its own ``prediction_writer``).
     """
 
     def __init__(self, out_dir: str | Path) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
+        self._out: StreamedCSV | None = None
 
-    def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
-        """Write ``predictions.csv`` from the epoch's prediction batches."""
-        rows: list[list[Any]] = []
-        n_cls = 0
-        for batch in predictions:
-            probs = batch["probs"]
-            n_cls = probs.shape[1]
-            names = batch.get("name") or [""] * probs.shape[0]
-            for name, p in zip(names, probs.tolist()):
-                rows.append([name, *[f"{v:.6f}" for v in p]])
-        classes = list(getattr(pl_module, "class_names", [])) or [f"class_{i}" for i in range(n_cls)]
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    def _open(self, trainer: Any, pl_module: Any, n_classes: int) -> StreamedCSV:
+        classes = list(getattr(pl_module, "class_names", [])) or [f"class_{i}" for i in range(n_classes)]
         suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        out = self.out_dir / f"predictions{suffix}.csv"
-        tmp = out.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["name", *classes])
-            w.writerows(rows)
-        tmp.replace(out)
-        say(f"wrote {len(rows)} predictions to {out}")
+        return StreamedCSV(self.out_dir / f"predictions{suffix}.csv", ["name", *classes])
 
+    def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start a new file (a writer may serve several prediction runs)."""
+        if self._out is not None:
+            self._out.discard()
+        self._out = None
 
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
+                           batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Append the batch's rows."""
+        if "probs" not in prediction:
+            raise KeyError(f"{type(pl_module).__name__}.predict_step returned {sorted(prediction)}, not 'probs': "
+                           "the default prediction writer writes class probabilities only")
+        probs = prediction["probs"]
+        if self._out is None:
+            self._out = self._open(trainer, pl_module, int(probs.shape[1]))
+        names = prediction.get("name") or [""] * probs.shape[0]
+        self._out.write([name, *[f"{v:.6f}" for v in p]] for name, p in zip(names, probs.tolist()))
+
+    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Move ``predictions.csv`` into place (a header only when there was nothing to predict)."""
+        out = self._out or self._open(trainer, pl_module, int(getattr(pl_module.hparams, "num_classes", 0) or 0))
+        n = out.rows
+        path = out.close()
+        self._out = None
+        say(f"wrote {n} predictions to {path}")
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Delete the partial file of a failed run."""
+        if self._out is not None:
+            self._out.discard()
+            self._out = None

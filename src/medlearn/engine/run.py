@@ -18,6 +18,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 
 from medlearn.engine.config import dump_config, instantiate_class, resolve_links
+from medlearn.engine.predict import uncached_data
 from medlearn.engine.seed import seed_everything
 from medlearn.engine.trainer import TRAINER_DEFAULTS, make_trainer, open_run_folder, quiet_console, trainer_arguments
 
@@ -108,6 +109,9 @@ def predict_from_config(cfg: Mapping[str, Any], run_dir: str | Path, ckpt_path: 
     """
     folder = open_run_folder(run_dir, "predict")
     cfg = resolve_links(cfg)
+    data = {**cfg["data"], "init_args": dict(cfg["data"].get("init_args") or {})}
+    uncached_data(data)  # each input is read once: no cache to grow
+    cfg = {**cfg, "data": data}
     model = instantiate_class(cfg["model"])
     dm = instantiate_class(cfg["data"])
     folder.records.mkdir(parents=True, exist_ok=True)

@@ -131,32 +131,42 @@ class AGESubmissionWriter(BasePredictionWriter):
 
     Batches: ``name``, ``side`` (0 left, 1 right), ``path``, ``point (B, 2)`` in full-image pixels and,
     from a predictor with a classifier, ``p_closed (B,)`` (without it: the localisation CSV only).
-    Files (atomic writes; with several ranks each writes its own, suffixed ``.rankN``):
-    ``Classification_Results.csv``, ``Localization_Results.csv``, ``submission.zip`` and, with
-    ``overlays``, ``overlays/<scan>.png``.
+    Each batch is reduced to its scans' rows as it ends (a few numbers per scan are kept, never an
+    image); the files are written when the run ends (atomic writes; with several ranks each writes
+    its own, suffixed ``.rankN``): ``Classification_Results.csv``, ``Localization_Results.csv``,
+    ``submission.zip`` and, with ``overlays``, ``overlays/<scan>.png`` (each scan decoded again, one
+    at a time).
     """
 
     def __init__(self, out_dir: str | Path, label_output: str = "probability",
                  classification_columns: Sequence[str] = ("ASOCT_Name", "Left_Label", "Right_Label"),
                  localization_columns: Sequence[str] = ("ASOCT_Name", "X1", "Y1", "X2", "Y2"),
                  overlays: bool = True) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
         self.label_output = label_output
         self.classification_columns = list(classification_columns)
         self.localization_columns = list(localization_columns)
         self.overlays = overlays
+        self._scans: dict[str, dict[str, Any]] = {}
+        self._paths: dict[str, str] = {}
 
-    def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
-        """Write the AGE submission files and overlays from the epoch's predictions."""
-        scans: dict[str, dict[str, Any]] = {}
-        paths: dict[str, str] = {}
-        for batch in predictions:
-            for i, name in enumerate(batch["name"]):
-                x, y = (float(v) for v in batch["point"][i])
-                p = float(batch["p_closed"][i]) if batch.get("p_closed") is not None else None
-                scans.setdefault(name, {})[SIDES[int(batch["side"][i])]] = (p, x, y)
-                paths[name] = batch["path"][i]
+    def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start with no scans (a writer may serve several prediction runs)."""
+        self._scans, self._paths = {}, {}
+
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
+                           batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Keep each angle's ``(P(closure), x, y)`` and its scan's path."""
+        for i, name in enumerate(prediction["name"]):
+            x, y = (float(v) for v in prediction["point"][i])
+            p = float(prediction["p_closed"][i]) if prediction.get("p_closed") is not None else None
+            self._scans.setdefault(name, {})[SIDES[int(prediction["side"][i])]] = (p, x, y)
+            self._paths[name] = prediction["path"][i]
+
+    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Write the AGE submission files and overlays."""
+        scans, paths = self._scans, self._paths
         suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         written = write_submission(scans, self.out_dir, self.label_output, self.classification_columns,
                                    self.localization_columns, suffix)
@@ -165,6 +175,7 @@ class AGESubmissionWriter(BasePredictionWriter):
                 draw_overlay(paths[name], sides, self.out_dir / "overlays" / f"{Path(name).stem}.png")
         say(f"wrote predictions for {len(scans)} scans: {', '.join(str(p) for p in written)}"
             + (f" and {len(scans)} overlays in {self.out_dir / 'overlays'}" if self.overlays else ""))
+        self._scans, self._paths = {}, {}
 
 
 def score_submission(submission_dir: str | Path, root: str | Path, table: str | None = None,
