@@ -89,9 +89,10 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
             sub = self.config.get(str(self.subcommand), self.config)
             folder = open_run_folder(config.get("default_root_dir"), str(self.subcommand),
-                                     resume=bool(sub.get("ckpt_path")), overwrite=bool(sub.get("overwrite")))
-            if getattr(rank_zero_only, "rank", 0) == 0:  # one claim per run, not one per DDP process
-                lock = RunLock(folder.root).acquire()
+                                     resume=bool(sub.get("ckpt_path")), overwrite=bool(sub.get("overwrite")),
+                                     lock=getattr(rank_zero_only, "rank", 0) == 0)  # one claim per run, on rank 0
+            lock = folder.lock
+            if lock is not None:
                 locks.append(lock)
                 for note in (lock.describe_takeover(), lock.unsupported and f"{lock.unsupported}; running unlocked"):
                     if note:
