@@ -256,3 +256,17 @@ def test_a_malicious_checkpoint_is_refused_by_the_command(bad_checkpoints):
     line = _one_line(res.stderr)
     assert res.returncode == 2 and str(b.files["malicious"]) in line and REASONS["malicious"] in line
     assert not any(m.exists() for m in b.markers)
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_refused_in_one_line(bad_checkpoints, capsys):
+    """Without hyper-parameters to rebuild its model from, a checkpoint meets the configured model."""
+    b = bad_checkpoints
+    ckpt = safe_load(b.files["other_method"])
+    del ckpt["hyper_parameters"]
+    path = b.tmp / "no_hparams.ckpt"
+    torch.save(ckpt, path)
+    argv = ["test", *_fit_args("ccl", b.tmp), "--model.init_args.emb_dim", "8",
+            "--trainer.default_root_dir", str(b.tmp / "run-misfit"), "--ckpt_path", str(path)]
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{path}: its weights do not fit CCLClassifier: " in line and "shapes differ" in line
