@@ -55,9 +55,12 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.utilities import rank_zero_only
 
+    from medlearn.engine.checkpoint import check_checkpoint, remove_partial_writes, safe_load
     from medlearn.engine.config import link_input_size
     from medlearn.engine.predict import uncached_data
+    from medlearn.engine.runlock import RunLock
     from medlearn.engine.trainer import (
         TRAINER_DEFAULTS,
         AutoPrecisionTrainer,
@@ -88,10 +91,38 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             kwargs["return_predictions"] = False
             self.trainer.predict(**kwargs)
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads the model's hyper-parameters from --ckpt_path (and imports the class it
+            # names); read it the safe way first: weights only, a medlearn module, the configured one.
+            sub = self.config.get(self.config.get("subcommand") or "", None)
+            ckpt_path = sub.get("ckpt_path") if sub is not None else None
+            if not ckpt_path:
+                return
+            ckpt = safe_load(ckpt_path)
+            model = sub.get("model")
+            configured = model.get("class_path") if model is not None and hasattr(model, "get") else None
+            check_checkpoint(ckpt, ckpt_path, module=str(configured) if configured else None)
+            hparams = dict(ckpt.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            if not hparams:
+                return
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
             sub = self.config.get(str(self.subcommand), self.config)
             folder = open_run_folder(config.get("default_root_dir"), str(self.subcommand),
-                                     resume=bool(sub.get("ckpt_path")), overwrite=bool(sub.get("overwrite")))
+                                     resume=bool(sub.get("ckpt_path")), overwrite=bool(sub.get("overwrite")),
+                                     lock=getattr(rank_zero_only, "rank", 0) == 0)  # one claim per run, on rank 0
+            lock = folder.lock
+            if lock is not None:
+                locks.append(lock)
+                for note in (lock.describe_takeover(), lock.unsupported and f"{lock.unsupported}; running unlocked"):
+                    if note:
+                        print(f"medlearn: {note}", flush=True)
+                for p in remove_partial_writes(folder.checkpoints) if lock.held else []:  # no writer but us
+                    print(f"medlearn: removed {p}, an unfinished checkpoint write of an interrupted run", flush=True)
             user_cbs = config.get("callbacks") or []
             progress = lightning_progress("rich" if sys.stdout.isatty() else "line")
             args = trainer_arguments(folder, self.model, progress=progress,
@@ -108,6 +139,7 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     import medlearn.methods  # noqa: F401  (registers the methods' importers of released weights)
 
     opened: list[Any] = []
+    locks: list[RunLock] = []
     set_cpu_threads(None)
     quiet_console(verbose=True)
     try:
@@ -122,6 +154,9 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             if folder.records != folder.root and not written:
                 shutil.rmtree(folder.records, ignore_errors=True)
         raise
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 PRECISION_CHOICES = ("auto", "32-true", "bf16-mixed")
@@ -492,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     default_threads()  # a malformed MEDLEARN_THREADS fails here, before any data is written
+    from medlearn.engine.checkpoint import CheckpointError, CheckpointWriteError
+    from medlearn.engine.runlock import RunLockedError
     from medlearn.io.errors import DataError
 
     try:
@@ -510,9 +547,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export,
                 "check-data": _cmd_check_data,
                 "oneshot": _cmd_oneshot}[args.command](args)
+    except CheckpointError as exc:
+        print(f"medlearn: checkpoint refused: {exc}", file=sys.stderr)
+        return 2
+    except RunLockedError as exc:
+        print(f"medlearn: run folder busy: {exc}", file=sys.stderr)
+        return 2
     except DataError as exc:
         print(f"medlearn: data error: {exc}", file=sys.stderr)
         return 2
+    except CheckpointWriteError as exc:
+        print(f"medlearn: checkpoint not saved: {exc}", file=sys.stderr)
+        return 1
     except FileExistsError as exc:
         print(f"medlearn: {exc} (pass --overwrite to replace it)", file=sys.stderr)
         return 2

@@ -133,3 +133,86 @@ def test_linear_probe_freezes_backbone_and_bn_stats():
     before = bn.running_mean.clone()
     clf(torch.randn(4, 1, 32, 32) * 5 + 3)
     assert torch.equal(bn.running_mean, before)
+
+
+def test_a_failed_write_names_the_os_error_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    from medlearn.engine import checkpoint as ck
+
+    p = tmp_path / "last.ckpt"
+    atomic_save({"epoch": 1, "w": torch.zeros(100)}, p)
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.left = f, 100
+
+        def write(self, data):
+            if len(data) > self.left:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.left -= len(data)
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    monkeypatch.setattr(ck, "_WriteErrorRecorder", lambda f, real=ck._WriteErrorRecorder: real(Full(f)))
+    with pytest.raises(ck.CheckpointWriteError, match="No space left on device.*previous last.ckpt is kept") as e:
+        atomic_save({"epoch": 2, "w": torch.ones(10_000)}, p)
+    assert e.value.errno == errno.ENOSPC and "\n" not in str(e.value)
+    assert safe_load(p)["epoch"] == 1 and [f.name for f in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_partial_writes_are_removed_and_nothing_else(tmp_path):
+    from medlearn.engine.checkpoint import remove_partial_writes
+
+    for name in (".last.ckpt.abc123.tmp", "last.ckpt", "best.ckpt", ".notes.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in remove_partial_writes(tmp_path)] == [".last.ckpt.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmp", "best.ckpt", "last.ckpt"]
+
+
+def _lightning_ckpt(**extra):
+    return {"pytorch-lightning_version": "2.6.0", "state_dict": {"w": torch.ones(2)},
+            "hyper_parameters": {"_class_path": "medlearn.tasks.ImageClassifier",
+                                 "_instantiator": "lightning.pytorch.cli.instantiate_module"}, **extra}
+
+
+def test_check_checkpoint_accepts_medlearn_and_refuses_what_names_other_code():
+    from medlearn.engine.checkpoint import check_checkpoint
+
+    assert check_checkpoint(_lightning_ckpt(), "a.ckpt") == "medlearn.tasks.ImageClassifier"
+    with pytest.raises(CheckpointError, match="a.ckpt: written by medlearn.tasks.ImageClassifier, but this run"):
+        check_checkpoint(_lightning_ckpt(), "a.ckpt", module="medlearn.methods.c2l.module.C2L")
+    with pytest.raises(CheckpointError, match="plain state dict"):
+        check_checkpoint({"w": torch.ones(2)}, "a.ckpt")
+    with pytest.raises(CheckpointError, match="not written by Lightning"):
+        check_checkpoint({"state_dict": {"w": torch.ones(2)}}, "a.ckpt")
+    bad = _lightning_ckpt()
+    bad["hyper_parameters"]["_instantiator"] = "os.system"
+    with pytest.raises(CheckpointError, match="'os.system' to build its model"):
+        check_checkpoint(bad, "a.ckpt")
+    bad = _lightning_ckpt()
+    bad["hyper_parameters"]["transform"] = {"class_path": "evil.Transform", "init_args": {}}
+    with pytest.raises(CheckpointError, match="names the class 'evil.Transform'"):
+        check_checkpoint(bad, "a.ckpt")
+    ok = _lightning_ckpt()
+    ok["hyper_parameters"]["transform"] = {"class_path": "monai.transforms.RandFlip"}
+    assert check_checkpoint(ok, "a.ckpt")
+    with pytest.raises(CheckpointError, match="written by 'mypkg.Model', not by a medlearn module"):
+        check_checkpoint(_lightning_ckpt(medlearn={"module": "mypkg.Model"}), "a.ckpt")
+
+
+def test_check_weights_fit_says_what_does_not_fit_in_one_line():
+    from medlearn.engine.checkpoint import check_weights_fit
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    check_weights_fit(model, model.state_dict(), "m.ckpt")
+    sd = {"0.weight": torch.zeros(5, 3), "extra": torch.zeros(1)}
+    with pytest.raises(CheckpointError) as e:
+        check_weights_fit(model, sd, "m.ckpt")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("m.ckpt: its weights do not fit Sequential")
+    assert "1 model keys missing (e.g. 0.bias)" in msg and "1 unknown keys (e.g. extra)" in msg
+    assert "1 shapes differ (e.g. 0.weight)" in msg
+    check_weights_fit(model, {"0.weight": torch.zeros(2, 3)}, "m.ckpt", strict=False)  # missing keys allowed

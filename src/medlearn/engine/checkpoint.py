@@ -1,9 +1,17 @@
 """Safe checkpoint I/O and loud partial loading.
 
 - Reading: always ``torch.load(..., weights_only=True)``: a checkpoint from a colleague or the web
-  cannot execute code. medlearn checkpoints hold only tensors and plain Python values.
-- Writing: atomic (temp file in the same folder, ``fsync``, ``os.replace``), so a run killed while
-  saving never leaves a truncated ``last.ckpt`` behind.
+  cannot execute code. medlearn checkpoints hold only tensors and plain Python values. A file that
+  cannot be used (truncated, not a PyTorch file, one that would run code, another method's
+  checkpoint) is refused with a :class:`CheckpointError` that names the file and says why in one line.
+- Trusting a checkpoint's contents: a Lightning checkpoint names classes (``_class_path``, the
+  ``_instantiator``) that LightningCLI and ``load_from_checkpoint`` import; :func:`check_checkpoint`
+  accepts only medlearn's own, so a checkpoint cannot make medlearn import a module of its choosing.
+- Writing: atomic (temp file in the same folder, ``fsync``, ``os.replace``, ``fsync`` of the
+  folder), so a run killed while saving never leaves a truncated ``last.ckpt`` behind; a write that
+  fails (full disk, quota) raises :class:`CheckpointWriteError` and keeps the previous file. The
+  unfinished temp file of a killed write (``.last.ckpt.<random>.tmp``) is removed by
+  :func:`remove_partial_writes` when the next run claims the folder.
 - :func:`load_pretrained` moves weights between models (a C2L encoder into a classifier backbone),
   mapping key prefixes and failing loudly when something that should load does not.
 - Checkpoints written by other code bases (a paper's released weights) are read through an
@@ -14,12 +22,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -29,28 +39,142 @@ from medlearn.io.errors import DataError
 
 __all__ = ["AtomicCheckpointIO", "atomic_save", "safe_load", "load_pretrained", "load_encoder", "encoder_prefix_of",
            "LoadReport", "CheckpointError", "CheckpointImporter", "register_importer", "list_importers",
-           "read_checkpoint", "grey_from_rgb"]
+           "read_checkpoint", "grey_from_rgb", "CheckpointWriteError", "check_checkpoint", "check_weights_fit",
+           "remove_partial_writes", "TRUSTED_INSTANTIATOR"]
+
+#: The only ``_instantiator`` a checkpoint may name (the one LightningCLI writes).
+TRUSTED_INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+#: The package of the module a checkpoint may belong to.
+_TRUSTED_PACKAGE = "medlearn."
+#: Packages of the classes a checkpoint's hyper-parameters may name (``class_path`` of an argument).
+_TRUSTED_PACKAGES = (_TRUSTED_PACKAGE, "torch.", "monai.", "lightning.")
 
 
 class CheckpointError(DataError):
     """A checkpoint that cannot be used (unreadable, or keys that do not fit the model)."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (full disk, quota, lost mount); the previous file is kept.
+
+    Args:
+        path: the checkpoint that was being written.
+        cause: the operating system's error.
+    """
+
+    def __init__(self, path: str | Path, cause: OSError) -> None:
+        self.path = Path(path)
+        kept = (f"the previous {self.path.name} is kept unchanged" if self.path.is_file()
+                else f"no {self.path.name} was written")
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        super().__init__(cause.errno or errno.EIO, f"{self.path}: could not write the checkpoint ({reason}); {kept}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class _WriteErrorRecorder:
+    """A binary file that keeps the first error its ``write`` raised.
+
+    ``torch.save`` reports a failed write of its zip container as an unrelated ``RuntimeError``
+    ("unexpected pos ..."); this keeps the operating system's own error (``ENOSPC``) to report.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._f.write(data))
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename over it (atomic on POSIX)."""
+    """``torch.save`` to a temp file beside ``path``, then rename over it (atomic on POSIX).
+
+    Raises:
+        CheckpointWriteError: the operating system refused a write (full disk, quota ...); ``path``
+            is unchanged and the temp file removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            writer = _WriteErrorRecorder(f)
+            try:
+                torch.save(obj, cast(IO[bytes], writer))  # torch needs only write() and flush()
+            except RuntimeError as exc:
+                if writer.error is not None:
+                    raise writer.error from exc
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, CheckpointWriteError):
+            raise CheckpointWriteError(path, exc) from exc
         raise
+    _fsync_folder(path.parent)
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Remove the temp files of checkpoint writes that never finished (a run killed while saving).
+
+    Only call this while holding the run folder (:class:`medlearn.engine.runlock.RunLock`): a temp
+    file of a run that is still writing looks the same.
+
+    Returns:
+        The removed files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in sorted(folder.glob(".*.ckpt.*.tmp")):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _load_failure(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line a user can act on."""
+    text = str(exc)
+    unsafe = re.search(r"GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"loading it would call {unsafe.group(1)}: it could run code, so it was not loaded (medlearn "
+                "reads weights only; a medlearn checkpoint never needs this)")
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(exc, EOFError) or "central directory" in text or "PytorchStreamReader" in text:
+        return "truncated or corrupt: not a complete PyTorch file (an interrupted copy or write?)"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"not a PyTorch checkpoint ({type(exc).__name__}{': ' + first if first else ''})"
 
 
 @dataclass(frozen=True)
@@ -100,8 +224,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     declare (:attr:`CheckpointImporter.safe_globals`) may be unpickled.
 
     Raises:
-        CheckpointError: missing, truncated or not a medlearn/PyTorch checkpoint, or one that needs
-            arbitrary code to unpickle.
+        CheckpointError: missing, empty, truncated or not a medlearn/PyTorch checkpoint, or one that
+            needs arbitrary code to unpickle (the message is one line, naming the file).
     """
     path = Path(path)
     if not path.is_file():
@@ -111,23 +235,113 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals(allowed):
             obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError)
-        raise CheckpointError(path, f"cannot load as a weights-only checkpoint ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, KeyError)
+        raise CheckpointError(path, _load_failure(path, exc)) from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(path, f"expected a dict checkpoint, got {type(obj).__name__}")
     return dict(obj)
 
 
+def _named_classes(obj: Any, key: str = "") -> list[tuple[str, str]]:
+    """Every ``(key, value)`` under ``obj`` whose key names something to import."""
+    found: list[tuple[str, str]] = []
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if str(k) in ("class_path", "_class_path", "_instantiator") and isinstance(v, str):
+                found.append((str(k), v))
+            else:
+                found += _named_classes(v, str(k))
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            found += _named_classes(v, key)
+    return found
+
+
+def check_checkpoint(ckpt: Mapping[str, Any], path: str | Path, module: str | None = None) -> str | None:
+    """Check that a loaded checkpoint is a medlearn training checkpoint medlearn may act on.
+
+    Args:
+        ckpt: what :func:`safe_load` returned.
+        path: its file (for the message).
+        module: the class path of the module it should belong to (``None``: any medlearn module).
+
+    Returns:
+        The class path of the module that wrote it (``None`` when the checkpoint does not say).
+
+    Raises:
+        CheckpointError: no ``state_dict`` of tensors (a plain state dict, another program's file),
+            not a Lightning checkpoint, a class or instantiator outside medlearn, or another module
+            than ``module``.
+    """
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        what = ("a plain state dict of tensors" if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+                else f"keys {sorted(map(str, ckpt))[:6]}")
+        raise CheckpointError(path, f"not a medlearn training checkpoint: no 'state_dict' of tensors (it holds {what})")
+    if "pytorch-lightning_version" not in ckpt:
+        raise CheckpointError(path, "not a medlearn training checkpoint: it was not written by Lightning")
+    info = ckpt.get("medlearn")
+    hp = ckpt.get("hyper_parameters")
+    named = _named_classes(hp)
+    modules = [v for k, v in named if k == "_class_path"]
+    if isinstance(info, Mapping) and "module" in info:
+        modules.append(str(info["module"]))
+    for key, value in named:
+        if key == "_instantiator" and value != TRUSTED_INSTANTIATOR:
+            raise CheckpointError(path, f"it names {value!r} to build its model, not Lightning's "
+                                        f"{TRUSTED_INSTANTIATOR}")
+        if key == "class_path" and not value.startswith(_TRUSTED_PACKAGES):
+            raise CheckpointError(path, f"a hyper-parameter names the class {value!r}, outside "
+                                        f"{', '.join(p.rstrip('.') for p in _TRUSTED_PACKAGES)}")
+    for value in modules:
+        if not value.startswith(_TRUSTED_PACKAGE):
+            raise CheckpointError(path, f"not a medlearn checkpoint: it was written by {value!r}, not by a medlearn "
+                                        "module")
+    written_by = modules[-1] if modules else None
+    if module is not None and written_by is not None and str(written_by) != module:
+        raise CheckpointError(path, f"written by {written_by}, but this run's model is {module} (a checkpoint of "
+                                    "another method or model)")
+    return str(written_by) if written_by is not None else None
+
+
+def check_weights_fit(model: nn.Module, state_dict: Mapping[str, Any], path: str | Path, strict: bool = True) -> None:
+    """Refuse, in one line, a state dict whose keys or shapes do not fit ``model``.
+
+    Model tensors without elements (placeholders a module resizes when loading, e.g. an image pool)
+    are not compared by shape. ``strict=False`` allows keys of the model missing from the state dict.
+
+    Raises:
+        CheckpointError: unexpected keys, missing keys (``strict``), or different shapes.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict] if strict else []
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k, v in state_dict.items() if k in own and isinstance(v, torch.Tensor)
+              and own[k].numel() > 0 and tuple(own[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"{len(x)} {name} (e.g. {x[0]})" for x, name in ((missing, "model keys missing"),
+                                                               (unexpected, "unknown keys"),
+                                                               (shapes, "shapes differ")) if x]
+    raise CheckpointError(path, f"its weights do not fit {type(model).__name__}: " + "; ".join(parts))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint plugin: atomic writes, weights-only reads."""
+    """Lightning checkpoint plugin: atomic writes, weights-only reads of medlearn training checkpoints only."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
         atomic_save(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        """Read ``path`` with ``weights_only=True`` (on the CPU unless ``map_location`` says otherwise)."""
-        return safe_load(path, map_location=map_location if map_location is not None else "cpu")
+        """Read ``path`` with ``weights_only=True`` (on the CPU unless ``map_location`` says otherwise).
+
+        Raises:
+            CheckpointError: see :func:`safe_load` and :func:`check_checkpoint`.
+        """
+        ckpt = safe_load(path, map_location=map_location if map_location is not None else "cpu")
+        check_checkpoint(ckpt, path)
+        return ckpt
 
 
 @dataclass

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import LightningModule
 from torch import nn
 
-from medlearn.engine.checkpoint import CheckpointError, safe_load
+from medlearn.engine.checkpoint import CheckpointError, check_checkpoint, safe_load
 from medlearn.io import atomic_write_text
 
 __all__ = ["FORMATS", "export_checkpoint", "load_exported"]
@@ -63,16 +64,21 @@ def _jsonable(v: Any) -> Any:
 
 def _load_module(ckpt: Path) -> tuple[Any, dict[str, Any]]:
     raw = safe_load(ckpt)
-    meta = raw.get("medlearn") or {}
-    class_path = meta.get("module") or (raw.get("hyper_parameters") or {}).get("_class_path")
-    if not class_path or "state_dict" not in raw:
-        raise CheckpointError(ckpt, "not a medlearn training checkpoint (no module class or state_dict)")
+    class_path = check_checkpoint(raw, ckpt)  # only medlearn's modules are imported
+    if not class_path:
+        raise CheckpointError(ckpt, "not a medlearn training checkpoint: it does not name its module")
     mod_name, _, cls_name = str(class_path).rpartition(".")
     try:
         cls = getattr(importlib.import_module(mod_name), cls_name)
     except (ImportError, AttributeError) as exc:
         raise CheckpointError(ckpt, f"its module {class_path} is not available in this medlearn") from exc
-    model = cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise CheckpointError(ckpt, f"{class_path} is not a medlearn module")
+    try:
+        model = cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except RuntimeError as exc:  # load_state_dict lists every key; one line is enough here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(ckpt, f"its weights do not fit {class_path} of this medlearn ({first})") from exc
     return model.eval(), raw
 
 

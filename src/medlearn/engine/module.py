@@ -448,6 +448,20 @@ class MethodModule(LightningModule):
             checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {
                 **hparams, "_class_path": class_path, "_instantiator": "lightning.pytorch.cli.instantiate_module"}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line naming the file, a checkpoint whose weights do not fit this module.
+
+        Called by the ``Trainer`` before it loads the weights (``--ckpt_path``); a strict
+        ``load_state_dict`` would otherwise fail with a list of every key.
+        """
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        state = checkpoint.get("state_dict")
+        if path is not None and isinstance(state, Mapping):
+            from medlearn.engine.checkpoint import check_weights_fit
+
+            check_weights_fit(self, state, path, strict=self.strict_loading)
+
     # --- documented hooks ---------------------------------------------------------------------------
     def report_sections(self, run_dir: Path, stage: str) -> list[Section]:
         """Sections of ``report.html`` after ``stage`` (``"fit"``, ``"validate"``, ``"test"``);

@@ -37,7 +37,7 @@ import sys
 import time
 import warnings
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from medlearn.console import format_duration, is_quiet, lightning_progress
 from medlearn.engine.checkpoint import AtomicCheckpointIO
 from medlearn.engine.report import ReportCallback
+from medlearn.engine.runlock import RunLock
 from medlearn.engine.seed import RNGStateCallback
 from medlearn.io.errors import DataError
 from medlearn.runtime import (
@@ -219,11 +220,14 @@ class RunFolder:
         stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
         records: where this stage's loggers, resolved config and figures (or predictions) go: ``root``
             for training, a fresh subfolder for an evaluation of a training run.
+        lock: the claim on ``root`` when :func:`open_run_folder` was asked to lock it (release it
+            when the stage ends).
     """
 
     root: Path
     stage: str
     records: Path
+    lock: RunLock | None = field(default=None, compare=False, repr=False)
 
     @property
     def checkpoints(self) -> Path:
@@ -243,7 +247,7 @@ def holds_training_run(root: str | Path) -> bool:
 
 
 def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False,
-                    overwrite: bool = False) -> RunFolder:
+                    overwrite: bool = False, lock: bool = False) -> RunFolder:
     """Check and claim a run folder for ``stage``.
 
     Args:
@@ -251,17 +255,31 @@ def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False
         stage: one of :data:`STAGES`.
         resume: ``fit`` continues from a checkpoint of this folder (``--ckpt_path``).
         overwrite: ``fit`` may write over a finished run's checkpoints.
+        lock: claim the folder for this process first (:class:`~medlearn.engine.runlock.RunLock`,
+            in ``RunFolder.lock``), so that a run still going on there is reported as such.
 
     Returns:
         The :class:`RunFolder`; an evaluation of a training run gets a new ``<stage>[-N]`` subfolder.
 
     Raises:
+        RunLockedError: ``lock`` and another process holds the folder (nothing is written).
         DataError: ``fit`` into a folder that already holds checkpoints, without ``resume`` or
             ``overwrite`` (nothing is written).
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     path = Path(root) if root else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if not lock:
+        return _open_run_folder(path, stage, resume, overwrite)
+    claim = RunLock(path).acquire()
+    try:
+        return replace(_open_run_folder(path, stage, resume, overwrite), lock=claim)
+    except BaseException:
+        claim.release()
+        raise
+
+
+def _open_run_folder(path: Path, stage: str, resume: bool, overwrite: bool) -> RunFolder:
     if stage == "fit":
         existing = _checkpoints(path)
         if existing and not resume and not overwrite:
