@@ -208,7 +208,8 @@ def _figure(fig: Path) -> str:
     alt = html.escape(caption or fig.stem.replace("_", " "), quote=True)
     mark = f" data-unlabelled-axes='{html.escape(json.dumps(unlabelled), quote=True)}'" if unlabelled else ""
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return f"<figure><img src='data:image/png;base64,{data}' alt='{alt}'{mark}>{cap}</figure>"
+    name = html.escape(fig.name, quote=True)  # the file in the run's figures/ folder
+    return f"<figure><img src='data:image/png;base64,{data}' alt='{alt}' data-file='{name}'{mark}>{cap}</figure>"
 
 
 def _page(title: str, run_dir: Path, body: Sequence[str]) -> str:
