@@ -82,3 +82,26 @@ def test_figures_carry_a_caption_and_unlabelled_plots_are_marked(tmp_path: Path)
     bars = save_figure(fig, tmp_path / "bars.png")
     page = write_report(tmp_path, "run", [Section("Bars", figures=[bars])]).read_text()
     assert "<figcaption>per-class Dice</figcaption>" in page and "data-unlabelled-axes" not in page
+
+
+def test_category_ticks_and_shared_axes_name_an_axis_and_overlays_are_captioned_by_name(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from medlearn.engine.report import unlabelled_axes
+
+    fig, (a, b) = plt.subplots(1, 2, sharey=True)
+    for ax in (a, b):
+        ax.bar([0, 1], [0.5, 0.7])
+        ax.set_xticks([0, 1], ["U-Net", "Crossover-Net"])  # the arms name the x axis
+    a.set_ylabel("Dice")  # and b shares it
+    assert unlabelled_axes(fig) == []
+    fig, ax = plt.subplots()
+    ax.bar([0, 1], [0.5, 0.7])
+    ax.set_ylabel("Dice")
+    assert unlabelled_axes(fig) == ["axes 1"]  # numeric ticks say nothing
+    plt.close("all")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "T0001_01.png")  # an overlay, not a plot
+    page = write_report(tmp_path, "run", [Section("Overlays", figures=[tmp_path / "T0001_01.png"])]).read_text()
+    assert "<figcaption>T0001 01</figcaption>" in page

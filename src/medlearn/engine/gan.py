@@ -186,6 +186,7 @@ class GANModule(MethodModule):
                 ax.plot(d.index + 1, d.values, marker="o" if len(d) < 30 else None, ms=3, label=c.split("/")[-1])
             ax.set_title(f"{p} losses", fontsize=9)
             ax.set_xlabel("epoch")
+            ax.set_ylabel("loss (epoch mean)", fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()

@@ -107,10 +107,33 @@ def figure_caption(fig: Any) -> str:
     return "; ".join(dict.fromkeys(titles))
 
 
-def unlabelled_axes(fig: Any) -> list[str]:
-    """Plots (axes showing lines, markers or bars with their axis drawn) without both axis labels.
+def _named(ax: Any, axis: str) -> bool:
+    """Whether ``ax``'s ``x`` or ``y`` axis says what it shows: a label (its own or a shared
+    sibling's), or category names as tick labels (a bar chart's arms).
+    """
+    label = ax.get_xlabel() if axis == "x" else ax.get_ylabel()
+    if label.strip():
+        return True
+    shared = ax.get_shared_x_axes() if axis == "x" else ax.get_shared_y_axes()
+    for other in shared.get_siblings(ax):
+        if (other.get_xlabel() if axis == "x" else other.get_ylabel()).strip():
+            return True
+    ticks = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    texts = [t.get_text().replace("\u2212", "-").strip() for t in ticks]
+    for t in texts:
+        if t:
+            try:
+                float(t)
+            except ValueError:
+                return True
+    return False
 
-    Image panels (axis off) and colour bars need none. Each entry names the axes by its title.
+
+def unlabelled_axes(fig: Any) -> list[str]:
+    """Plots (axes showing lines, markers or bars with their axis drawn) whose x or y axis says nothing.
+
+    An axis is named by its label (or a shared sibling's) or by category tick labels. Image
+    panels (axis off) and colour bars need none. Each entry names the axes by its title.
     """
     out = []
     for i, ax in enumerate(fig.axes):
@@ -118,7 +141,7 @@ def unlabelled_axes(fig: Any) -> list[str]:
             continue
         if not (ax.lines or ax.collections or ax.patches):
             continue
-        if not (ax.get_xlabel().strip() and ax.get_ylabel().strip()):
+        if not (_named(ax, "x") and _named(ax, "y")):
             out.append(ax.get_title().strip() or f"axes {i + 1}")
     return out
 
@@ -151,6 +174,9 @@ def _figure_meta(fig: Path) -> tuple[str, list[str]]:
         unlabelled = [str(x) for x in json.loads(text.get(UNLABELLED_KEY, "[]"))]
     except ValueError:
         unlabelled = []
+    if CAPTION_KEY not in text and UNLABELLED_KEY not in text:
+        # an image file that is not a plot (a prediction overlay): its name is its caption
+        return fig.stem.replace("_", " "), unlabelled
     return str(text.get(CAPTION_KEY, "")), unlabelled
 
 
@@ -338,12 +364,12 @@ def plot_metric_curves(metrics_csv: str | Path, out_png: str | Path, title: str 
         ax.plot(d.index + 1, d.values, marker="o" if len(d) < 30 else None, ms=3)  # epochs 1..N, as printed
         ax.set_title(c, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(c.split("/", 1)[1], fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(title or "Logged metrics per epoch (train/: training steps, val/: validation)")
     fig.tight_layout()
     return save_figure(fig, out_png)
 

@@ -118,6 +118,7 @@ def _demo_report(out: Path, m: dict[str, float]) -> None:
         ax.bar([i - 0.2, i + 0.2], [m[f"aed_{arm}"], m[f"p95_{arm}"]], 0.38, color=colour, label=label)
     ax.set_xticks([-0.2, 0.2, 0.8, 1.2], ["AED", "p95", "AED", "p95"])
     ax.set_ylabel("test error, original px")
+    ax.set_title("Scleral-spur localisation error on the test scans", fontsize=10)
     ax.legend(fontsize=8)
     png = save_figure(fig, out / "figures" / "localisation_error.png")
     overlays = sorted((out / "predict" / "overlays").glob("*.png"))[:4]

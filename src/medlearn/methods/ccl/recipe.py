@@ -123,6 +123,9 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]]) -> None:
         ax.bar(range(len(rows)), [r[k] for r in rows.values()], color=[colors.get(a, "#4477aa") for a in rows])
         ax.set_xticks(range(len(rows)), list(rows), rotation=30)
         ax.set_title(k + (" (lower better)" if k in ("nll", "ece") else ""), fontsize=9)
+        ax.set_ylabel(f"test {k}", fontsize=8)
+    fig.suptitle("Test metrics per arm (balanced test set)", fontsize=10)
+    fig.tight_layout()
     png = save_figure(fig, out / "figures" / "arms.png")
     table = (["arm", *METRICS], [[ARMS[a], *[r[k] for k in METRICS]] for a, r in rows.items()])
     sections = [Section("Soft labels: hard vs label smoothing vs CCL-Net",

@@ -471,6 +471,7 @@ class CrossDenoise(MethodModule):
             if self.pl:
                 ax.plot(ep, [h["pl_p"] for h in self.history], label="pseudo-label fraction p", ls="--")
             ax.set_xlabel("epoch")
+            ax.set_ylabel("fraction")
             ax.set_ylim(0, 1)
             ax.legend(fontsize=7)
             ax.set_title("peer selection on the source batches")

@@ -180,6 +180,8 @@ def _demo_report(out: Path, root: Path, rows: dict[str, dict[str, Any]], pred_di
         ax.bar(range(len(rows)), [rows[a][k] for a in rows], color=["#228833", "#bb5566", "#4477aa"][:len(rows)])
         ax.set_xticks(range(len(rows)), [labels[a] for a in rows], rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
+        ax.set_ylabel(title.split(" (")[0], fontsize=8)
+    fig.suptitle("Test segmentation per arm (ring phantoms)", fontsize=10)
     fig.tight_layout()
     bars = save_figure(fig, out / "figures" / "arms.png")
     grid = _overlay_grid(root, pred_dir, {"Crossover-Net": pred_dir}, out / "figures" / "test_masks.png")

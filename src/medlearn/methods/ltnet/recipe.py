@@ -201,6 +201,8 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], job: dict[str, Any]
         ax.bar(range(len(rows)), [rows[a][k] for a in rows], color=["#bbbbbb", "#4477aa", "#228833"])
         ax.set_xticks(range(len(rows)), [labels[a] for a in rows], fontsize=8)
         ax.set_title(title, fontsize=9)
+        ax.set_ylabel(title.split(" (")[0], fontsize=8)
+    fig.suptitle("Label transfer per arm (test phantoms)", fontsize=10)
     fig.tight_layout()
     bars = save_figure(fig, out / "figures" / "arms.png")
     table = (["arm", "test Dice", "folding", "inverse consistency (voxels)", "train + test s"],
