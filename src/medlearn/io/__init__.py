@@ -58,7 +58,8 @@ Writing
 -------
 :func:`write_image` writes PNG (uint8/uint16, dtype chosen explicitly for float input), TIFF and
 NIfTI (with affine), atomically (temp file + ``os.replace``), and raises :class:`FileExistsError`
-rather than overwrite unless ``overwrite=True``. DICOM is read-only.
+rather than overwrite unless ``overwrite=True``. DICOM is read-only. :func:`write_label_map`
+writes an integer label map on an image's grid (NIfTI or MGH/MGZ) in :func:`label_map_dtype`.
 
 Checking without decoding
 -------------------------
@@ -81,6 +82,7 @@ from medlearn.io.blocks import BlockReader, read_v3draw, write_v3draw
 from medlearn.io.dicom import read_dicom
 from medlearn.io.errors import DataError
 from medlearn.io.image2d import read_bmp, read_jpeg, read_png, read_tiff, write_png, write_tiff
+from medlearn.io.labelmaps import label_map_dtype, write_label_map
 from medlearn.io.mgh import mgh_geometry, read_mgh
 from medlearn.io.nifti import nifti_geometry, read_nifti, reorient_to, write_nifti
 from medlearn.io.swc import SWCTree, read_swc, resample_swc, write_swc
@@ -108,6 +110,8 @@ __all__ = [
     "write_tiff",
     "write_nifti",
     "reorient_to",
+    "label_map_dtype",
+    "write_label_map",
     "BlockReader",
     "read_v3draw",
     "write_v3draw",

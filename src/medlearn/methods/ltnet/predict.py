@@ -18,37 +18,9 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from medlearn.console import say
-from medlearn.io import atomic_write_text, write_image
+from medlearn.io import atomic_write_text, label_map_dtype, write_label_map
 
-__all__ = ["OneShotLabelWriter", "label_dtype", "write_label_map"]
-
-
-def label_dtype(values: Any) -> np.dtype:
-    """The smallest integer dtype holding every label value (uint8, int16, else int32)."""
-    v = np.asarray(list(values) or [0])
-    if v.min() >= 0 and v.max() <= 255:
-        return np.dtype(np.uint8)
-    if v.min() >= -32768 and v.max() <= 32767:
-        return np.dtype(np.int16)
-    return np.dtype(np.int32)
-
-
-def write_label_map(path: Path, labels: np.ndarray, affine: np.ndarray, stored_shape: tuple[int, ...],
-                    dtype: np.dtype) -> Path:
-    """Write ``labels`` (the image's spatial shape) at ``path`` with ``affine``, shaped as the image is stored."""
-    arr = np.asarray(labels).astype(dtype).reshape(stored_shape)
-    name = path.name.lower()
-    if name.endswith((".mgz", ".mgh")):
-        import nibabel as nib
-
-        img = nib.MGHImage(arr.astype(np.int32 if dtype == np.dtype(np.int16) else dtype), np.asarray(affine))
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        nib.save(img, tmp)
-        tmp.replace(path)
-        return path
-    while arr.ndim < 3:
-        arr = arr[..., None]
-    return write_image(path, arr[None], {"affine": np.asarray(affine)}, overwrite=True)
+__all__ = ["OneShotLabelWriter"]
 
 
 class OneShotLabelWriter(BasePredictionWriter):
@@ -70,7 +42,7 @@ class OneShotLabelWriter(BasePredictionWriter):
 
         dm = trainer.datamodule
         paths = {OneShotSet.name_of(p): Path(p) for p in dm.oneshot.images}
-        dtype = label_dtype(dm.label_values)
+        dtype = label_map_dtype(dm.label_values)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, labels, folding in zip(prediction["name"], prediction["labels"], prediction["folding"]):
             src = paths[name]
