@@ -597,6 +597,24 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         return list(self._label_values or [])
 
     @property
+    def stored_label_values(self) -> dict[int, int] | None:
+        """The value the masks store for each label: ``value_map`` inverted (``None``: values kept).
+
+        ``None`` too when ``value_map`` maps several stored values to one label (then no single
+        stored value stands for it). A predicted label map written with these values reads back
+        through this DataModule as the labels it holds.
+        """
+        vm = self.hparams.value_map
+        if vm is None:
+            return None
+        inverse: dict[int, int] = {}
+        for stored, label in vm.items():
+            if int(label) in inverse:
+                return None
+            inverse[int(label)] = int(stored)
+        return inverse
+
+    @property
     def num_classes(self) -> int:
         """Number of label values, background included."""
         return len(self.label_values)

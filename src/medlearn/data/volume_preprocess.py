@@ -6,8 +6,10 @@ a MONAI ``MetaTensor``, so that errors name the file and the affine, spacing and
 from our reader; :class:`LoadVolumed` wraps it as a MONAI dictionary transform; and
 :func:`volume_transforms` chains it with MONAI's own ``Orientationd``, ``Spacingd``,
 ``ScaleIntensityRanged`` (CT window) or ``ScaleIntensityRangePercentilesd`` (MR),
-``CropForegroundd``, ``ResizeWithPadOrCropd`` / ``Resized`` and ``EnsureTyped``. It knows no
-dataset layout.
+``CropForegroundd``, ``ResizeWithPadOrCropd`` / ``Resized`` and ``EnsureTyped``; :class:`RecordAffined` keeps the
+affine of the preprocessed grid, which MONAI updates through every spatial step, so that labels
+predicted on that grid go back onto the input's own (``medlearn predict`` of a segmenter). It
+knows no dataset layout.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from monai.utils import MetaKeys, SpaceKeys
 from medlearn.io import read_image
 from medlearn.io.errors import DataError
 
-__all__ = ["NORMALISATIONS", "LoadVolumed", "load_volume", "volume_transforms"]
+__all__ = ["NORMALISATIONS", "LoadVolumed", "RecordAffined", "load_volume", "volume_transforms"]
 
 #: The intensity normalisations :func:`volume_transforms` offers.
 NORMALISATIONS = ("ct", "mr", "none")
@@ -154,6 +156,36 @@ def _check_same_grid(volume: MetaTensor, reference: MetaTensor, atol: float) -> 
         raise DataError(path, f"affine differs from {ref} (max difference {diff:.4g} > {atol:g}; not on its grid)")
 
 
+class RecordAffined(MapTransform):
+    """MONAI dictionary transform: copy the voxel-to-world affine of ``key`` into ``affine_key``.
+
+    MONAI's spatial transforms (``Orientationd``, ``Spacingd``, crops, pads, ``Resized``) update a
+    ``MetaTensor``'s affine as they go, so after them it maps the preprocessed grid's voxel indices
+    to the same world coordinates (RAS, mm) as the input file's affine. Kept as a plain
+    ``(4, 4)`` float64 tensor (it collates into ``(B, 4, 4)``), it survives ``EnsureTyped(...,
+    track_meta=False)``; a label map predicted on that grid is put back on the input's grid by
+    nearest-neighbour resampling between the two affines, which undoes every spatial step at once.
+
+    Args:
+        key: the (``MetaTensor``) image key.
+        affine_key: where the affine goes.
+    """
+
+    def __init__(self, key: str = "image", affine_key: str = "grid_affine") -> None:
+        super().__init__([key])
+        self.key = key
+        self.affine_key = affine_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """A copy of ``data`` with ``affine_key`` set to the affine of ``data[key]``."""
+        d = dict(data)
+        image = d[self.key]
+        if not isinstance(image, MetaTensor):
+            raise TypeError(f"{self.key!r} is not a MetaTensor (its affine is not tracked)")
+        d[self.affine_key] = image.affine.detach().to(torch.float64).clone()
+        return d
+
+
 class _Above:
     """Foreground selector for ``CropForegroundd``: ``x > threshold``, or everything if none is.
 
@@ -182,6 +214,7 @@ def volume_transforms(
     foreground_threshold: float | None = -0.9,
     fit: str = "pad_crop",
     pad_value: float | None = None,
+    affine_key: str | None = None,
 ) -> Compose:
     """The deterministic preprocessing of a volume (and its mask), as MONAI dictionary transforms.
 
@@ -190,8 +223,9 @@ def volume_transforms(
     the image to [-1, 1]; ``CropForegroundd`` to the box where any image channel exceeds
     ``foreground_threshold`` (in normalised units; the whole volume is kept if nothing does);
     ``ResizeWithPadOrCropd`` (centred pad/crop, ``fit="pad_crop"``) or ``Resized`` (trilinear with
-    anti-aliasing / nearest, ``fit="resize"``) to ``spatial_size``; ``EnsureTyped`` to plain
-    tensors (image float32, mask int64).
+    anti-aliasing / nearest, ``fit="resize"``) to ``spatial_size``; with ``affine_key``,
+    :class:`RecordAffined` (the preprocessed grid's affine); ``EnsureTyped`` to plain tensors
+    (image float32, mask int64).
 
     Normalisation: ``"ct"``: ``ScaleIntensityRanged`` maps the HU window ``[lo, hi]`` to [-1, 1]
     and clips; ``"mr"``: ``ScaleIntensityRangePercentilesd`` maps the ``percentiles`` (0.5 / 99.5)
@@ -210,10 +244,13 @@ def volume_transforms(
         foreground_threshold: crop threshold in normalised units; ``None`` disables the crop.
         fit: ``"pad_crop"`` or ``"resize"``.
         pad_value: image padding value; default -1 (the normalised minimum), 0 for ``"none"``.
+        affine_key: also return the preprocessed grid's voxel-to-world affine under this key
+            (``None``: not).
 
     Returns:
         A ``monai.transforms.Compose`` mapping ``{image_key: file(s)[, seg_key: file]}`` (other keys
-        pass through) to ``{image_key: (C, D, H, W) float32[, seg_key: (1, D, H, W) int64]}``.
+        pass through) to ``{image_key: (C, D, H, W) float32[, seg_key: (1, D, H, W) int64]
+        [, affine_key: (4, 4) float64]}``.
 
     Raises:
         ValueError: an unknown ``normalisation`` or ``fit``, a bad window, percentiles, spacing or
@@ -259,6 +296,8 @@ def volume_transforms(
         steps.append(Resized(image_key, spatial_size=size, mode="trilinear", anti_aliasing=True))
         if seg_key:
             steps.append(Resized(seg_key, spatial_size=size, mode="nearest"))
+    if affine_key:
+        steps.append(RecordAffined(image_key, affine_key))
     steps.append(EnsureTyped(image_key, dtype=torch.float32, track_meta=False))
     if seg_key:
         steps.append(EnsureTyped(seg_key, dtype=torch.long, track_meta=False))

@@ -9,7 +9,8 @@ NIfTI folders, CSV manifests and the head CT phantom's, :mod:`medlearn.data.mani
 preprocessed volumes
 (:func:`~medlearn.data.volume_preprocess.volume_transforms`) with
 :class:`monai.data.CacheDataset` (:class:`VolumeDataset`) and serves batches
-``{"image": (B, C, D, H, W) float32, "label": (B,) long, "seg": (B, 1, D, H, W) long, "name": [...]}``.
+``{"image": (B, C, D, H, W) float32, "label": (B,) long, "seg": (B, 1, D, H, W) long, "name": [...]}``;
+prediction batches also say where each volume came from (``source``, ``grid_affine``).
 """
 
 from __future__ import annotations
@@ -139,7 +140,11 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
     (classification, the index into :attr:`class_names`) or ``"seg": (B, 1, D, H, W) int64``
     (segmentation; BraTS values stay 0/1/2/4, see :func:`~medlearn.data.brats.brats_regions`).
     Preprocessing is :func:`~medlearn.data.volume_preprocess.volume_transforms`; with ``cache``
-    each volume is decoded and preprocessed once.
+    each volume is decoded and preprocessed once. Prediction (``medlearn predict``) runs on the
+    test cases, without masks, and its batches also carry ``"source": [...]`` (each case's first
+    image file, whose grid the case is on) and ``"grid_affine": (B, 4, 4) float64`` (the
+    preprocessed grid's voxel-to-world affine, :class:`~medlearn.data.volume_preprocess.RecordAffined`),
+    so that a prediction on the preprocessed grid can be put back on the input's own grid.
 
     Args:
         root: dataset folder (or a manifest CSV).
@@ -348,10 +353,10 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
 
     # --- datasets ---
 
-    def _transform(self) -> Compose:
+    def _transform(self, predict: bool = False) -> Compose:
         h = self.hparams
         return volume_transforms(
-            seg_key="seg" if h.task == "segmentation" else None,
+            seg_key="seg" if h.task == "segmentation" and not predict else None,
             normalisation=h.normalisation,
             window=h.window,
             target_spacing=h.target_spacing,
@@ -359,16 +364,19 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
             spatial_size=h.spatial_size,
             foreground_threshold=h.foreground_threshold,
             fit=h.fit,
+            affine_key="grid_affine" if predict else None,
         )
 
-    def _items(self, records: Sequence[VolumeRecord]) -> list[dict[str, Any]]:
+    def _items(self, records: Sequence[VolumeRecord], predict: bool = False) -> list[dict[str, Any]]:
         h = self.hparams
         index = {c: i for i, c in enumerate(self._class_names or [])}
         items = []
         for r in records:
             files = [str(p) for p in r.files]
             item: dict[str, Any] = {"image": files[0] if r.path is not None else files, "name": r.case}
-            if h.task == "classification":
+            if predict:
+                item["source"] = files[0]
+            elif h.task == "classification":
                 item["label"] = index[str(r.label)]
             elif h.task == "segmentation":
                 item["seg"] = str(r.seg)
@@ -382,15 +390,19 @@ class VolumeDataModule(SplitDataModule[VolumeDataset]):
     def setup(self, stage: str | None = None) -> None:
         """Index the data once and build (and cache) the sets a stage needs; later calls reuse them.
 
-        Fitting and validating build the train and validation sets, testing and predicting the
-        test set.
+        Fitting and validating build the train and validation sets, testing the test set,
+        predicting the prediction set: the test cases without masks, with their source file and
+        the preprocessed grid's affine (see the class docstring).
         """
         splits = self._index()
         if stage in (None, "fit", "validate") and self.train_set is None:
             self.train_set = self._dataset(splits["train"], train=True)
             self.val_set = self._dataset(splits["val"], train=False) if splits["val"] else None
-        if stage in (None, "test", "predict") and self.test_set is None and splits["test"]:
+        if stage in (None, "test") and self.test_set is None and splits["test"]:
             self.test_set = self._dataset(splits["test"], train=False)
+        if stage == "predict" and self.predict_set is None and splits["test"]:
+            self.predict_set = VolumeDataset(self._items(splits["test"], predict=True), self._transform(predict=True),
+                                             cache=self.hparams.cache)
 
 
 def _subsample(records: Sequence[VolumeRecord], n: int, seed: int, root: Path) -> list[VolumeRecord]:
