@@ -55,6 +55,7 @@ from medlearn.metrics.segmentation import (
 )
 from medlearn.nn.inference import argmax_labels, sliding_window_labels
 from medlearn.nn.unet import BackboneUNet
+from medlearn.tasks.segmentation_writer import LabelMapWriter
 
 __all__ = ["RandomPatch", "Segmenter", "random_patch"]
 
@@ -176,6 +177,14 @@ class Segmenter(MethodModule):
     the memory bound of :func:`~medlearn.nn.inference.sliding_window_labels` (:meth:`predict_labels`).
     ``load_from_checkpoint`` re-runs ``__init__``, which re-reads ``pretrained``; pass
     ``pretrained=None`` when that file is no longer there (the checkpoint's weights win anyway).
+
+    ``medlearn predict`` writes one label map per input on the input's own grid
+    (:class:`~medlearn.tasks.segmentation_writer.LabelMapWriter`): a volume as NIfTI with the
+    input's shape and affine (the preprocessing's resampling, reorientation, crops and pads undone
+    by nearest neighbour), an image as a PNG of its size with the values its masks store; the
+    label values are ``label_values``, in the smallest integer type that holds them. Files go to
+    ``<run>/labels/`` under the inputs' names, with ``predictions.csv`` (name, input, label map,
+    voxels per value), all written batch by batch.
     """
 
     encoder_prefix = "net.backbone."
@@ -372,6 +381,10 @@ class Segmenter(MethodModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Predicted label values ``(B, 1, *spatial)`` of the batch (:meth:`predict_labels`), with the names."""
         return {"name": batch.get("name"), "seg": self.predict_labels(batch["image"]).cpu()}
+
+    def prediction_writer(self, run_dir: Path) -> LabelMapWriter:
+        """What ``medlearn predict`` writes: label maps on the inputs' grids and ``predictions.csv``."""
+        return LabelMapWriter(run_dir, self.hparams.label_values, self.hparams.spatial_dims)
 
     # --- report ---
 
