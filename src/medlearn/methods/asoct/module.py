@@ -238,6 +238,7 @@ class SpurLocalizer(MethodModule):
                 if torch.isfinite(p).all():
                     ax.plot([float(p[0])], [float(p[1])], "r+", ms=8)
                 ax.axis("off")
+            fig.suptitle("Training views with the target spur (red +)", fontsize=9)
             png = save_figure(fig, Path(run_dir) / "figures" / "train_views.png")
             sections.append(Section("Training views", "Network inputs of the first training batch (normalised, "
                                     "augmented if enabled) with the target spur (red).", [png]))
@@ -251,6 +252,7 @@ class SpurLocalizer(MethodModule):
             ax.axvline(r["p95"], color="r", ls=":", lw=1, label=f"p95 {r['p95']:.2f} px")
             ax.set_xlabel("error, original-image px")
             ax.set_ylabel("angles")
+            ax.set_title(f"{stage} spur localisation error", fontsize=9)
             ax.legend(fontsize=8)
             png = save_figure(fig, Path(run_dir) / "figures" / f"{stage}_errors.png")
             rows = [[k, v] for k, v in r.items()]

@@ -106,11 +106,6 @@ class NeuronQC(MethodModule):
     wrong_weight: torch.Tensor
     channels: torch.Tensor
 
-    #: ``precision: auto`` keeps fp32: under bf16 autocast the demo's node AUC held (0.948 vs 0.949)
-    #: but the share of errors detected at the 2 % false-alert threshold fell from 0.67 to 0.44, far
-    #: outside the reproduction's seed spread (sd 0.055); ``docs/benchmarks.md``, "Precision".
-    bf16_autocast = False
-
     @property
     def monitor(self) -> tuple[str, str]:
         """``best.ckpt`` on the held-out node ROC-AUC."""
@@ -220,6 +215,7 @@ class NeuronQC(MethodModule):
         ax.set_yscale("log")
         ax.set_xlabel("score (probability the tracing is wrong)")
         ax.set_ylabel("held-out nodes")
+        ax.set_title(f"{stage} node scores, correct vs wrong tracing", fontsize=9)
         ax.legend(fontsize=7)
         png = save_figure(fig, Path(run_dir) / "figures" / f"{stage}_scores.png")
         rows = [[k, v] for k, v in r.items()]

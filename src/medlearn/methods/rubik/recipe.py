@@ -165,6 +165,7 @@ def _demo_report(out: Path, acc: dict[str, float]) -> None:
     ax.set_xticks(PROBE_SIZES, [str(n) for n in PROBE_SIZES])
     ax.set_xlabel("labelled volumes")
     ax.set_ylabel("test accuracy (linear probe)")
+    ax.set_title("Linear probe accuracy vs labelled volumes", fontsize=9)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     curve = save_figure(fig, out / "figures" / "probe_accuracy_vs_labels.png")
@@ -178,6 +179,7 @@ def _demo_report(out: Path, acc: dict[str, float]) -> None:
     ax.set_xticks(range(len(groups)), [g for g, _ in groups])
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy")
+    ax.set_title("Rubik's-cube pretraining vs random init", fontsize=9)
     ax.legend(fontsize=8)
     png = save_figure(fig, out / "figures" / "rubik_vs_random.png")
     rows = [[g, acc[f"{k}_rubik"], acc[f"{k}_random"]] for g, k in groups]
