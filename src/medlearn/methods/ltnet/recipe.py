@@ -199,7 +199,7 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], job: dict[str, Any]
                                      ("folding", "folded voxels (fraction)"),
                                      ("inverse_consistency", "inverse-consistency error (voxels)"))):
         ax.bar(range(len(rows)), [rows[a][k] for a in rows], color=["#bbbbbb", "#4477aa", "#228833"])
-        ax.set_xticks(range(len(rows)), [labels[a] for a in rows], fontsize=8)
+        ax.set_xticks(range(len(rows)), [labels[a] for a in rows], rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.set_ylabel(title.split(" (")[0], fontsize=8)
     fig.suptitle("Label transfer per arm (test phantoms)", fontsize=10)
