@@ -320,6 +320,7 @@ def _demo_report(out: Path, rows: dict[str, dict[str, Any]], checks: dict[str, f
             ax.axhline(rows["tcmgan"].get("dice_real", math.nan), color="k", ls="--", lw=1, label="real contrast")
         ax.set_xticks(x, [_NAMES[c] for c in CONTRASTS])
         ax.set_title(label, fontsize=10)
+        ax.set_ylabel(label.split(",")[0], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[2].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)

@@ -136,7 +136,9 @@ def _demo_report(out: Path, m: dict[str, float], n_videos: int, n_frames: int, e
         ax.bar(range(len(arms)), [val(key, a) for a in arms], color=[c for _, c in arms.values()])
         ax.set_xticks(range(len(arms)), [label for label, _ in arms.values()], fontsize=8, rotation=12)
         ax.set_title(title, fontsize=9)
+        ax.set_ylabel(title.split(" (")[0], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Scope A -> B translations per arm (test videos)", fontsize=10)
     fig.tight_layout()
     bars = save_figure(fig, out / "figures" / "arms.png")
     header = ["arm", "W1 A→B", "PSNR A→B dB", "drift A→B", "tdiff A→B", "flicker A→B", "W1 B→A"]
@@ -156,6 +158,7 @@ def _demo_report(out: Path, m: dict[str, float], n_videos: int, n_frames: int, e
         ax.set_xticks(x, ["direction 1: B frames translated to A,\nsegmenter trained on A",
                           "direction 2: segmenter trained on\nA frames translated to B"], fontsize=8)
         ax.set_ylabel("polyp Dice on scope-B test frames")
+        ax.set_title("Polyp segmentation on scope B through the translations", fontsize=9)
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="center right")
