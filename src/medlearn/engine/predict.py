@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from medlearn.console import say
 
-__all__ = ["CSVPredictionWriter", "StreamedCSV", "prediction_writer", "uncached_data"]
+__all__ = ["CSVPredictionWriter", "StreamedCSV", "StreamedCSVWriter", "prediction_writer", "uncached_data"]
 
 
 def prediction_writer(model: Any, run_dir: str | Path) -> BasePredictionWriter:
@@ -115,7 +115,56 @@ class StreamedCSV:
         self.tmp.unlink(missing_ok=True)
 
 
-class CSVPredictionWriter(BasePredictionWriter):
+class StreamedCSVWriter(BasePredictionWriter):
+    """A prediction writer whose rows stream into ``predictions.csv`` (:class:`StreamedCSV`).
+
+    Owns the file's life: a fresh file per prediction run, the atomic rename when the run ends
+    (``predictions.rank<N>.csv`` per rank with several), no partial file after a failed run.
+    Subclasses write rows in ``write_on_batch_end`` through :meth:`_rows`, and say what the empty
+    file's header is (:meth:`_header`) and what the run wrote (:meth:`_finished`).
+    """
+
+    def __init__(self, csv_dir: str | Path) -> None:
+        super().__init__(write_interval="batch")
+        self.csv_dir = Path(csv_dir)
+        self._out: StreamedCSV | None = None
+
+    def _header(self, trainer: Any, pl_module: Any, batch_prediction: Any = None) -> list[str]:
+        raise NotImplementedError
+
+    def _finished(self, n: int, path: Path) -> str:
+        return f"wrote {n} predictions to {path}"
+
+    def _rows(self, trainer: Any, pl_module: Any, batch_prediction: Any) -> StreamedCSV:
+        """The open file (opened with the header of the first batch's prediction)."""
+        if self._out is None:
+            suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+            self._out = StreamedCSV(self.csv_dir / f"predictions{suffix}.csv",
+                                    self._header(trainer, pl_module, batch_prediction))
+        return self._out
+
+    def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start a new file (a writer may serve several prediction runs)."""
+        if self._out is not None:
+            self._out.discard()
+        self._out = None
+
+    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Move ``predictions.csv`` into place (a header only when there was nothing to predict)."""
+        out = self._rows(trainer, pl_module, None)
+        n = out.rows
+        path = out.close()
+        self._out = None
+        say(self._finished(n, path))
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Delete the partial file of a failed run."""
+        if self._out is not None:
+            self._out.discard()
+            self._out = None
+
+
+class CSVPredictionWriter(StreamedCSVWriter):
     """Write ``{"name": [...], "probs": (B, C)}`` batches to ``predictions.csv`` as each batch ends.
 
     Columns: ``name`` then one column per class (the module's ``class_names`` when it has them).
@@ -128,20 +177,14 @@ class CSVPredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, out_dir: str | Path) -> None:
-        super().__init__(write_interval="batch")
+        super().__init__(out_dir)
         self.out_dir = Path(out_dir)
-        self._out: StreamedCSV | None = None
 
-    def _open(self, trainer: Any, pl_module: Any, n_classes: int) -> StreamedCSV:
+    def _header(self, trainer: Any, pl_module: Any, batch_prediction: Any = None) -> list[str]:
+        n_classes = (int(batch_prediction["probs"].shape[1]) if batch_prediction is not None
+                     else int(getattr(pl_module.hparams, "num_classes", 0) or 0))
         classes = list(getattr(pl_module, "class_names", [])) or [f"class_{i}" for i in range(n_classes)]
-        suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        return StreamedCSV(self.out_dir / f"predictions{suffix}.csv", ["name", *classes])
-
-    def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        """Start a new file (a writer may serve several prediction runs)."""
-        if self._out is not None:
-            self._out.discard()
-        self._out = None
+        return ["name", *classes]
 
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
                            batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -150,21 +193,6 @@ class CSVPredictionWriter(BasePredictionWriter):
             raise KeyError(f"{type(pl_module).__name__}.predict_step returned {sorted(prediction)}, not 'probs': "
                            "the default prediction writer writes class probabilities only")
         probs = prediction["probs"]
-        if self._out is None:
-            self._out = self._open(trainer, pl_module, int(probs.shape[1]))
         names = prediction.get("name") or [""] * probs.shape[0]
-        self._out.write([name, *[f"{v:.6f}" for v in p]] for name, p in zip(names, probs.tolist()))
-
-    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Move ``predictions.csv`` into place (a header only when there was nothing to predict)."""
-        out = self._out or self._open(trainer, pl_module, int(getattr(pl_module.hparams, "num_classes", 0) or 0))
-        n = out.rows
-        path = out.close()
-        self._out = None
-        say(f"wrote {n} predictions to {path}")
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """Delete the partial file of a failed run."""
-        if self._out is not None:
-            self._out.discard()
-            self._out = None
+        self._rows(trainer, pl_module, prediction).write(
+            [name, *[f"{v:.6f}" for v in p]] for name, p in zip(names, probs.tolist()))

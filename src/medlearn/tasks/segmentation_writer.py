@@ -40,10 +40,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 
-from medlearn.console import say
-from medlearn.engine.predict import StreamedCSV
+from medlearn.engine.predict import StreamedCSVWriter
 
 __all__ = ["LabelMapWriter"]
 
@@ -70,7 +68,7 @@ def _strip_suffix(rel: PurePosixPath, suffixes: Sequence[str]) -> str:
     return text
 
 
-class LabelMapWriter(BasePredictionWriter):
+class LabelMapWriter(StreamedCSVWriter):
     """Write ``{"name", "seg": (B, 1, *spatial)}`` predictions as label maps on the inputs' grids.
 
     See the module docstring for what is written where. The batch must say where each input
@@ -88,14 +86,13 @@ class LabelMapWriter(BasePredictionWriter):
     """
 
     def __init__(self, run_dir: str | Path, label_values: Sequence[int], spatial_dims: int) -> None:
-        super().__init__(write_interval="batch")
+        super().__init__(run_dir)
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         self.run_dir = Path(run_dir)
         self.out_dir = self.run_dir / "labels"
         self.label_values = [int(v) for v in label_values]
         self.spatial_dims = int(spatial_dims)
-        self._out: StreamedCSV | None = None
         self._used: set[str] = set()
         self._stored: list[int] | None = None
 
@@ -103,9 +100,7 @@ class LabelMapWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         """Start afresh (a writer may serve several prediction runs)."""
-        if self._out is not None:
-            self._out.discard()
-        self._out = None
+        super().on_predict_epoch_start(trainer, pl_module)
         self._used = set()
         self._stored = self._stored_values(getattr(trainer, "datamodule", None))
 
@@ -117,12 +112,13 @@ class LabelMapWriter(BasePredictionWriter):
                 return [int(stored[v]) for v in self.label_values]
         return list(self.label_values)
 
-    def _open(self, trainer: Any) -> StreamedCSV:
-        suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+    def _header(self, trainer: Any, pl_module: Any, batch_prediction: Any = None) -> list[str]:
         unit = "voxels" if self.spatial_dims == 3 else "pixels"
         values = self._stored if self._stored is not None else self.label_values
-        return StreamedCSV(self.run_dir / f"predictions{suffix}.csv",
-                           ["name", "input", "label_map", *[f"{unit}_{v}" for v in values]])
+        return ["name", "input", "label_map", *[f"{unit}_{v}" for v in values]]
+
+    def _finished(self, n: int, path: Path) -> str:
+        return f"wrote {n} label map(s) to {self.out_dir} and {path}"
 
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any,
                            batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -132,8 +128,7 @@ class LabelMapWriter(BasePredictionWriter):
             raise ValueError(f"a {self.spatial_dims}D label map batch is (B, 1, *spatial), not {tuple(seg.shape)}")
         if self._stored is None:
             self._stored = self._stored_values(getattr(trainer, "datamodule", None))
-        if self._out is None:
-            self._out = self._open(trainer)
+        out = self._rows(trainer, pl_module, prediction)
         names = prediction.get("name") or batch.get("name") or [f"input_{batch_idx}_{i}" for i in range(len(seg))]
         classes = self._class_indices(seg[:, 0])
         rows = []
@@ -143,21 +138,7 @@ class LabelMapWriter(BasePredictionWriter):
             else:
                 source, path, counts = self._write_image(classes[i], batch, i, str(name))
             rows.append([name, source, path.relative_to(self.run_dir).as_posix(), *counts])
-        self._out.write(rows)
-
-    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Move ``predictions.csv`` into place and say where the label maps are."""
-        out = self._out or self._open(trainer)
-        n = out.rows
-        path = out.close()
-        self._out = None
-        say(f"wrote {n} label map(s) to {self.out_dir} and {path}")
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """Delete the partial ``predictions.csv`` of a failed run (label maps written so far stay)."""
-        if self._out is not None:
-            self._out.discard()
-            self._out = None
+        out.write(rows)
 
     # --- one input ---
 
