@@ -135,10 +135,12 @@ def killed_while_writing(tmp_path_factory):
     first = _start(["fit", *args, "--trainer.default_root_dir", str(run), HOOK], tmp, hook="kill_in_write:1")
     _wait_for_hook(first, tmp)
     second = _run(["fit", *args, "--trainer.default_root_dir", str(run)], tmp)
+    evaluation = _run(["validate", *args, "--trainer.default_root_dir", str(run),
+                       "--ckpt_path", str(run / "checkpoints" / "last.ckpt")], tmp)
     _sigkill(first)
     partial = sorted((run / "checkpoints").glob(".last.ckpt.*.tmp"))
     last = run / "checkpoints" / "last.ckpt"
-    return SimpleNamespace(args=args, run=run, pid=first.pid, second=second, partial=partial,
+    return SimpleNamespace(args=args, run=run, pid=first.pid, second=second, evaluation=evaluation, partial=partial,
                            partial_sizes=[p.stat().st_size for p in partial], last=last,
                            last_epoch=safe_load(last)["epoch"], last_size=last.stat().st_size)
 
@@ -154,6 +156,13 @@ def test_a_second_run_on_a_busy_run_folder_is_refused_naming_the_holder(killed_w
     line = _one_line(k.second.stderr)
     assert k.second.returncode == 2
     assert "run folder busy" in line and str(k.run) in line and f"PID {k.pid}" in line
+
+
+def test_an_evaluation_of_a_folder_still_training_runs_beside_it(killed_while_writing):
+    k = killed_while_writing
+    assert k.evaluation.returncode == 0, k.evaluation.stderr[-3000:]
+    assert f"records go to {k.run / 'validate'}" in k.evaluation.stdout
+    assert (k.run / "validate" / "config.yaml").is_file()  # its own records, beside the training's
 
 
 def test_a_dead_runs_lock_is_taken_over_and_its_partial_write_removed(killed_while_writing, capsys):

@@ -35,6 +35,7 @@ import pandas as pd  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from medlearn.engine.runlock import held_briefly  # noqa: E402
 from medlearn.io import atomic_write_text  # noqa: E402
 
 __all__ = ["Section", "write_report", "plot_metric_curves", "ReportCallback", "save_figure", "update_run_report",
@@ -267,6 +268,15 @@ def update_run_report(run_dir: str | Path, part: str, title: str, sections: Sequ
         note: a line under the part's banner (e.g. where its records are).
     """
     run_dir = Path(run_dir)
+    with held_briefly(run_dir / REPORT_LOCK):  # a training run and an evaluation of it may both update it
+        return _update_run_report(run_dir, part, title, sections, note)
+
+
+#: The lock file that serialises updates of a run's report.
+REPORT_LOCK = ".medlearn.report.lock"
+
+
+def _update_run_report(run_dir: Path, part: str, title: str, sections: Sequence[Section], note: str) -> Path:
     store = run_dir / "report.json"
     parts: dict[str, Any] = {}
     if store.is_file():

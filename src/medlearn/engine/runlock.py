@@ -22,13 +22,15 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from medlearn.io.errors import DataError
 
-__all__ = ["RunLock", "RunLockedError", "LOCK_FILE"]
+__all__ = ["RunLock", "RunLockedError", "LOCK_FILE", "held_briefly"]
 
 #: The lock file's name inside a run folder.
 LOCK_FILE = ".medlearn.lock"
@@ -167,3 +169,30 @@ class RunLock:
         state = "has ended" if not pid.isdigit() or not _alive(int(pid)) else "no longer holds it"
         return (f"took over the lock of {self.folder} left by PID {pid}"
                 f"{' on ' + self.taken_over['host'] if self.taken_over.get('host') else ''}, which {state}")
+
+
+@contextmanager
+def held_briefly(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` for a short read-modify-write, waiting for
+    any other holder (a report updated by a training run and an evaluation of it at the same time).
+
+    The file is created if missing and never deleted. Where ``fcntl`` does not exist or the file
+    system refuses locks, the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

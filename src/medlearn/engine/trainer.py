@@ -256,7 +256,11 @@ def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False
         resume: ``fit`` continues from a checkpoint of this folder (``--ckpt_path``).
         overwrite: ``fit`` may write over a finished run's checkpoints.
         lock: claim the folder for this process first (:class:`~medlearn.engine.runlock.RunLock`,
-            in ``RunFolder.lock``), so that a run still going on there is reported as such.
+            in ``RunFolder.lock``), so that a run still going on there is reported as such. An
+            evaluation of a training run claims nothing: it writes only into its own new subfolder
+            (created here, atomically, so two evaluations never share one) and into ``report.html``
+            (whose update takes a short lock of its own), and reads checkpoints that are replaced
+            atomically, so it may run while the folder is still training.
 
     Returns:
         The :class:`RunFolder`; an evaluation of a training run gets a new ``<stage>[-N]`` subfolder.
@@ -269,8 +273,8 @@ def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     path = Path(root) if root else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if not lock:
-        return _open_run_folder(path, stage, resume, overwrite)
+    if not lock or (stage != "fit" and holds_training_run(path)):
+        return _open_run_folder(path, stage, resume, overwrite, create=lock)
     claim = RunLock(path).acquire()
     try:
         return replace(_open_run_folder(path, stage, resume, overwrite), lock=claim)
@@ -279,7 +283,7 @@ def open_run_folder(root: str | Path | None, stage: str, *, resume: bool = False
         raise
 
 
-def _open_run_folder(path: Path, stage: str, resume: bool, overwrite: bool) -> RunFolder:
+def _open_run_folder(path: Path, stage: str, resume: bool, overwrite: bool, create: bool = False) -> RunFolder:
     if stage == "fit":
         existing = _checkpoints(path)
         if existing and not resume and not overwrite:
@@ -289,12 +293,19 @@ def _open_run_folder(path: Path, stage: str, resume: bool, overwrite: bool) -> R
         return RunFolder(path, stage, path)
     if not holds_training_run(path):
         return RunFolder(path, stage, path)
-    records = path / stage
-    n = 2
-    while records.exists():
-        records = path / f"{stage}-{n}"
+    n = 1
+    while True:
+        records = path / (stage if n == 1 else f"{stage}-{n}")
         n += 1
-    return RunFolder(path, stage, records)
+        if records.exists():
+            continue
+        if not create:
+            return RunFolder(path, stage, records)
+        try:
+            records.mkdir()  # atomic: a concurrent evaluation that picked the same name takes the next
+        except FileExistsError:
+            continue
+        return RunFolder(path, stage, records)
 
 
 # ---------------------------------------------------------------------------------- callbacks
