@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch import Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from medlearn.data.age_asoct import ASOCTDataModule
 from medlearn.data.check import CheckReport, check_datamodule
@@ -136,6 +137,14 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def fitting(run: Path) -> Trainer:
+    """A trainer in the state ``fit`` puts it in when it sets up the data (no model needed)."""
+    trainer = Trainer(default_root_dir=str(run), logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.state.fn = TrainerFn.FITTING
+    return trainer
+
+
 def test_a_training_run_keeps_the_derived_grouping_in_its_run_folder(data: Path, tmp_path: Path) -> None:
     root = data / "polyps"
     before = listing(root)
@@ -144,8 +153,11 @@ def test_a_training_run_keeps_the_derived_grouping_in_its_run_folder(data: Path,
     dm.setup("fit")  # no trainer: written nowhere
     assert not run.exists() and listing(root) == before
     dm = VideoPairDataModule(str(root), image_size=16, test_fraction=0.5)
-    dm.trainer = Trainer(default_root_dir=str(run), logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    dm.trainer = Trainer(default_root_dir=str(run), logger=False)  # not fitting: an evaluation writes nothing
+    dm.setup("test")
+    assert not run.exists()
+    dm = VideoPairDataModule(str(root), image_size=16, test_fraction=0.5)
+    dm.trainer = fitting(run)
     dm.setup("fit")
     assert sorted(p.name for p in run.iterdir()) == ["pseudo_sequences-ETIS-LaribPolypDB.csv"]  # CVC has its table
     rows = _rows(run / "pseudo_sequences-ETIS-LaribPolypDB.csv")
@@ -156,8 +168,7 @@ def test_a_training_run_keeps_the_derived_grouping_in_its_run_folder(data: Path,
 def test_segmentation_of_etis_keeps_the_grouping_in_the_run_folder_or_where_asked(data: Path, tmp_path: Path) -> None:
     root = data / "polyps" / "ETIS-LaribPolypDB"
     before = listing(root)
-    trainer = Trainer(default_root_dir=str(tmp_path / "run"), logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = fitting(tmp_path / "run")
     dm = ImageMaskDataModule(str(root), layout="etis", image_size=16, value_map={0: 0, 255: 1})
     dm.trainer = trainer
     dm.setup("fit")

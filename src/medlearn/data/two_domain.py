@@ -311,7 +311,7 @@ class TwoDomainDataModule(ImageMaskDataModule):
 
     def _read_other(self, root: Path, layout: str, options: dict[str, Any] | None) -> list[MaskedImage]:
         name = layout if layout != "auto" else detect_layout(root, KIND, default=FALLBACK_LAYOUT).name
-        found = get_layout(name, KIND).read(root, **{**self.grouping_out(root.name), **dict(options or {})})
+        found = get_layout(name, KIND).read(root, **{**self.grouping_options(root.name), **dict(options or {})})
         return list(found.records)
 
     def layout_sources(self) -> list[LayoutSource]:

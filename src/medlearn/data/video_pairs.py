@@ -23,8 +23,8 @@ masks) and serves:
 
 Both domain roots are its :meth:`~VideoPairDataModule.layout_sources`, so ``medlearn fit`` checks
 them before training. A domain whose layout derives its grouping by frame difference (ETIS, CVC
-without its table) gets it written into the run folder as ``pseudo_sequences-<domain folder>.csv``
-while a trainer is attached; the dataset itself is never written to.
+without its table) gets it written into the run folder of a training run as
+``pseudo_sequences-<domain folder>.csv``; the dataset itself is never written to.
 
 It knows no dataset layout (they come from the registry).
 """
@@ -280,7 +280,7 @@ class VideoPairDataModule(SplitDataModule[Any]):
 
     def _split_domain(self, root: str | Path, layout: str, name: str) -> list[list[DecodedVideo]]:
         h = self.hparams
-        videos = decode_videos(read_video_layout(root, layout, **self.grouping_out(name)), h.image_size)
+        videos = decode_videos(read_video_layout(root, layout, **self.grouping_options(name)), h.image_size)
         if len(videos) < 2:
             raise DataError(root, f"{len(videos)} video(s): {self.no_test_reason}")
         order = np.random.default_rng(h.split_seed).permutation(len(videos))
