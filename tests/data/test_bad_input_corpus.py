@@ -479,10 +479,7 @@ def layout_masks(synth: str, layout: str, folder: str, what: str, **options: Any
             stored = np.stack([grey, 255 - grey, grey], axis=-1).astype(np.uint8)
             expect = ("RGB",)
         Image.fromarray(stored).save(target)
-        opts = dict(options)
-        if opts.pop("grouping_outside", False):
-            opts["layout_options"] = {"grouping_out": str(root.parent / "pseudo_sequences.csv")}
-        return Built(seg_module(root, layout, **opts), None, (target.name, *expect))
+        return Built(seg_module(root, layout, **options), None, (target.name, *expect))
     return build
 
 
@@ -492,10 +489,9 @@ CASES += [Case(f"segmentation2d-{layout}-mask-{what}", layout_masks(synth, layou
           for synth, layout, folder, opts in (
               ("fundus", "refuge", "Annotation-Training400", {}),
               ("endoscopy-cvc", "cvc_clinicdb", "Ground Truth", {"value_map": {0: 0, 255: 1}}),
-              # ETIS has no sequence table: the reader writes the grouping it derives (by design, to
-              # pseudo_sequences.csv in the root unless grouping_out says elsewhere)
-              ("endoscopy-etis", "etis", "GroundTruth", {"value_map": {0: 0, 255: 1},
-                                                         "grouping_outside": True}))
+              # ETIS has no sequence table: the reader derives the grouping and, like every read,
+              # writes nothing into the folder (test_bad_input checks the listing)
+              ("endoscopy-etis", "etis", "GroundTruth", {"value_map": {0: 0, 255: 1}}))
           for what in ("anti-aliased", "rgb-colour")]
 
 

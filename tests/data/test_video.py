@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +50,46 @@ def test_cvc_reads_sequences_from_the_table(cvc: Path) -> None:
     assert [m.group for m in masked] == [r.video for r in recs]
 
 
-def test_etis_pseudo_sequences_recover_the_clips_and_are_written_out(etis: Path) -> None:
-    recs = read_etis(etis)
+def _listing(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_etis_pseudo_sequences_recover_the_clips_and_nothing_is_written(
+        etis: Path, caplog: pytest.LogCaptureFixture) -> None:
+    before = _listing(etis)
+    with caplog.at_level(logging.INFO, logger="medlearn.data.video_frames"):
+        recs = read_etis(etis)
+    assert _listing(etis) == before  # a read never writes into the dataset
     assert len(recs) == 30
     assert [r.video for r in recs] == [f"etis{v:03d}" for v in range(1, 7) for _ in range(5)]
-    with (etis / "pseudo_sequences.csv").open() as fh:
+    assert recs[0].mask == etis / "GroundTruth" / "p1.tif"
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "30 frames grouped into 6 pseudo-sequences" in line and "cut level" in line
+    assert "sequences.csv" in line and "grouping_out" in line
+
+
+@pytest.mark.parametrize("layout", ["etis", "cvc_clinicdb"])
+def test_a_written_grouping_reads_back_as_the_sequence_table(layout: str, tmp_path: Path) -> None:
+    if layout == "etis":
+        root, read = write_etis_phantom(tmp_path / "etis", n_videos=3, n_frames=3, size=16, seed=2), read_etis
+    else:
+        root, read = write_cvc_phantom(tmp_path / "cvc", n_videos=3, n_frames=3, size=16, seed=2), read_cvc_clinicdb
+        (root / "metadata.csv").unlink()  # no table: the grouping is derived
+    out = tmp_path / "run" / "pseudo_sequences.csv"
+    recs = read(root, grouping_out=out)
+    with out.open() as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["name"], r["video"], int(r["frame"])) for r in rows] == [(r.name, r.video, r.frame) for r in recs]
-    assert recs[0].mask == etis / "GroundTruth" / "p1.tif"
+    assert len({r.video for r in recs}) == 3
+    # the user's fix: the file, edited (the last sequence split in two), put back as sequences.csv
+    rows[-1]["video"] = "mine"
+    with (root / "sequences.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["name", "video", "frame"])
+        w.writeheader()
+        w.writerows(rows)
+    again = read(root)
+    assert [(r.name, r.video) for r in again] == [(r["name"], r["video"]) for r in rows]
+    assert again[-1].frame == 0 and again[-2].frame == 1
 
 
 def test_frame_difference_rule_by_hand() -> None:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medlearn.data.datamodule import SplitDataModule
+from medlearn.data.datamodule import LayoutSource, SplitDataModule
 from medlearn.data.decode import ImageCache, load_gray
 from medlearn.data.decode import image_size as _image_size  # its own image_size arguments are view sides
 from medlearn.data.image_view import ImageView
@@ -473,6 +473,15 @@ class ASOCTDataModule(SplitDataModule[ASOCTAngleDataset]):
     def _read(self, root: str) -> list[ASOCTRecord]:
         return read_age(root, self.hparams.table if root == self.hparams.root else None,
                         expected_size=self.hparams.expected_size)
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """``root`` in the AGE layout and, with ``test_root``, that folder too (its own table found)."""
+        sources = super().layout_sources()
+        h = self.hparams
+        if h.test_root is not None:
+            sources.append(LayoutSource(Path(h.test_root), "asoct", "age",
+                                        {"expected_size": h.expected_size}))
+        return sources
 
     def _dataset(self, records: list[ASOCTRecord]) -> ASOCTAngleDataset | None:
         return ASOCTAngleDataset(records, self.hparams.image_size, cache=self.hparams.cache) if records else None

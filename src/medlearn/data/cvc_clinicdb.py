@@ -8,39 +8,40 @@ from 29 colonoscopy sequences, each with a binary polyp mask::
     root/Ground Truth/1.tif ... 612.tif          (same stem; 0 background, 255 polyp)
     root/metadata.csv                            (optional: frame number -> sequence id)
 
-The sequence table (``metadata.csv`` or ``sequences.csv``; columns ``frame`` / ``image`` /
-``filename`` / ``image_id`` and ``sequence_id`` / ``sequence`` / ``video``) gives each frame its
-sequence; frames of one sequence are ordered by frame number. Without a table the sequences are
-cut by :func:`~medlearn.data.video_frames.split_by_frame_difference` (as for ETIS) and the
-grouping is written to ``<root>/pseudo_sequences.csv`` (``grouping_out`` elsewhere); a table
-row naming no frame, a frame missing from the table, an image without a mask or a mask without an
-image is a :class:`~medlearn.io.errors.DataError` listing every one, as is a sequence whose frames
-differ in size. Registered twice: kind ``video`` (records :class:`VideoFrame`, for the VideoGAN
-translators) and kind ``segmentation2d`` (records :class:`~medlearn.data.records.MaskedImage`
-with ``group`` = sequence, so a :class:`~medlearn.data.segmentation2d.ImageMaskDataModule` splits
-by sequence, never by frame). ``medlearn synth endoscopy-cvc`` writes phantoms in this layout.
+The sequence table (``metadata.csv`` or ``sequences.csv``; columns ``name`` / ``frame`` / ``image``
+/ ``filename`` / ``image_id``, the first present, and ``sequence_id`` / ``sequence`` / ``video``)
+gives each frame its sequence (``name`` first, so that a written grouping, whose ``frame`` is the
+position in the sequence, reads back as it was); frames of one sequence are ordered by frame number.
+Without a table the sequences are cut by
+:func:`~medlearn.data.video_frames.split_by_frame_difference` (as for ETIS). Reading writes nothing
+into the dataset: the derived grouping is written only where the ``grouping_out`` option names a
+file (a training run's DataModule writes it into the run folder, ``pseudo_sequences-<domain>.csv``;
+put back as ``sequences.csv`` it is read as the table), otherwise one INFO line of the log gives its
+size and cut level (:func:`~medlearn.data.video_frames.keep_derived_grouping`). A table row naming
+no frame, a frame missing from the table, an image without a mask or a mask without an image is a
+:class:`~medlearn.io.errors.DataError` listing every one, as is a sequence whose frames differ in
+size. Registered twice: kind ``video`` (records :class:`VideoFrame`, for the VideoGAN translators)
+and kind ``segmentation2d`` (records :class:`~medlearn.data.records.MaskedImage` with ``group`` =
+sequence, so a :class:`~medlearn.data.segmentation2d.ImageMaskDataModule` splits by sequence, never
+by frame). ``medlearn synth endoscopy-cvc`` writes phantoms in this layout.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from medlearn.data.decode import image_size, load_image
 from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import MaskedImage
 from medlearn.data.tables import find_column, read_csv_table, table_lines
-from medlearn.data.video_frames import VideoFrame, check_videos, split_by_frame_difference, write_grouping
+from medlearn.data.video_frames import VideoFrame, check_videos, keep_derived_grouping, split_frame_files
 from medlearn.io.errors import DataError
 
 __all__ = ["CVC_DOMAIN", "read_cvc_clinicdb", "read_cvc_clinicdb_masked"]
 
-log = logging.getLogger(__name__)
-
 CVC_DOMAIN = "cvc-clinicdb"
 _TABLES = ("metadata.csv", "sequences.csv")
-_FRAME_COLS = ("frame", "image", "filename", "image_id", "frame_id")
+_FRAME_COLS = ("name", "frame", "image", "filename", "image_id", "frame_id")
 _SEQ_COLS = ("sequence_id", "sequence", "video")
 _SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".bmp")
 
@@ -83,7 +84,8 @@ def read_cvc_clinicdb(root: str | Path, threshold: float | None = None, grouping
     Args:
         root: the folder holding ``Original/`` and ``Ground Truth/``.
         threshold: frame-difference cut level when there is no sequence table (``None``: adaptive).
-        grouping_out: where a derived grouping is written (default ``<root>/pseudo_sequences.csv``).
+        grouping_out: a file to write a derived grouping to (``name,video,frame``); ``None``:
+            written nowhere (an INFO line of the log says how to keep it).
         check_files: pair images and masks and check frame sizes per sequence.
 
     Returns:
@@ -115,8 +117,7 @@ def read_cvc_clinicdb(root: str | Path, threshold: float | None = None, grouping
         raise DataError(root, f"{len(problems)} problems", problems)
     derived = table is None
     if derived:
-        ids = split_by_frame_difference([load_image(images[i], 3) for i in order], threshold,
-                                        sizes=[image_size(images[i]) for i in order])
+        ids, level = split_frame_files([images[i] for i in order], threshold)
         seq = {i: f"seq{s + 1:03d}" for i, s in zip(order, ids)}
     records: list[VideoFrame] = []
     position: dict[str, int] = {}
@@ -130,13 +131,7 @@ def read_cvc_clinicdb(root: str | Path, threshold: float | None = None, grouping
     if check_files:
         check_videos(records, root)
     if derived:
-        out = Path(grouping_out) if grouping_out is not None else root / "pseudo_sequences.csv"
-        try:
-            write_grouping(out, records)
-            log.info("CVC-ClinicDB without a sequence table: %d pseudo-sequences written to %s",
-                     len(set(seq.values())), out)
-        except OSError as exc:
-            log.warning("could not write the derived grouping to %s: %s", out, exc)
+        keep_derived_grouping(records, root, "cvc_clinicdb", level, grouping_out)
     return records
 
 

@@ -164,6 +164,29 @@ class SplitDataModule(LightningDataModule, Generic[D]):
         layout = getattr(self, "resolved_layout", None) or h.get("layout") or "auto"
         return [LayoutSource(Path(self.root), self.layout_kind, str(layout), options)]
 
+    def grouping_options(self, domain: str) -> dict[str, Any]:
+        """Reader options that keep a derived video grouping in the run folder of a training run.
+
+        A video layout without sequence ids (ETIS-LaribPolypDB, CVC-ClinicDB without its table)
+        groups its frames by frame difference and writes nothing into the dataset; a training run
+        keeps the grouping beside its records, where a user can read and fix it. While the attached
+        trainer fits (on its global rank 0): ``{"grouping_out":
+        <default_root_dir>/pseudo_sequences-<domain>.csv}``, which the reader writes only when it
+        derived the grouping; else ``{}`` (no trainer, or an evaluation, which leaves the training
+        run's files alone).
+
+        Args:
+            domain: the name of the data in the file name (a domain folder's name).
+
+        Returns:
+            Options to pass to the layout's reader (a ``grouping_out`` the user gives comes after).
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(trainer.state, "fn", None) != "fit" or not trainer.is_global_zero:
+            return {}
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in domain) or "data"
+        return {"grouping_out": Path(trainer.default_root_dir) / f"pseudo_sequences-{name}.csv"}
+
     # --- loaders ---
 
     def _where(self) -> Path | str:

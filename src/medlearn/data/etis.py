@@ -7,33 +7,31 @@ centre and scope than CVC-ClinicDB::
     root/ETIS-LaribPolypDB/1.tif ... 196.tif     (or the frames directly in root/)
     root/GroundTruth/p1.tif ... p196.tif         (0 background, 255 polyp)
 
-No sequence ids are published, so frames are grouped into pseudo-sequences in index order, cut
-where consecutive frames differ strongly
-(:func:`~medlearn.data.video_frames.split_by_frame_difference`, VideoGAN spec 3.2); the grouping
-is written to ``<root>/pseudo_sequences.csv`` (``grouping_out`` elsewhere) so a user can read and
-fix it, and a ``sequences.csv`` (``name`` or ``frame`` + ``video`` / ``sequence_id``) in the root,
-when present, is used instead. An image without ``GroundTruth/p<N>.tif`` or a mask without its
-image is a :class:`~medlearn.io.errors.DataError` listing every one. Registered as kind ``video``
-and kind ``segmentation2d`` (group = pseudo-sequence); ``medlearn synth endoscopy-etis`` writes
-phantoms in this layout.
+No sequence ids are published, so frames are grouped into pseudo-sequences in index order, cut where
+consecutive frames differ strongly (:func:`~medlearn.data.video_frames.split_by_frame_difference`,
+VideoGAN spec 3.2), and a ``sequences.csv`` (``name`` or ``frame`` + ``video`` / ``sequence_id``) in
+the root, when present, is used instead. Reading writes nothing into the dataset: the derived
+grouping is written only where the ``grouping_out`` option names a file (a training run's DataModule
+writes it into the run folder, ``pseudo_sequences-<domain>.csv``, where a user can read it, fix it
+and put it back as ``sequences.csv``); otherwise one INFO line of the log gives its size and cut
+level (:func:`~medlearn.data.video_frames.keep_derived_grouping`). An image without
+``GroundTruth/p<N>.tif`` or a mask without its image is a :class:`~medlearn.io.errors.DataError`
+listing every one. Registered as kind ``video`` and kind ``segmentation2d`` (group =
+pseudo-sequence); ``medlearn synth endoscopy-etis`` writes phantoms in this layout.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from medlearn.data.decode import image_size, load_image
 from medlearn.data.layouts import CheckHints, RecordSet, register_layout
 from medlearn.data.records import MaskedImage
 from medlearn.data.tables import find_column, read_csv_table, table_lines
-from medlearn.data.video_frames import VideoFrame, check_videos, split_by_frame_difference, write_grouping
+from medlearn.data.video_frames import VideoFrame, check_videos, keep_derived_grouping, split_frame_files
 from medlearn.io.errors import DataError
 
 __all__ = ["ETIS_DOMAIN", "read_etis", "read_etis_masked"]
-
-log = logging.getLogger(__name__)
 
 ETIS_DOMAIN = "etis-larib"
 _SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".bmp")
@@ -82,7 +80,8 @@ def read_etis(root: str | Path, threshold: float | None = None, grouping_out: st
     Args:
         root: the dataset folder.
         threshold: frame-difference cut level (``None``: 2.5 x the median difference).
-        grouping_out: where the derived grouping is written (default ``<root>/pseudo_sequences.csv``).
+        grouping_out: a file to write the derived grouping to (``name,video,frame``); ``None``:
+            written nowhere (an INFO line of the log says how to keep it).
         check_files: pair images with masks and check frame sizes per pseudo-sequence.
 
     Returns:
@@ -110,8 +109,7 @@ def read_etis(root: str | Path, threshold: float | None = None, grouping_out: st
     if problems:
         raise DataError(root, f"{len(problems)} problems", problems)
     if not given.is_file():
-        ids = split_by_frame_difference([load_image(images[i], 3) for i in order], threshold,
-                                        sizes=[image_size(images[i]) for i in order])
+        ids, level = split_frame_files([images[i] for i in order], threshold)
         seq = {i: f"etis{s + 1:03d}" for i, s in zip(order, ids)}
     records: list[VideoFrame] = []
     position: dict[str, int] = {}
@@ -123,11 +121,7 @@ def read_etis(root: str | Path, threshold: float | None = None, grouping_out: st
     if check_files:
         check_videos(records, root)
     if not given.is_file():
-        out = Path(grouping_out) if grouping_out is not None else root / "pseudo_sequences.csv"
-        try:
-            write_grouping(out, records)
-        except OSError as exc:
-            log.warning("could not write the ETIS pseudo-sequences to %s: %s", out, exc)
+        keep_derived_grouping(records, root, "etis", level, grouping_out)
     return records
 
 
@@ -158,7 +152,7 @@ _CHECK = CheckHints(mask_values=tuple(range(256)))
 register_layout(
     "etis", _detect, _read, kind="video", synth="endoscopy-etis", priority=10,
     description="ETIS-LaribPolypDB: N.tif + GroundTruth/pN.tif, pseudo-sequences by frame difference "
-                "(written to pseudo_sequences.csv)", tasks=("segmentation",), label_values=(0, 1),
+                "(a sequences.csv in the root overrides)", tasks=("segmentation",), label_values=(0, 1),
     label_names=("background", "polyp"), check=_CHECK,
 )
 register_layout(

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from medlearn.data.datamodule import SplitDataModule
+from medlearn.data.datamodule import LayoutSource, SplitDataModule
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import get_layout
 from medlearn.data.records import VolumeRecord
@@ -196,13 +196,23 @@ class MRSliceDataModule(SplitDataModule[MRSliceDataset]):
         self.splits: dict[str, list[VolumeRecord]] = {}
 
     # --- reading -------------------------------------------------------------------------------
-    def _records(self) -> list[VolumeRecord]:
+    def _read_options(self) -> dict[str, Any]:
         h = self.hparams
+        return {"modalities": [h.source, *h.targets], "require_seg": True, "check_labels": False}
+
+    def _records(self) -> list[VolumeRecord]:
         if self.root is None:
             raise DataError("<none>", "no dataset root given")
-        rs = get_layout(h.layout, "volume").read(self.root, modalities=[h.source, *h.targets], require_seg=True,
-                                                 check_labels=False)
+        rs = get_layout(self.hparams.layout, "volume").read(self.root, **self._read_options())
         return sorted(rs.records, key=lambda r: r.case)
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """``root`` in its volume layout, with the options the reader gets (every contrast and the
+        segmentation required), so that ``medlearn fit`` checks it before training.
+        """
+        if self.root is None:
+            return []
+        return [LayoutSource(self.root, "volume", str(self.hparams.layout), self._read_options())]
 
     def _split(self) -> dict[str, list[VolumeRecord]]:
         if self.splits:

@@ -75,7 +75,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from medlearn.data.datamodule import SplitDataModule
+from medlearn.data.datamodule import LayoutSource, SplitDataModule
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import RecordSet, register_layout
 from medlearn.data.sampling import group_split, subsample
@@ -966,6 +966,14 @@ class OneShotDataModule(SplitDataModule[OneShotDataset]):
         self._grids: dict[str, Grid] = {}
 
     # --- reading ---
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """``root`` in the ``oneshot`` layout; none for the explicit ``atlas`` / ``images`` form.
+
+        The explicit files are read by :func:`read_oneshot`, not through the layout registry (their
+        folder is no ``oneshot`` layout); that reader checks them when the data is first read.
+        """
+        return super().layout_sources() if self.hparams.root is not None else []
 
     @property
     def oneshot(self) -> OneShotSet:

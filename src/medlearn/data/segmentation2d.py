@@ -466,7 +466,10 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
 
     Splits: rows with ``split`` ``val`` / ``test`` form those parts; otherwise ``val_fraction`` /
     ``test_fraction`` of the groups are held out (deterministic from ``split_seed``);
-    ``num_train`` then draws a fixed-size training subset with ``label_seed``.
+    ``num_train`` then draws a fixed-size training subset with ``label_seed``. A layout that
+    groups its frames by frame difference (ETIS, CVC-ClinicDB without its table) writes that
+    grouping into the run folder (``pseudo_sequences-<root folder>.csv``) during a training
+    run, unless ``layout_options`` names another ``grouping_out``.
 
     Args:
         root: dataset folder (or the table itself).
@@ -629,7 +632,8 @@ class ImageMaskDataModule(SplitDataModule[ImageMaskDataset]):
         h = self.hparams
         found = get_layout(self.resolved_layout, KIND).read(
             self.root, table=h.table, image_col=h.image_col, mask_col=h.mask_col, group_col=h.group_col,
-            split_col=h.split_col, domain_col=h.domain_col, **(h.layout_options or {}))
+            split_col=h.split_col, domain_col=h.domain_col,
+            **{**self.grouping_options(self.root.name), **(h.layout_options or {})})
         records = found.records
         if h.domains is not None:
             keep = {str(d) for d in h.domains}

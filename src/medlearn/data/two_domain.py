@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from medlearn.data.datamodule import LayoutSource
 from medlearn.data.layouts import detect_layout, get_layout
 from medlearn.data.records import MaskedImage, list_image_files
 from medlearn.data.roi import DiscROI
@@ -310,8 +311,22 @@ class TwoDomainDataModule(ImageMaskDataModule):
 
     def _read_other(self, root: Path, layout: str, options: dict[str, Any] | None) -> list[MaskedImage]:
         name = layout if layout != "auto" else detect_layout(root, KIND, default=FALLBACK_LAYOUT).name
-        found = get_layout(name, KIND).read(root, **dict(options or {}))
+        found = get_layout(name, KIND).read(root, **{**self.grouping_options(root.name), **dict(options or {})})
         return list(found.records)
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """``root`` (as :class:`~medlearn.data.segmentation2d.ImageMaskDataModule`), and the other
+        dataset roots read through the layout registry: ``target_root`` with ``target_layout`` and its
+        options, and ``source_test`` when it is a folder (a table is read as a mask table).
+        """
+        h = self.hparams
+        sources = super().layout_sources() if h.root is not None else []
+        if h.target_root is not None:
+            sources.append(LayoutSource(self._resolve(h.target_root), KIND, str(h.target_layout),
+                                        dict(h.target_layout_options or {})))
+        if h.source_test is not None and not self._resolve(h.source_test).is_file():
+            sources.append(LayoutSource(self._resolve(h.source_test), KIND, "auto", {}))
+        return sources
 
     def _split_domains(self, records: list[MaskedImage]) -> tuple[list[MaskedImage], list[MaskedImage]]:
         h = self.hparams

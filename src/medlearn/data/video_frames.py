@@ -10,9 +10,12 @@ what those layouts share and knows none of them:
   source (a container is decoded once and cached per process, :func:`decode_video`);
 - :func:`check_videos`: frames of one video must share one size, masks named by the records must
   exist: a :class:`~medlearn.io.errors.DataError` lists every bad video and file;
-- :func:`split_by_frame_difference`: pseudo-sequences of an index-ordered frame list, cut where
-  consecutive frames differ strongly (the VideoGAN spec's rule for ETIS, which
-  ships no sequence ids), and :func:`write_grouping` writes the grouping out as a CSV;
+- :func:`split_by_frame_difference` / :func:`split_frame_files`: pseudo-sequences of an
+  index-ordered frame list, cut where consecutive frames differ strongly (the VideoGAN spec's rule
+  for ETIS, which ships no sequence ids); :func:`write_grouping` writes a grouping as a CSV, and
+  :func:`keep_derived_grouping` is what a layout does with the grouping it derived: write it where
+  ``grouping_out`` names a file, else say so in one line of the log (a read never writes into the
+  dataset);
 - :func:`endoscope_border_mask`: the black endoscope border, masked out of colour statistics;
 - :func:`write_video`: frames -> an mp4 with a given frame rate (``medlearn predict``).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,8 +38,10 @@ from medlearn.data.decode import image_size, load_image, load_mask
 from medlearn.io.errors import DataError
 
 __all__ = ["VIDEO_SUFFIXES", "VideoFrame", "check_videos", "decode_video", "endoscope_border_mask",
-           "frame_differences", "group_videos", "load_frame", "load_frame_mask", "split_by_frame_difference",
-           "video_meta", "write_grouping", "write_video"]
+           "frame_differences", "group_videos", "keep_derived_grouping", "load_frame", "load_frame_mask",
+           "split_by_frame_difference", "split_frame_files", "video_meta", "write_grouping", "write_video"]
+
+log = logging.getLogger(__name__)
 
 #: Container suffixes read through PyAV.
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm"})
@@ -221,6 +227,19 @@ def frame_differences(frames: Sequence[torch.Tensor], thumb: int = 16) -> np.nda
     return np.array([float((th[t] - th[t - 1]).abs().mean()) for t in range(1, len(th))])
 
 
+def _cut_level(diff: np.ndarray, threshold: float | None, factor: float) -> float:
+    if threshold is not None:
+        return float(threshold)
+    return factor * float(np.median(diff)) if len(diff) else 0.0
+
+
+def _cut(diff: np.ndarray, level: float, sizes: Sequence[tuple[int, int]]) -> list[int]:
+    ids = [0]
+    for t in range(1, len(sizes)):
+        ids.append(ids[-1] + int(diff[t - 1] > level or sizes[t] != sizes[t - 1]))
+    return ids
+
+
 def split_by_frame_difference(frames: Sequence[torch.Tensor], threshold: float | None = None, factor: float = 2.5,
                               sizes: Sequence[tuple[int, int]] | None = None) -> list[int]:
     """Pseudo-sequence ids of index-ordered frames: a new sequence starts where consecutive frames differ.
@@ -245,12 +264,31 @@ def split_by_frame_difference(frames: Sequence[torch.Tensor], threshold: float |
     if not frames:
         return []
     diff = frame_differences(frames)
-    level = float(threshold) if threshold is not None else factor * float(np.median(diff)) if len(diff) else 0.0
     sizes = list(sizes) if sizes is not None else [tuple(f.shape[-2:]) for f in frames]  # type: ignore[misc]
-    ids = [0]
-    for t in range(1, len(frames)):
-        ids.append(ids[-1] + int(diff[t - 1] > level or sizes[t] != sizes[t - 1]))
-    return ids
+    return _cut(diff, _cut_level(diff, threshold, factor), sizes)
+
+
+def split_frame_files(paths: Sequence[Path], threshold: float | None = None,
+                      factor: float = 2.5) -> tuple[list[int], float]:
+    """:func:`split_by_frame_difference` of image files, with the cut level it used.
+
+    Args:
+        paths: the frames' image files in index order.
+        threshold: a fixed cut level; ``None``: ``factor`` x the median difference.
+        factor: the adaptive level's multiple of the median.
+
+    Returns:
+        ``(0-based sequence id per frame, the cut level)``.
+
+    Raises:
+        DataError: naming a file that cannot be decoded.
+    """
+    if not paths:
+        return [], 0.0
+    diff = frame_differences([load_image(p, 3) for p in paths])
+    level = _cut_level(diff, threshold, factor)
+    sizes = [image_size(p) for p in paths]
+    return _cut(diff, level, sizes), level
 
 
 def write_grouping(path: str | Path, records: Sequence[VideoFrame]) -> Path:
@@ -263,6 +301,43 @@ def write_grouping(path: str | Path, records: Sequence[VideoFrame]) -> Path:
     for r in records:
         w.writerow([r.name, r.video, r.frame])
     return atomic_write_text(path, buf.getvalue())
+
+
+def keep_derived_grouping(records: Sequence[VideoFrame], root: str | Path, layout: str, level: float,
+                          grouping_out: str | Path | None = None) -> Path | None:
+    """What a layout reader does with the grouping it derived by frame difference.
+
+    Reading a dataset never writes into it (datasets are often on read-only shares, and
+    ``medlearn check-data`` promises to write nothing): the grouping is written (``name,video,frame``,
+    :func:`write_grouping`) only where ``grouping_out`` names a file; otherwise one INFO line of the
+    log says how many frames went into how many pseudo-sequences at which cut level, and how to
+    fix or keep it. A training DataModule passes a file in its run folder.
+
+    Args:
+        records: the frames with their derived ``video``.
+        root: the dataset root the frames were read from.
+        layout: the layout's name (``"etis"``, ``"cvc_clinicdb"``).
+        level: the frame-difference cut level used.
+        grouping_out: where to write the grouping; ``None``: nowhere.
+
+    Returns:
+        The file written, or ``None`` (none asked for, or the write failed: a warning says why).
+    """
+    n_seq = len({r.video for r in records})
+    if grouping_out is None:
+        log.info("%s (%s): %d frames grouped into %d pseudo-sequences by frame difference (cut level %.4g); "
+                 "to fix the grouping put a sequences.csv (name, video) in the root, to keep it pass "
+                 "layout_options: {grouping_out: FILE}", root, layout, len(records), n_seq, level)
+        return None
+    out = Path(grouping_out)
+    try:
+        write_grouping(out, records)
+    except OSError as exc:
+        log.warning("could not write the %s pseudo-sequences of %s to %s: %s", layout, root, out, exc)
+        return None
+    log.info("%s (%s): %d frames grouped into %d pseudo-sequences by frame difference (cut level %.4g), "
+             "written to %s", root, layout, len(records), n_seq, level, out)
+    return out
 
 
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float) -> Path:

@@ -21,6 +21,11 @@ masks) and serves:
   video per item, resized to the model's size, with its stored size and frame rate, from a video
   file, a folder of frames (one video) or a folder of videos (any ``video`` layout).
 
+Both domain roots are its :meth:`~VideoPairDataModule.layout_sources`, so ``medlearn fit`` checks
+them before training. A domain whose layout derives its grouping by frame difference (ETIS, CVC
+without its table) gets it written into the run folder of a training run as
+``pseudo_sequences-<domain folder>.csv``; the dataset itself is never written to.
+
 It knows no dataset layout (they come from the registry).
 """
 
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medlearn.data.datamodule import SplitDataModule
+from medlearn.data.datamodule import LayoutSource, SplitDataModule
 from medlearn.data.decode import load_image, resize_image, resize_mask
 from medlearn.data.info import DataInfo
 from medlearn.data.layouts import detect_layout, get_layout
@@ -41,15 +46,19 @@ from medlearn.data.video_frames import VideoFrame, endoscope_border_mask, group_
 from medlearn.io.errors import DataError
 
 __all__ = ["PAIR_MODES", "DecodedVideo", "VideoClipDataset", "VideoPairDataModule", "VideoPairDataset",
-           "decode_videos", "read_video_layout"]
+           "decode_videos", "read_video_layout", "resolve_video_layout"]
 
 PAIR_MODES = ("random_in_video", "adjacent")
 
 
+def resolve_video_layout(root: str | Path, layout: str = "auto") -> str:
+    """The ``video`` layout ``root`` is read as: ``layout``; ``"auto"``: detected, else ``video_folder``."""
+    return detect_layout(root, "video", default="video_folder").name if layout == "auto" else layout
+
+
 def read_video_layout(root: str | Path, layout: str = "auto", **options: Any) -> list[VideoFrame]:
     """The frames of ``root`` through the registered ``video`` layout (``"auto"``: detected)."""
-    entry = detect_layout(root, "video", default="video_folder") if layout == "auto" else get_layout(layout, "video")
-    return list(entry.read(Path(root), **options))
+    return list(get_layout(resolve_video_layout(root, layout), "video").read(Path(root), **options))
 
 
 class DecodedVideo:
@@ -247,9 +256,31 @@ class VideoPairDataModule(SplitDataModule[Any]):
         """The split seed (no label subsets here)."""
         return int(self.hparams.split_seed)
 
-    def _split_domain(self, root: str | Path, layout: str) -> list[list[DecodedVideo]]:
+    def _domains(self) -> list[tuple[Path, str, str]]:
+        """``(root, layout, name)`` of domains A and B; ``name`` (the folder's, ``-a`` / ``-b`` added
+        when both have the same) names the run folder's ``pseudo_sequences-<name>.csv``.
+        """
         h = self.hparams
-        videos = decode_videos(read_video_layout(root, layout), h.image_size)
+        assert self.root is not None
+        roots = [self.root / h.domain_a, self.root / h.domain_b]  # an absolute domain replaces root
+        names = [r.name for r in roots]
+        if names[0] == names[1]:
+            names = [f"{names[0]}-a", f"{names[1]}-b"]
+        return [(roots[0], h.layout_a, names[0]), (roots[1], h.layout_b, names[1])]
+
+    def layout_sources(self) -> list[LayoutSource]:
+        """One source per domain root (kind ``video``, its layout resolved as the reader resolves it).
+
+        The check reads with the readers' defaults, so it writes nothing (not even a derived grouping).
+        """
+        if self.root is None:
+            return []
+        return [LayoutSource(root, "video", resolve_video_layout(root, layout) if root.exists() else layout, {})
+                for root, layout, _ in self._domains()]
+
+    def _split_domain(self, root: str | Path, layout: str, name: str) -> list[list[DecodedVideo]]:
+        h = self.hparams
+        videos = decode_videos(read_video_layout(root, layout, **self.grouping_options(name)), h.image_size)
         if len(videos) < 2:
             raise DataError(root, f"{len(videos)} video(s): {self.no_test_reason}")
         order = np.random.default_rng(h.split_seed).permutation(len(videos))
@@ -274,9 +305,9 @@ class VideoPairDataModule(SplitDataModule[Any]):
         if self.root is None:
             raise DataError("<none>", "no data root: pass root (the folder holding both domains)")
         if self._split is None:
-            h = self.hparams
-            a = self._split_domain(Path(h.root) / h.domain_a, h.layout_a)
-            b = self._split_domain(Path(h.root) / h.domain_b, h.layout_b)
+            (root_a, layout_a, name_a), (root_b, layout_b, name_b) = self._domains()
+            a = self._split_domain(root_a, layout_a, name_a)
+            b = self._split_domain(root_b, layout_b, name_b)
             self._split = {"a": a, "b": b}
             self.train_set = VideoPairDataset(a[0], b[0], h.pair_mode)
             if h.num_train is not None:
