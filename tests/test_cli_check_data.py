@@ -89,3 +89,18 @@ def test_fit_stops_before_training_with_the_listing(isic: Path, tmp_path: Path,
     assert "WARNING stray file (1)" in err and "training did not start" in err
     assert "unreadable" not in err  # fit reads no pixels
     assert not (run / "checkpoints").exists() and not (run / "metrics.csv").exists()
+
+
+def test_a_derived_video_grouping_is_said_on_the_console_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medlearn.synth.endoscopy import write_etis_phantom
+
+    root = write_etis_phantom(tmp_path / "etis", n_videos=3, n_frames=4, size=24, seed=2)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert main(["check-data", str(root), "--quick"]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "pseudo-sequences" in x)
+    assert line.startswith("medlearn: ") and "12 frames" in line and "sequences.csv" in line
+    assert main(["check-data", str(root), "--quick", "--quiet"]) == 0
+    assert "pseudo-sequences" not in capsys.readouterr().err  # information lines are not shown when quiet
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before

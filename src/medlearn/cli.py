@@ -7,7 +7,7 @@
     medlearn reproduce NAME [--out DIR --resume]
                                                CPU-scale reproduction; table to docs/results.md
     medlearn synth NAME --out DIR [...]        synthetic data in a public dataset layout
-    medlearn check-data ROOT [--layout NAME] [--json] [--strict] [--quick]
+    medlearn check-data ROOT [--layout NAME] [--json] [--strict] [--quick] [--quiet]
                                                every problem of a dataset, grouped and counted;
                                                exit 1 on errors (on warnings too with --strict)
     medlearn index [ROOT]                      ROOT/index.html: every run report under ROOT (default runs)
@@ -264,6 +264,7 @@ def _check_data_parser(sub: Any) -> None:
     c.add_argument("--quick", action="store_true", help="only the cheap checks (tables and files, no pixel read), "
                                                         "as `medlearn fit` runs them")
     c.add_argument("--all", action="store_true", help="list every problem (default: 20 per kind, the rest counted)")
+    _quiet_flag(c)
 
 
 def _fresh_out(out: str | None, kind: str, overwrite: bool) -> Path:
@@ -527,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     default_threads()  # a malformed MEDLEARN_THREADS fails here, before any data is written
+    from medlearn.console import show_log
     from medlearn.engine.checkpoint import CheckpointError, CheckpointWriteError
     from medlearn.engine.runlock import RunLockedError
     from medlearn.io.errors import DataError
@@ -538,11 +540,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _apply_quiet(True)
                 if from_command_line:
                     sys.argv[1:] = argv
+            show_log()
             _lightning_cli(argv, from_command_line)
             return 0
         args = build_parser().parse_args(argv)
         _apply_precision(args)
         _apply_quiet(getattr(args, "quiet", False))
+        show_log()
         return {"list": _cmd_list, "demo": _cmd_demo, "reproduce": _cmd_reproduce, "synth": _cmd_synth,
                 "corrupt-masks": _cmd_corrupt_masks, "index": _cmd_index, "export": _cmd_export,
                 "check-data": _cmd_check_data,

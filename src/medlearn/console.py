@@ -12,6 +12,10 @@ experiment runner share:
   the count, the elapsed time and the time left, drawn on standard error, and only when standard
   error is a terminal and quiet is off. In a CI log, a pipe or a file it yields the items and
   writes nothing. ``track`` only iterates: it draws no random numbers and changes no result.
+* **medlearn's log on the console.** :func:`show_log` lets the ``medlearn`` command print what
+  medlearn's modules log (``logging.getLogger("medlearn.*")``): warnings always, information lines
+  (a video grouping derived from frame differences and where it was kept) unless quiet, each as
+  one ``medlearn: ...`` line on standard error. A library user's own logging setup is left alone.
 * **Lines with a count and the time left for steps of minutes.** :class:`Countdown` counts the runs
   of a reproduction or the demos of ``medlearn demo`` and estimates the time left from the mean
   duration of the steps timed so far; :func:`say` prints such a line unless quiet.
@@ -32,6 +36,7 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -42,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
 __all__ = ["QUIET_ENV", "is_quiet", "set_quiet", "lightning_progress", "bars_enabled", "track", "say",
-           "format_duration", "Countdown"]
+           "format_duration", "Countdown", "show_log"]
 
 #: Environment variable of the quiet switch (``1``, ``true``, ``yes`` or ``on``: quiet).
 QUIET_ENV = "MEDLEARN_QUIET"
@@ -69,6 +74,28 @@ def set_quiet(quiet: bool = True) -> None:
         os.environ[QUIET_ENV] = "1"
     else:
         os.environ.pop(QUIET_ENV, None)
+
+
+class _ConsoleLog(logging.Handler):
+    """``medlearn: <message>`` on the standard error of the moment (not the one at setup)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"medlearn: {record.getMessage()}", file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 (logging must never raise)
+            self.handleError(record)
+
+
+def show_log() -> None:
+    """Print medlearn's log records on the console: warnings always, information unless quiet.
+
+    Called by the ``medlearn`` command (once per command; calling it again only updates the
+    level). Records still propagate to any handler the caller configured.
+    """
+    logger = logging.getLogger("medlearn")
+    if not any(isinstance(h, _ConsoleLog) for h in logger.handlers):
+        logger.addHandler(_ConsoleLog())
+    logger.setLevel(logging.WARNING if is_quiet() else logging.INFO)
 
 
 def lightning_progress(requested: str) -> str:
