@@ -44,12 +44,13 @@ import dataclasses
 import inspect
 import os
 import re
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -65,6 +66,7 @@ __all__ = [
     "WARNING",
     "CheckReport",
     "Problem",
+    "check_before_fit",
     "check_datamodule",
     "check_dataset",
     "detect_any_layout",
@@ -868,3 +870,34 @@ def check_datamodule(datamodule: Any, pixels: bool = False) -> list[CheckReport]
     if not callable(sources):
         return []
     return [check_dataset(s.root, s.layout, s.kind, pixels=pixels, options=s.options) for s in sources()]
+
+
+def check_before_fit(datamodule: Any, stream: TextIO | None = None) -> list[CheckReport]:
+    """The cheap checks of a DataModule's data before training; stop when they find errors.
+
+    ``medlearn fit`` and :func:`medlearn.engine.run.fit_from_config` (the recipes: ``medlearn demo``,
+    ``medlearn reproduce``) both call this after building the DataModule and before training. A
+    root with errors gets its listing (:meth:`CheckReport.format`) and a :class:`DataError`; a
+    root with warnings only, one line saying how many.
+
+    Args:
+        datamodule: a DataModule (see :func:`check_datamodule`).
+        stream: where the listing and the warning line go (default: standard error).
+
+    Returns:
+        The reports, one per data source.
+
+    Raises:
+        DataError: a root has errors; it names the root and says training did not start.
+    """
+    out = sys.stderr if stream is None else stream
+    reports = check_datamodule(datamodule, pixels=False)
+    for report in reports:
+        if not report.ok():
+            print(report.format(), file=out, flush=True)
+            raise DataError(report.root, f"the dataset has {report.n_errors} error(s), listed above; training "
+                                         f"did not start (`medlearn check-data {report.root}` also reads the pixels)")
+        if report.n_warnings:
+            print(f"medlearn: check-data found {report.n_warnings} warning(s) in {report.root} "
+                  f"(`medlearn check-data {report.root}` lists them)", file=out, flush=True)
+    return reports
