@@ -1,6 +1,6 @@
 """Dataset integrity check: every problem of a dataset in any registered layout, listed at once.
 
-``medlearn check-data ROOT`` (and the cheap part of it before ``medlearn fit``) runs
+``medlearn check-data ROOT`` (and the cheap part of it before training: ``medlearn fit``, the recipes) runs
 :func:`check_dataset`. It knows no dataset: it reads the root through the layout registry
 (:mod:`medlearn.data.layouts`) and checks the records the layout's reader returns, so a layout
 registered later is checked the same way. What a layout knows beyond its records (its label set,
@@ -855,7 +855,7 @@ def _mask_problems(where: str, values: np.ndarray, allowed: tuple[int, ...] | No
 def check_datamodule(datamodule: Any, pixels: bool = False) -> list[CheckReport]:
     """Check every dataset root a DataModule reads (its ``layout_sources()``), cheaply by default.
 
-    ``medlearn fit`` runs this before training: the records' tables and files, no pixel read, so a
+    :func:`check_before_fit` runs this before training: the records' tables and files, no pixel read, so a
     clean dataset costs about one more read of its tables and a listing of its image folders.
 
     Args:
