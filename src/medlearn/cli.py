@@ -57,6 +57,7 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.utilities import rank_zero_only
 
+    from medlearn.data.check import check_before_fit
     from medlearn.engine.checkpoint import check_checkpoint, remove_partial_writes, safe_load
     from medlearn.engine.config import link_input_size
     from medlearn.engine.predict import uncached_data
@@ -77,7 +78,7 @@ def _lightning_cli(argv: list[str], from_command_line: bool = False) -> None:
             parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
 
         def before_fit(self) -> None:
-            _check_before_fit(self.datamodule)
+            check_before_fit(self.datamodule)  # the cheap dataset checks: stop with the listing on errors
 
         def before_instantiate_classes(self) -> None:
             sub = self.config.get(str(self.subcommand), self.config)
@@ -206,21 +207,6 @@ def _restore_env() -> None:
         else:
             os.environ[key] = value
     _saved_env.clear()
-
-
-def _check_before_fit(datamodule: Any) -> None:
-    """The cheap dataset checks before training: the listing and a DataError when there are errors."""
-    from medlearn.data.check import check_datamodule
-    from medlearn.io.errors import DataError
-
-    for report in check_datamodule(datamodule, pixels=False):
-        if not report.ok():
-            print(report.format(), file=sys.stderr, flush=True)
-            raise DataError(report.root, f"the dataset has {report.n_errors} error(s), listed above; training "
-                                         f"did not start (`medlearn check-data {report.root}` also reads the pixels)")
-        if report.n_warnings:
-            print(f"medlearn: check-data found {report.n_warnings} warning(s) in {report.root} "
-                  f"(`medlearn check-data {report.root}` lists them)", file=sys.stderr, flush=True)
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:

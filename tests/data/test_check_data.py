@@ -250,3 +250,73 @@ def test_datamodules_name_their_sources_and_check_clean(written: dict[str, Path]
         assert report.layout is not None and report.layout.kind == dm.layout_kind
         assert report.ok(strict=True) and not report.pixels and report.n_records, report.format()
     assert check_datamodule(object()) == []
+
+
+def test_a_refused_table_still_gets_its_image_files_checked(written: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A manifest without its path column: the table problem, and each image file checked on its own."""
+    from medlearn.cli import main
+
+    root = copy_of(written, "headct", tmp_path)
+    header, *body = (root / "labels.csv").read_text().splitlines()
+    (root / "labels.csv").write_text("\n".join([header.replace("path", "file"), *body]) + "\n")
+    vols = [line.split(",")[0] for line in body]
+    data = (root / vols[0]).read_bytes()
+    (root / vols[0]).write_bytes(data[: len(data) // 2])  # truncated
+    img = nib.load(root / vols[1])
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    nan = arr.copy()
+    nan[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(nan, img.affine), root / vols[1])
+    scaled = (arr - arr.min()) / (arr.max() - arr.min()) * 255.0  # CT that is not in Hounsfield units
+    nib.save(nib.Nifti1Image(scaled.astype(np.float32), img.affine), root / vols[2])
+    # a label map is not judged as CT; hidden files are not read; a link loop is walked once
+    nib.save(nib.Nifti1Image((arr > arr.mean()).astype(np.uint8), img.affine), root / "seg.nii.gz")
+    (root / ".partial.nii.gz").write_bytes(b"not a volume")
+    (root / "volumes" / "again").symlink_to(root, target_is_directory=True)
+
+    report = check_dataset(root, "volume/headct")
+    found = by_kind(report)
+    assert report.n_records is None and report.files_read == len(vols) + 1 and not report.files_limit_reached
+    assert found == {
+        "table": ["labels.csv: manifest needs a 'path' column (found: file, label, split)"],
+        "unreadable file": [found["unreadable file"][0]],
+        "non-finite image": [found["non-finite image"][0]],
+        "intensity range": [found["intensity range"][0]],
+    }, report.format()
+    assert found["unreadable file"][0].startswith(f"{vols[0]}: NIfTI file is truncated")
+    assert found["non-finite image"][0].startswith(f"{vols[1]}: ") and "1 NaN" in found["non-finite image"][0]
+    assert found["intensity range"][0].startswith(f"{vols[2]}: CT values in [0, 255] look like 0..255")
+    header_line = report.format().splitlines()[0]
+    assert "file-level pixel checks only" in header_line and "because the reader refused the dataset" in header_line
+    assert f"{len(vols) + 1} image files" in header_line
+
+    assert main(["check-data", str(root), "--layout", "volume/headct"]) == 1
+    assert "ERROR unreadable file (1)" in capsys.readouterr().out
+    assert main(["check-data", str(root), "--layout", "volume/headct", "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert {g["kind"]: g["count"] for g in summary["groups"]} == {
+        "table": 1, "unreadable file": 1, "non-finite image": 1, "intensity range": 1}
+    assert summary["file_level"]["files"] == len(vols) + 1 and summary["records"] is None
+    assert main(["check-data", str(root), "--layout", "volume/headct", "--quick", "--json"]) == 1
+    quick = json.loads(capsys.readouterr().out)
+    assert [g["kind"] for g in quick["groups"]] == ["table"] and quick["file_level"] is None
+
+
+def test_file_level_checks_stop_at_their_limit(written: dict[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import medlearn.data.check as check
+
+    root = copy_of(written, "table", tmp_path)
+    table = (root / "labels.csv").read_text()
+    (root / "labels.csv").write_text(table.replace("image,label", "picture,label", 1))
+    (root / "images" / "im0.png").write_bytes(b"not a png")
+    Image.fromarray(np.full((12, 12), 7, np.uint8)).save(root / "images" / "im1.png")
+    found = by_kind(check_dataset(root))
+    assert set(found) == {"table", "unreadable file", "constant image"}, found
+    assert found["table"] == ["labels.csv: missing column 'image'"]
+    monkeypatch.setattr(check, "FILE_LEVEL_LIMIT", 1)
+    report = check_dataset(root)
+    assert (report.files_read, report.files_limit_reached) == (1, True)
+    assert set(by_kind(report)) == {"table", "unreadable file"}  # im0.png only, in sorted order
+    assert "stopped at the limit of 1" in report.format().splitlines()[0]

@@ -1,6 +1,6 @@
 """Dataset integrity check: every problem of a dataset in any registered layout, listed at once.
 
-``medlearn check-data ROOT`` (and the cheap part of it before ``medlearn fit``) runs
+``medlearn check-data ROOT`` (and the cheap part of it before training: ``medlearn fit``, the recipes) runs
 :func:`check_dataset`. It knows no dataset: it reads the root through the layout registry
 (:mod:`medlearn.data.layouts`) and checks the records the layout's reader returns, so a layout
 registered later is checked the same way. What a layout knows beyond its records (its label set,
@@ -16,7 +16,11 @@ Two parts:
   :func:`medlearn.io.read_image` (a file it cannot read is listed, not raised), non-finite or
   constant images, CT intensities that are not in Hounsfield units, a mask of another shape,
   spacing or affine than its image (and modalities of one case on different grids), mask values
-  outside the layout's label set, empty masks.
+  outside the layout's label set, empty masks. When the reader gives no records at all (a table
+  without a required column, folders it cannot pair), the pixel checks that need no pairing still
+  run on every image file under the root, one by one (unreadable, non-finite, constant, CT range;
+  at most :data:`FILE_LEVEL_LIMIT` files), so one run lists the table's problem and the broken
+  images together; the report says so (:attr:`CheckReport.files_read`).
 
 Each :class:`Problem` names the file (and the table row where there is one), its kind and its
 severity; :class:`CheckReport` groups and counts them (:meth:`CheckReport.format` for a person,
@@ -40,12 +44,13 @@ import dataclasses
 import inspect
 import os
 import re
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -56,10 +61,12 @@ from medlearn.io.errors import DataError
 
 __all__ = [
     "ERROR",
+    "FILE_LEVEL_LIMIT",
     "PROBLEM_KINDS",
     "WARNING",
     "CheckReport",
     "Problem",
+    "check_before_fit",
     "check_datamodule",
     "check_dataset",
     "detect_any_layout",
@@ -89,6 +96,12 @@ PROBLEM_KINDS: dict[str, str] = {
 
 #: Suffixes of files :func:`~medlearn.io.read_image` decodes (lower case; 2D images and volumes).
 _READABLE = (*IMAGE_SUFFIXES, ".nii", ".nii.gz", ".mgz", ".mgh")
+#: Image files the file-level checks read at most (when the reader gives no records): a root that
+#: is not a dataset folder (a home directory) stays bounded.
+FILE_LEVEL_LIMIT = 20_000
+#: At most this many distinct non-negative integer values: a file that looks like a label map (a
+#: mask), which the file-level checks, pairing nothing, do not judge as a CT image.
+_LABEL_LIKE_VALUES = 32
 #: Record fields that hold a label mask (the other path fields are images, or files of other kinds).
 _MASK_FIELDS = ("mask", "seg", "atlas_labels")
 #: Record fields naming the group whose records must stay in one split, first match.
@@ -132,6 +145,9 @@ class CheckReport:
         problems: every problem found, in the order found.
         n_records: records the layout's reader returned (``None``: it refused the dataset).
         pixels: whether the pixel checks ran.
+        files_read: image files the file-level checks read, when the reader gave no records to
+            check (``None``: the pixel checks went through the records, or did not run).
+        files_limit_reached: the file-level checks stopped at their limit (more files were left).
     """
 
     root: Path
@@ -139,6 +155,8 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     n_records: int | None = None
     pixels: bool = True
+    files_read: int | None = None
+    files_limit_reached: bool = False
 
     @property
     def n_errors(self) -> int:
@@ -179,6 +197,8 @@ class CheckReport:
         where = f"{self.layout.kind}/{self.layout.name}" if self.layout else "no layout recognised"
         records = "reader refused the dataset" if self.n_records is None else f"{self.n_records} records"
         checks = "cheap and pixel checks" if self.pixels else "cheap checks (no pixel reads)"
+        if self.files_read is not None:
+            checks = f"file-level pixel checks only ({self._file_level_reason()})"
         lines = [f"check-data {self.root}: layout {where}, {records}, {checks}"]
         for severity, kind, problems in self.grouped():
             lines.append(f"{severity.upper()} {kind} ({len(problems)})")
@@ -196,13 +216,27 @@ class CheckReport:
                          f"in {_plural(n_kinds, 'kind')} of problem")
         return "\n".join(lines)
 
+    def _file_level_reason(self) -> str:
+        why = "the reader refused the dataset" if self.n_records is None else "the reader gave no records"
+        limit = f", stopped at the limit of {FILE_LEVEL_LIMIT}" if self.files_limit_reached else ""
+        return (f"{_plural(self.files_read or 0, 'image file')} under the root read one by one{limit}, none paired "
+                f"with its mask or record, because {why}")
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary: root, layout, counts and every problem, grouped by kind."""
+        """A JSON-ready summary: root, layout, counts and every problem, grouped by kind.
+
+        ``file_level`` is ``None`` when the pixel checks went through the records (or did not run),
+        else why they read the image files one by one, how many, and whether they stopped at
+        :data:`FILE_LEVEL_LIMIT`.
+        """
         return {
             "root": str(self.root),
             "layout": None if self.layout is None else {"kind": self.layout.kind, "name": self.layout.name},
             "records": self.n_records,
             "pixels": self.pixels,
+            "file_level": None if self.files_read is None else {
+                "reason": self._file_level_reason(), "files": self.files_read,
+                "limit_reached": self.files_limit_reached},
             "errors": self.n_errors,
             "warnings": self.n_warnings,
             "groups": [{"kind": kind, "severity": sev, "count": len(ps),
@@ -271,6 +305,8 @@ def _classify(message: str) -> str:
     if any(w in low for w in ("not found", "missing", "does not exist", "no such file", "absent", "no mask",
                               "no image")) and "column" not in low:
         return "missing file"
+    if "column" in low:  # the table's header (a missing, repeated or unknown column), not a row's values
+        return "table"
     if any(w in low for w in ("truncated", "corrupt", "cannot read", "cannot decode", "empty file", "not a ")):
         return "unreadable file"
     if any(w in low for w in ("label", "class", "finding")):
@@ -461,7 +497,8 @@ def check_dataset(root: str | Path, layout: str | None = None, kind: str | None 
         layout: the layout's name (``"brats"``, or ``"kind/name"`` for a name several kinds use,
             e.g. ``"volume/folder"``); ``None`` or ``"auto"``: detected.
         kind: the layout's kind (needed with a name several kinds use; limits detection).
-        pixels: also read every image and mask (else only the cheap checks).
+        pixels: also read every image and mask (else only the cheap checks); when the reader
+            gives no records, every image file under the root on its own.
         options: the layout reader's options (e.g. ``{"table": "train.csv"}``).
 
     Returns:
@@ -486,9 +523,16 @@ def check_dataset(root: str | Path, layout: str | None = None, kind: str | None 
     reader_problems: list[Problem] = []
     records = _read(found, root, options, reader_problems)
     report.problems += reader_problems
-    if records is None:
+    if records is not None:
+        report.n_records = len(records)
+    if not records:  # nothing to pair images with masks: each image file on its own
+        if pixels:
+            listed = {(p.kind, os.path.abspath(p.file)) for p in reader_problems}
+            found_files, report.files_limit_reached = _image_files(root, FILE_LEVEL_LIMIT)
+            report.files_read = len(found_files)
+            report.problems += [p for p in _file_level(found, found_files)
+                                if (p.kind, os.path.abspath(p.file)) not in listed]
         return report
-    report.n_records = len(records)
     listed_missing = any(p.kind == "missing file" for p in reader_problems)
     cheap = _cheap(found, root, records, skip_missing=listed_missing)
     # a file named by a row the reader refused is that row's problem, not a stray file
@@ -697,6 +741,67 @@ def _check_item(layout: Layout, item: _Item, options: Mapping[str, Any]) -> list
     return problems
 
 
+def _image_files(root: Path, limit: int) -> tuple[list[Path], bool]:
+    """The readable image files under ``root`` (its folder when it is a table), at most ``limit``.
+
+    The stray-file check's rules over the whole tree: files with a :data:`_READABLE` suffix,
+    hidden files and folders skipped; symbolic links to folders are followed, each real folder
+    (and file) once, so a link loop ends. Sorted, so a limited walk is the same every time.
+
+    Returns:
+        The files, and whether more were left when the limit was reached.
+    """
+    top = root if root.is_dir() else root.parent
+    seen_dirs = {os.path.realpath(top)}
+    seen_files: set[str] = set()
+    found: list[Path] = []
+    for folder, dirnames, filenames in os.walk(top, followlinks=True):
+        kept = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(folder, d))
+            if not d.startswith(".") and real not in seen_dirs:
+                seen_dirs.add(real)
+                kept.append(d)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            path = os.path.join(folder, name)
+            if name.startswith(".") or not name.lower().endswith(_READABLE) or not os.path.isfile(path):
+                continue
+            real = os.path.realpath(path)
+            if real in seen_files:
+                continue
+            if len(found) == limit:
+                return found, True
+            seen_files.add(real)
+            found.append(Path(path))
+    return found, False
+
+
+def _file_level(layout: Layout, files: list[Path]) -> list[Problem]:
+    """The pixel checks that need no pairing, on each file: unreadable, non-finite, constant, CT range.
+
+    A file that looks like a label map (few non-negative integer values) is not judged as a CT
+    image: nothing says here whether it is a mask.
+    """
+    problems: list[Problem] = []
+    for path in files:
+        got = _load(path, problems)
+        if got is None:
+            continue
+        arr = got[0]
+        found = _image_problems(layout, path, arr)
+        if found and found[0].kind == "intensity range" and _label_like(arr):
+            continue
+        problems += found
+    return problems
+
+
+def _label_like(arr: np.ndarray) -> bool:
+    if float(arr.min()) < 0 or not np.array_equal(arr, np.round(arr)):
+        return False
+    return np.unique(arr).size <= _LABEL_LIKE_VALUES
+
+
 def _image_problems(layout: Layout, path: Path, arr: np.ndarray) -> list[Problem]:
     finite = np.isfinite(arr)
     if not finite.all():  # read_image refuses NaN; a reader with another policy may not
@@ -750,7 +855,7 @@ def _mask_problems(where: str, values: np.ndarray, allowed: tuple[int, ...] | No
 def check_datamodule(datamodule: Any, pixels: bool = False) -> list[CheckReport]:
     """Check every dataset root a DataModule reads (its ``layout_sources()``), cheaply by default.
 
-    ``medlearn fit`` runs this before training: the records' tables and files, no pixel read, so a
+    :func:`check_before_fit` runs this before training: the records' tables and files, no pixel read, so a
     clean dataset costs about one more read of its tables and a listing of its image folders.
 
     Args:
@@ -765,3 +870,34 @@ def check_datamodule(datamodule: Any, pixels: bool = False) -> list[CheckReport]
     if not callable(sources):
         return []
     return [check_dataset(s.root, s.layout, s.kind, pixels=pixels, options=s.options) for s in sources()]
+
+
+def check_before_fit(datamodule: Any, stream: TextIO | None = None) -> list[CheckReport]:
+    """The cheap checks of a DataModule's data before training; stop when they find errors.
+
+    ``medlearn fit`` and :func:`medlearn.engine.run.fit_from_config` (the recipes: ``medlearn demo``,
+    ``medlearn reproduce``) both call this after building the DataModule and before training. A
+    root with errors gets its listing (:meth:`CheckReport.format`) and a :class:`DataError`; a
+    root with warnings only, one line saying how many.
+
+    Args:
+        datamodule: a DataModule (see :func:`check_datamodule`).
+        stream: where the listing and the warning line go (default: standard error).
+
+    Returns:
+        The reports, one per data source.
+
+    Raises:
+        DataError: a root has errors; it names the root and says training did not start.
+    """
+    out = sys.stderr if stream is None else stream
+    reports = check_datamodule(datamodule, pixels=False)
+    for report in reports:
+        if not report.ok():
+            print(report.format(), file=out, flush=True)
+            raise DataError(report.root, f"the dataset has {report.n_errors} error(s), listed above; training "
+                                         f"did not start (`medlearn check-data {report.root}` also reads the pixels)")
+        if report.n_warnings:
+            print(f"medlearn: check-data found {report.n_warnings} warning(s) in {report.root} "
+                  f"(`medlearn check-data {report.root}` lists them)", file=out, flush=True)
+    return reports

@@ -17,6 +17,7 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
 
+from medlearn.data.check import check_before_fit
 from medlearn.engine.config import dump_config, instantiate_class, resolve_links
 from medlearn.engine.predict import uncached_data
 from medlearn.engine.seed import seed_everything
@@ -58,11 +59,15 @@ def _trainer_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fit_from_config(cfg: Mapping[str, Any], run_dir: str | Path, test: bool = True, progress: str = "line",
-                    prefix: str = "", model: LightningModule | None = None, overwrite: bool = True) -> RunResult:
+                    prefix: str = "", model: LightningModule | None = None, overwrite: bool = True,
+                    check_data: bool = True) -> RunResult:
     """Fit the model of ``cfg`` on its data in ``run_dir``; test on the best checkpoint if asked.
 
-    The resolved ``cfg`` is written to ``run_dir/config.yaml`` first. The test results are logged
-    into the same ``metrics.csv`` and added to ``report.html``.
+    The resolved ``cfg`` is written to ``run_dir/config.yaml`` first. Before training, the data
+    gets the cheap checks ``medlearn fit`` runs (:func:`medlearn.data.check.check_before_fit`):
+    a dataset with errors stops the run with their listing before anything is trained or
+    checkpointed. The test results are logged into the same ``metrics.csv`` and added to
+    ``report.html``.
 
     Args:
         cfg: a config as :func:`medlearn.engine.config.load_config` reads it.
@@ -72,6 +77,10 @@ def fit_from_config(cfg: Mapping[str, Any], run_dir: str | Path, test: bool = Tr
         prefix: text before each epoch line.
         model: an already built model (default: built from ``cfg["model"]``).
         overwrite: allow a folder that already holds checkpoints (recipes rerun into their own folders).
+        check_data: run the cheap dataset checks before training.
+
+    Raises:
+        DataError: the dataset has errors (listed on standard error first).
     """
     folder = open_run_folder(run_dir, "fit", overwrite=overwrite)
     folder.root.mkdir(parents=True, exist_ok=True)
@@ -84,6 +93,8 @@ def fit_from_config(cfg: Mapping[str, Any], run_dir: str | Path, test: bool = Tr
     t0 = time.perf_counter()
     model = model or instantiate_class(cfg["model"])
     dm = instantiate_class(cfg["data"])
+    if check_data:
+        check_before_fit(dm)
     tkw = _trainer_options(cfg)
     max_epochs = int(tkw.pop("max_epochs", 10))
     trainer = make_trainer(folder, max_epochs=max_epochs, progress=progress, prefix=prefix, model=model, **tkw)
