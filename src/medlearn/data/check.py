@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 import re
 import sys
@@ -54,6 +55,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from medlearn.console import track
 from medlearn.data.layouts import Layout, get_layout, list_layouts
 from medlearn.data.records import IMAGE_SUFFIXES, MaskSource
 from medlearn.io import read_image
@@ -672,7 +674,7 @@ def _pixels(layout: Layout, tagged: list[Any], options: Mapping[str, Any]) -> li
     problems: list[Problem] = []
     done: set[tuple[str, ...]] = set()
     keys = _FolderKeys()
-    for t in tagged:
+    for t in track(tagged, description="check-data: reading the records' pixels"):
         rec = t.record if isinstance(t, _Tagged) else t
         for item in _items(rec):
             key = (*("/".join(keys(p)) for p in item.images), str(item.mask))
@@ -784,7 +786,7 @@ def _file_level(layout: Layout, files: list[Path]) -> list[Problem]:
     image: nothing says here whether it is a mask.
     """
     problems: list[Problem] = []
-    for path in files:
+    for path in track(files, description="check-data: reading the image files"):
         got = _load(path, problems)
         if got is None:
             continue
@@ -891,7 +893,13 @@ def check_before_fit(datamodule: Any, stream: TextIO | None = None) -> list[Chec
         DataError: a root has errors; it names the root and says training did not start.
     """
     out = sys.stderr if stream is None else stream
-    reports = check_datamodule(datamodule, pixels=False)
+    log = logging.getLogger("medlearn")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))  # the readers' information lines come when the data is read for training
+    try:
+        reports = check_datamodule(datamodule, pixels=False)
+    finally:
+        log.setLevel(level)
     for report in reports:
         if not report.ok():
             print(report.format(), file=out, flush=True)
