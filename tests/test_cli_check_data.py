@@ -104,3 +104,24 @@ def test_a_derived_video_grouping_is_said_on_the_console_and_nothing_is_written(
     assert main(["check-data", str(root), "--quick", "--quiet"]) == 0
     assert "pseudo-sequences" not in capsys.readouterr().err  # information lines are not shown when quiet
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_folder_holding_several_datasets_checks_each_in_its_own_layout(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medlearn.data.check import dataset_roots
+    from medlearn.synth.endoscopy import write_cvc_phantom, write_etis_phantom
+
+    cvc = write_cvc_phantom(tmp_path / "data" / "CVC-ClinicDB", n_videos=2, n_frames=3, size=24, seed=1)
+    etis = write_etis_phantom(tmp_path / "data" / "ETIS-LaribPolypDB", n_videos=2, n_frames=3, size=24, seed=2)
+    assert [(r, lay.name) for r, lay in dataset_roots(tmp_path / "data")] == [(cvc, "cvc_clinicdb"), (etis, "etis")]
+    assert [r for r, _ in dataset_roots(etis)] == [etis]  # a dataset is checked as itself
+    assert main(["check-data", str(tmp_path / "data"), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "holds 2 dataset(s)" in out and "CVC-ClinicDB (video/cvc_clinicdb)" in out
+    assert out.count("no problems found") == 2 and "duplicated id" not in out
+
+    (etis / "GroundTruth" / "p2.tif").unlink()
+    assert main(["check-data", str(tmp_path / "data"), "--quick", "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] is False and [d["ok"] for d in summary["datasets"]] == [True, False]
+    assert "p2.tif" in json.dumps(summary["datasets"][1])

@@ -212,7 +212,7 @@ def _restore_env() -> None:
 def _cmd_check_data(args: argparse.Namespace) -> int:
     import yaml
 
-    from medlearn.data.check import check_dataset
+    from medlearn.data.check import check_dataset, dataset_roots
 
     options: dict[str, Any] = {}
     for item in args.option:
@@ -221,12 +221,24 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
             print(f"medlearn: --option needs KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         options[key.strip()] = yaml.safe_load(value)
-    report = check_dataset(args.root, layout=args.layout, kind=args.kind, pixels=not args.quick, options=options)
+    roots = [Path(args.root)]
+    if args.layout in (None, "auto") and args.kind is None:
+        found = dataset_roots(args.root)  # a folder holding several datasets: each in its own layout
+        if len(found) > 1 or (found and found[0][0] != Path(args.root)):
+            roots = [r for r, _ in found]
+            if not args.json:
+                names = ", ".join(f"{r.name} ({lay.kind}/{lay.name})" for r, lay in found)
+                print(f"{args.root} holds {len(found)} dataset(s), each checked in its own layout: {names}\n")
+    reports = [check_dataset(r, layout=args.layout, kind=args.kind, pixels=not args.quick, options=options)
+               for r in roots]
+    ok = all(report.ok(args.strict) for report in reports)
     if args.json:
-        print(json.dumps({**report.to_dict(), "ok": report.ok(args.strict), "strict": args.strict}, indent=2))
+        dicts = [{**report.to_dict(), "ok": report.ok(args.strict), "strict": args.strict} for report in reports]
+        print(json.dumps(dicts[0] if roots == [Path(args.root)] else {"root": str(args.root), "ok": ok,
+                                                                       "datasets": dicts}, indent=2))
     else:
-        print(report.format(limit=None if args.all else 20))
-    return 0 if report.ok(args.strict) else 1
+        print("\n\n".join(report.format(limit=None if args.all else 20) for report in reports))
+    return 0 if ok else 1
 
 
 def _check_data_parser(sub: Any) -> None:

@@ -71,6 +71,7 @@ __all__ = [
     "check_before_fit",
     "check_datamodule",
     "check_dataset",
+    "dataset_roots",
     "detect_any_layout",
 ]
 
@@ -284,6 +285,54 @@ def detect_any_layout(root: str | Path, kind: str | None = None, **options: Any)
     raise DataError(root, f"not a recognised {kind or 'dataset'} layout (tried "
                           f"{', '.join(f'{e.kind}/{e.name}' for e in ranked)})",
                     [f"{e.kind}/{e.name}: {e.description}" for e in ranked])
+
+
+#: A folder with more sub-folders than this is one dataset's case or class folders, not a holder of datasets.
+MAX_DATASETS_PER_FOLDER = 16
+
+
+def _specific(layout: Layout) -> bool:
+    """A layout with its own structure (not the generic table or folder of images any tree matches)."""
+    return bool(layout.synth) or layout.priority > 0
+
+
+def dataset_roots(root: str | Path) -> list[tuple[Path, Layout]]:
+    """The datasets a folder holds: itself, or the sub-folders that are datasets of their own.
+
+    A user often points at the folder that holds several datasets (VideoGAN's two endoscopy
+    domains, cross-denoising's source and target cameras). Such a folder matches only a generic
+    layout (every image in the tree as one unlabelled set), whose listing would be noise; when its
+    sub-folders (one level down, at most :data:`MAX_DATASETS_PER_FOLDER` of them) are datasets of
+    a specific layout, each of those is returned instead.
+
+    Args:
+        root: the folder.
+
+    Returns:
+        ``[(root, its layout)]`` when ``root`` is a specific layout or no sub-folder is one; else
+        ``[(sub-folder, its layout), ...]`` in name order. Empty when nothing is recognised.
+    """
+    root = Path(root)
+    try:
+        own: Layout | None = detect_any_layout(root)
+    except DataError:
+        own = None
+    if own is not None and _specific(own):
+        return [(root, own)]
+    found: list[tuple[Path, Layout]] = []
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) if root.is_dir() else []
+    if len(subs) > MAX_DATASETS_PER_FOLDER:  # case or class folders of one dataset, not several datasets
+        subs = []
+    for sub in subs:
+        try:
+            layout = detect_any_layout(sub)
+        except DataError:
+            continue
+        if _specific(layout):
+            found.append((sub, layout))
+    if found:
+        return found
+    return [(root, own)] if own is not None else []
 
 
 def _resolve_layout(root: Path, layout: str | None, kind: str | None, options: Mapping[str, Any]) -> Layout:
