@@ -109,3 +109,12 @@ def test_every_shipped_config_parses(capsys):
             bad.append(f"{cfg.parent.name}/{cfg.name}: {capsys.readouterr().err[-300:]}")
         capsys.readouterr()
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("argv", [["demo", "c2l", "nosuchmethod"], ["reproduce", "nosuchmethod"]])
+def test_an_unknown_method_name_is_one_line_and_nothing_is_written(argv, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("medlearn: unknown method 'nosuchmethod'; registered: ")
+    assert "c2l" in err and not out.exists()

@@ -530,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medlearn.engine.checkpoint import CheckpointError, CheckpointWriteError
     from medlearn.engine.runlock import RunLockedError
     from medlearn.io.errors import DataError
+    from medlearn.registry import UnknownMethodError
 
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
@@ -563,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except FileExistsError as exc:
         print(f"medlearn: {exc} (pass --overwrite to replace it)", file=sys.stderr)
+        return 2
+    except UnknownMethodError as exc:
+        print(f"medlearn: {exc}", file=sys.stderr)
         return 2
     finally:
         _restore_env()

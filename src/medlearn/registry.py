@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MethodSpec", "DemoResult", "register", "get_method", "list_methods", "config_dir"]
+__all__ = ["MethodSpec", "DemoResult", "UnknownMethodError", "register", "get_method", "list_methods", "config_dir"]
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -88,15 +88,22 @@ def _load() -> None:
     import medlearn.methods  # noqa: F401  (registers every method)
 
 
+class UnknownMethodError(KeyError):
+    """A method name that is not registered (the message lists the registered ones)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown method"
+
+
 def get_method(name: str) -> MethodSpec:
     """The registered method ``name``.
 
     Raises:
-        KeyError: with the list of known names.
+        UnknownMethodError: (a ``KeyError``) with the list of known names.
     """
     _load()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(_REGISTRY)) or 'none'}")
+        raise UnknownMethodError(f"unknown method {name!r}; registered: {', '.join(sorted(_REGISTRY)) or 'none'}")
     return _REGISTRY[name]
 
 
