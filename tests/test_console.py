@@ -271,6 +271,7 @@ def test_epoch_lines_show_the_time_left_and_nothing_in_quiet_mode(monkeypatch: p
         def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
             loss = self.w(batch[0]).pow(2).mean()
             self.log("train/loss", loss, on_step=False, on_epoch=True)
+            self.log("train/n", float(len(batch[0])), on_step=False, on_epoch=True, reduce_fx="sum")
             return loss
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -286,6 +287,6 @@ def test_epoch_lines_show_the_time_left_and_nothing_in_quiet_mode(monkeypatch: p
     lines = fit()
     assert [ln.split(" (")[0] for ln in lines] == ["[tiny] epoch 1/3", "[tiny] epoch 2/3", "[tiny] epoch 3/3"]
     assert "s left)" in lines[0] and "s left)" in lines[1] and "left" not in lines[2]
-    assert "train/loss=" in lines[0]
+    assert re.search(r"train/loss=\d\.\d{4}\b", lines[0]) and "train/n=8  " in lines[0] + "  "  # a count reads as one
     monkeypatch.setenv(QUIET_ENV, "1")
     assert fit() == []

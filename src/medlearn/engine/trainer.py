@@ -309,6 +309,13 @@ def _open_run_folder(path: Path, stage: str, resume: bool, overwrite: bool, crea
 
 
 # ---------------------------------------------------------------------------------- callbacks
+def _metric_text(v: float) -> str:
+    """A metric on the epoch line: counts as integers (``val/n=63``), everything else to 4 decimals."""
+    if v.is_integer() and abs(v) >= 1:
+        return str(int(v))
+    return f"{v:.4f}"
+
+
 class EpochLine(Callback):
     """Print one line per epoch (for logs and non-interactive terminals), with the time left.
 
@@ -343,7 +350,7 @@ class EpochLine(Callback):
             keys = [k for k in chosen if k in m]
         else:
             keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0))
-        body = "  ".join(f"{k}={m[k]:.4f}" for k in keys)
+        body = "  ".join(f"{k}={_metric_text(m[k])}" for k in keys)
         done, total = trainer.current_epoch + 1, trainer.max_epochs
         left = ""
         if isinstance(total, int) and total > done:
