@@ -272,6 +272,7 @@ def test_epoch_lines_show_the_time_left_and_nothing_in_quiet_mode(monkeypatch: p
             loss = self.w(batch[0]).pow(2).mean()
             self.log("train/loss", loss, on_step=False, on_epoch=True)
             self.log("train/n", float(len(batch[0])), on_step=False, on_epoch=True, reduce_fx="sum")
+            self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)  # the bar's step value
             return loss
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -288,5 +289,6 @@ def test_epoch_lines_show_the_time_left_and_nothing_in_quiet_mode(monkeypatch: p
     assert [ln.split(" (")[0] for ln in lines] == ["[tiny] epoch 1/3", "[tiny] epoch 2/3", "[tiny] epoch 3/3"]
     assert "s left)" in lines[0] and "s left)" in lines[1] and "left" not in lines[2]
     assert re.search(r"train/loss=\d\.\d{4}\b", lines[0]) and "train/n=8  " in lines[0] + "  "  # a count reads as one
+    assert " loss=" not in lines[0]  # the bar's step value is not repeated beside its epoch mean
     monkeypatch.setenv(QUIET_ENV, "1")
     assert fit() == []

@@ -334,8 +334,9 @@ class EpochLine(Callback):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Print the epoch's line: its time and the module's ``console_metrics`` (default: every
-        scalar logged for it; the count of cases a metric left out, ``*_undefined``, only when
-        there are any).
+        scalar logged for it, but not a bare step value such as ``loss`` beside its epoch mean
+        ``train/loss``; the count of cases a metric left out, ``*_undefined``, only when there are
+        any).
         """
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
@@ -349,7 +350,8 @@ class EpochLine(Callback):
         if chosen is not None:
             keys = [k for k in chosen if k in m]
         else:
-            keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0))
+            keys = sorted(k for k in m if not k.endswith("_step") and not (k.endswith("_undefined") and m[k] == 0)
+                          and f"train/{k}" not in m)  # a progress-bar step value beside its epoch mean
         body = "  ".join(f"{k}={_metric_text(m[k])}" for k in keys)
         done, total = trainer.current_epoch + 1, trainer.max_epochs
         left = ""
