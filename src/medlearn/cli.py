@@ -221,21 +221,23 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
             print(f"medlearn: --option needs KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         options[key.strip()] = yaml.safe_load(value)
-    roots = [Path(args.root)]
+    root = Path(args.root)
+    targets: list[tuple[Path, str | None]] = [(root, args.layout)]
     if args.layout in (None, "auto") and args.kind is None:
-        found = dataset_roots(args.root)  # a folder holding several datasets: each in its own layout
-        if len(found) > 1 or (found and found[0][0] != Path(args.root)):
-            roots = [r for r, _ in found]
-            if not args.json:
-                names = ", ".join(f"{r.name} ({lay.kind}/{lay.name})" for r, lay in found)
-                print(f"{args.root} holds {len(found)} dataset(s), each checked in its own layout: {names}\n")
-    reports = [check_dataset(r, layout=args.layout, kind=args.kind, pixels=not args.quick, options=options)
-               for r in roots]
+        # detected once here: the root, or each dataset a folder of several holds, in its own layout
+        found = dataset_roots(root, **options)
+        if found:
+            targets = [(r, f"{lay.kind}/{lay.name}") for r, lay in found]
+    several = [r for r, _ in targets] != [root]
+    if several and not args.json:
+        names = ", ".join(f"{r.name} ({layout})" for r, layout in targets)
+        print(f"{args.root} holds {len(targets)} dataset(s), each checked in its own layout: {names}\n")
+    reports = [check_dataset(r, layout=layout, kind=args.kind, pixels=not args.quick, options=options)
+               for r, layout in targets]
     ok = all(report.ok(args.strict) for report in reports)
     if args.json:
         dicts = [{**report.to_dict(), "ok": report.ok(args.strict), "strict": args.strict} for report in reports]
-        print(json.dumps(dicts[0] if roots == [Path(args.root)] else {"root": str(args.root), "ok": ok,
-                                                                       "datasets": dicts}, indent=2))
+        print(json.dumps({"root": str(args.root), "ok": ok, "datasets": dicts} if several else dicts[0], indent=2))
     else:
         print("\n\n".join(report.format(limit=None if args.all else 20) for report in reports))
     return 0 if ok else 1

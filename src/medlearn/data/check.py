@@ -296,7 +296,7 @@ def _specific(layout: Layout) -> bool:
     return bool(layout.synth) or layout.priority > 0
 
 
-def dataset_roots(root: str | Path) -> list[tuple[Path, Layout]]:
+def dataset_roots(root: str | Path, **options: Any) -> list[tuple[Path, Layout]]:
     """The datasets a folder holds: itself, or the sub-folders that are datasets of their own.
 
     A user often points at the folder that holds several datasets (VideoGAN's two endoscopy
@@ -307,6 +307,8 @@ def dataset_roots(root: str | Path) -> list[tuple[Path, Layout]]:
 
     Args:
         root: the folder.
+        **options: the reader options, passed to every ``detect`` that takes them (as
+            :func:`check_dataset` detects).
 
     Returns:
         ``[(root, its layout)]`` when ``root`` is a specific layout or no sub-folder is one; else
@@ -314,7 +316,7 @@ def dataset_roots(root: str | Path) -> list[tuple[Path, Layout]]:
     """
     root = Path(root)
     try:
-        own: Layout | None = detect_any_layout(root)
+        own: Layout | None = detect_any_layout(root, **options)
     except DataError:
         own = None
     if own is not None and _specific(own):
@@ -325,7 +327,7 @@ def dataset_roots(root: str | Path) -> list[tuple[Path, Layout]]:
         subs = []
     for sub in subs:
         try:
-            layout = detect_any_layout(sub)
+            layout = detect_any_layout(sub, **options)
         except DataError:
             continue
         if _specific(layout):
